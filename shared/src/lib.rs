@@ -1,0 +1,13 @@
+//! What `cz-proxy` (in the cluster) and `czctl` (on the laptop) share: the tunnel's wire protocol,
+//! the intercept rule and the session certificates.
+//!
+//! The wire is QUIC: [`protocol`] defines the handshake and frames, [`stream`] moves them over
+//! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
+//! configuration of both ends. Nothing here opens a socket.
+
+pub mod protocol;
+pub mod rule;
+pub mod stream;
+pub mod tls;
+
+pub use rule::{InterceptRule, RuleError, DEFAULT_RULE};

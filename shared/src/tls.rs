@@ -1,0 +1,312 @@
+//! Per-session certificates and the QUIC/TLS configuration of both tunnel ends.
+//!
+//! Each intercept session makes its own certificate authority on the laptop. It issues one
+//! certificate to the proxy (which the laptop verifies) and one to the laptop (which the proxy
+//! verifies): only the holder of the session's client key can attach to the tunnel. The CA's key
+//! never leaves the laptop; the proxy receives its own certificate and key and the CA certificate,
+//! as files of a mounted Secret.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use crate::protocol::{ALPN, ALPN_HELLO_ONLY, SERVER_NAME};
+
+/// File name of the session CA certificate in an identity directory (as in Kubernetes TLS Secrets).
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// File name of the holder's certificate in an identity directory.
+pub const CERT_FILE: &str = "tls.crt";
+/// File name of the holder's private key in an identity directory.
+pub const KEY_FILE: &str = "tls.key";
+
+/// Why certificates could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating a key or certificate failed.
+    #[error("could not generate a session certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file did not hold what it should.
+    #[error("could not read the {what}: {source}")]
+    Pem {
+        /// Which file.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the certificates or key.
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("invalid session CA certificate: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The TLS configuration does not suit QUIC.
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+/// A session's certificate authority. Lives only on the laptop, for the length of the session.
+pub struct SessionCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl SessionCa {
+    /// Generates a new CA with a fresh key.
+    pub fn generate() -> Result<Self, TlsError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name("czctl session CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate()?;
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            cert_pem,
+        })
+    }
+
+    /// The CA certificate, PEM-encoded.
+    pub fn certificate_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues the proxy's server certificate (for [`SERVER_NAME`]).
+    pub fn issue_proxy(&self) -> Result<Identity, TlsError> {
+        self.issue("cz-proxy", ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// Issues the laptop's client certificate.
+    pub fn issue_client(&self) -> Result<Identity, TlsError> {
+        self.issue("czctl", ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(
+        &self,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Identity, TlsError> {
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        params.distinguished_name = name(common_name);
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Identity {
+            ca_cert_pem: self.cert_pem.clone(),
+            cert_pem: cert.pem(),
+            key_pem: KeyPem(key.serialize_pem()),
+        })
+    }
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+/// One tunnel end's credentials: its certificate and key, and the session CA it trusts.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The session CA's certificate, PEM-encoded.
+    pub ca_cert_pem: String,
+    /// This end's certificate, PEM-encoded.
+    pub cert_pem: String,
+    key_pem: KeyPem,
+}
+
+/// A private key, PEM-encoded; never printed.
+#[derive(Clone)]
+struct KeyPem(String);
+
+impl fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyPem(<redacted>)")
+    }
+}
+
+impl Identity {
+    /// This end's private key, PEM-encoded: for writing into a Kubernetes Secret.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem.0
+    }
+
+    /// Reads `ca.crt`, `tls.crt` and `tls.key` from a directory (such as a mounted Secret).
+    pub fn from_dir(dir: &Path) -> io::Result<Self> {
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file)).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("{}: {error}", dir.join(file).display()),
+                )
+            })
+        };
+        Ok(Self {
+            ca_cert_pem: read(CA_CERT_FILE)?,
+            cert_pem: read(CERT_FILE)?,
+            key_pem: KeyPem(read(KEY_FILE)?),
+        })
+    }
+
+    /// Writes `ca.crt`, `tls.crt` and `tls.key` into an existing directory; the key is readable
+    /// by its owner only.
+    pub fn write_to_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::write(dir.join(CA_CERT_FILE), &self.ca_cert_pem)?;
+        std::fs::write(dir.join(CERT_FILE), &self.cert_pem)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        io::Write::write_all(
+            &mut options.open(dir.join(KEY_FILE))?,
+            self.key_pem.0.as_bytes(),
+        )
+    }
+
+    fn chain_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let pem = |what| move |source| TlsError::Pem { what, source };
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem("certificate"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(self.key_pem.0.as_bytes()).map_err(pem("private key"))?;
+        Ok((chain, key))
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_cert_pem.as_bytes()) {
+            roots.add(cert.map_err(|source| TlsError::Pem {
+                what: "CA certificate",
+                source,
+            })?)?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// The proxy's QUIC server configuration: presents this identity and accepts only client
+    /// certificates issued by the session CA.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let provider = crypto_provider();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone()).build()?;
+        let (chain, key) = self.chain_and_key()?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
+        tls.max_early_data_size = 0;
+        let mut config =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+        // The laptop opens only the control stream; requests flow on streams the proxy opens.
+        let mut transport = transport_config();
+        transport.max_concurrent_bidi_streams(4u32.into());
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+
+    /// The laptop's QUIC client configuration: presents this identity and accepts only the
+    /// session's proxy.
+    pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let (chain, key) = self.chain_and_key()?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(chain, key)?;
+        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        let mut transport = transport_config();
+        transport.max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into());
+        // Keeps NAT bindings open and notices a dead proxy well within the idle timeout.
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}
+
+/// How many intercepted requests may be in flight on one tunnel at once.
+pub const MAX_CONCURRENT_REQUESTS: u32 = 1024;
+
+/// The one crypto provider of the workspace: ring, chosen explicitly rather than process-wide.
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Flow-control windows bound what one tunnel buffers: 2 MiB per stream, 16 MiB per connection.
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((2u32 * 1024 * 1024).into())
+        .receive_window((16u32 * 1024 * 1024).into())
+        .send_window(16 * 1024 * 1024)
+        .max_idle_timeout(Some(
+            Duration::from_secs(20)
+                .try_into()
+                .expect("20 s fits a VarInt"),
+        ));
+    transport
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_build_tls_configs() {
+        let ca = SessionCa::generate().expect("CA");
+        let proxy = ca.issue_proxy().expect("proxy identity");
+        let client = ca.issue_client().expect("client identity");
+        assert_eq!(proxy.ca_cert_pem, ca.certificate_pem());
+        proxy.server_config().expect("server config");
+        client.client_config().expect("client config");
+    }
+
+    #[test]
+    fn identity_round_trips_through_a_directory_and_hides_its_key() {
+        let ca = SessionCa::generate().expect("CA");
+        let identity = ca.issue_proxy().expect("identity");
+        let dir = std::env::temp_dir().join(format!("cz-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        identity.write_to_dir(&dir).expect("write");
+        let read = Identity::from_dir(&dir).expect("read");
+        assert_eq!(read.cert_pem, identity.cert_pem);
+        assert_eq!(read.key_pem(), identity.key_pem());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(KEY_FILE))
+                .expect("key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert!(!format!("{read:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn missing_identity_file_names_the_path() {
+        let error = Identity::from_dir(Path::new("/nonexistent/cz")).expect_err("missing");
+        assert!(
+            error.to_string().contains("/nonexistent/cz/ca.crt"),
+            "{error}"
+        );
+    }
+}
