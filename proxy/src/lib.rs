@@ -1,1 +1,186 @@
-//! stub
+//! `cz-proxy`: the in-cluster half of a czctl intercept session.
+//!
+//! It takes the place of the intercepted Service's pods (czctl points the Service's selector at
+//! it). On the intercepted port it serves HTTP/1.1 and h2c and routes each request on its own:
+//! requests matching the session's [`InterceptRule`](cz_shared::InterceptRule) go through the
+//! QUIC tunnel to the developer's laptop ([`intercept`]), all others to the original pods behind
+//! a shadow Service ([`upstream`]). Other ports are passed through as raw TCP ([`passthrough`]).
+//! The laptop dials in ([`tunnel`]); nothing in the cluster dials out to it.
+//!
+//! [`run`] takes already-bound listeners, so tests run the whole proxy in-process on ephemeral
+//! ports, and `main` only parses flags, binds and waits for SIGTERM.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod intercept;
+pub mod metrics;
+pub mod passthrough;
+pub mod routes;
+pub mod server;
+pub mod tunnel;
+pub mod upgrade;
+pub mod upstream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cz_shared::tls::{Identity, TlsError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::{Config, Passthrough};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        /// What was bound.
+        address: SocketAddr,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The session certificates are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `--upstream` is not HOST:PORT.
+    #[error("--upstream {0:?} is not HOST:PORT")]
+    Upstream(String),
+    /// The QUIC endpoint could not be created.
+    #[error("could not start the tunnel listener: {0}")]
+    Tunnel(#[source] io::Error),
+}
+
+/// The proxy's sockets, bound before [`run`] so that callers choose the addresses.
+pub struct Listeners {
+    /// The intercepted HTTP port.
+    pub http: TcpListener,
+    /// Raw TCP ports and where each goes.
+    pub passthrough: Vec<(TcpListener, String)>,
+    /// The QUIC tunnel's UDP socket.
+    pub tunnel: std::net::UdpSocket,
+    /// The admin port.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every port `config` names on `config.bind_ip`.
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let tcp = |port: u16| {
+            let address = SocketAddr::new(config.bind_ip, port);
+            async move {
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind { address, source })
+            }
+        };
+        let mut passthrough = Vec::new();
+        for forward in &config.passthrough {
+            passthrough.push((tcp(forward.listen_port).await?, forward.target.clone()));
+        }
+        let tunnel_address = SocketAddr::new(config.bind_ip, config.tunnel_port);
+        Ok(Self {
+            http: tcp(config.http_port).await?,
+            passthrough,
+            tunnel: std::net::UdpSocket::bind(tunnel_address).map_err(|source| {
+                StartError::Bind {
+                    address: tunnel_address,
+                    source,
+                }
+            })?,
+            admin: tcp(config.admin_port).await?,
+        })
+    }
+}
+
+/// Runs the proxy until `shutdown` is cancelled, then drains: stops accepting, lets in-flight
+/// requests and pass-through connections finish for up to `config.drain_timeout`, closes the
+/// tunnel and returns.
+pub async fn run(
+    config: Config,
+    identity: Identity,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let routes = Arc::new(routes::RouteTable::default());
+    let route = routes::Route::new(config.header.clone());
+    routes.add(route.clone());
+    let upstream = upstream::Upstream::new(&config.upstream, config.upstream_connect_timeout)
+        .map_err(|_| StartError::Upstream(config.upstream.clone()))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(identity.server_config()?),
+        listeners.tunnel,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(StartError::Tunnel)?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        metrics.clone(),
+        ready.clone(),
+        admin_stop.clone(),
+    ));
+    let tunnel = tokio::spawn(tunnel::serve(
+        endpoint.clone(),
+        route,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let connections = TaskTracker::new();
+    for (listener, target) in listeners.passthrough {
+        let serve = passthrough::serve(
+            listener,
+            target,
+            config.upstream_connect_timeout,
+            connections.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(serve);
+    }
+    let router = Arc::new(server::Router {
+        routes,
+        upstream,
+        metrics,
+        reconnect_grace: config.reconnect_grace,
+    });
+    ready.store(true, Ordering::Relaxed);
+    info!(rule = %config.header, upstream = %config.upstream, "serving");
+
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        ready.store(false, Ordering::Relaxed);
+        tokio::time::sleep(config.drain_timeout).await;
+    };
+    let http = server::serve(listeners.http, router, &config, shutdown.clone());
+    tokio::join!(http, async {
+        connections.close();
+        tokio::select! {
+            () = connections.wait() => {}
+            () = drain_deadline => {}
+        }
+    });
+    let _ = tunnel.await;
+    endpoint.close(
+        cz_shared::protocol::CloseCode::Shutdown.into(),
+        b"proxy shutting down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    admin_stop.cancel();
+    let _ = admin.await;
+    info!("stopped");
+    Ok(())
+}

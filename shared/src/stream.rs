@@ -386,3 +386,21 @@ impl AsyncWrite for TunnelIo {
         Pin::new(&mut self.send).poll_shutdown(cx)
     }
 }
+
+/// Reads the peer's [`Hello`](crate::protocol::Hello) from the control stream.
+pub async fn read_hello(recv: &mut RecvStream) -> Result<crate::protocol::Hello, StreamError> {
+    const MAX_HELLO_LEN: usize = 7 + 255;
+    let mut buf = Vec::with_capacity(MAX_HELLO_LEN);
+    let mut chunk = [0; MAX_HELLO_LEN];
+    loop {
+        if let Some(hello) = crate::protocol::Hello::decode(&buf)? {
+            return Ok(hello);
+        }
+        let room = MAX_HELLO_LEN - buf.len();
+        match recv.read(&mut chunk[..room]).await {
+            Ok(Some(read)) => buf.extend_from_slice(&chunk[..read]),
+            Ok(None) => return Err(StreamError::Truncated("the hello")),
+            Err(error) => return Err(StreamError::Read(error.into())),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The routing table: which rule sends a request to which laptop.
+//!
+//! Reads are lock-free (one atomic load per request); routes can be added and removed while the
+//! proxy serves, and a route's laptop connection can come and go without touching the table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use cz_shared::protocol::CloseCode;
+use cz_shared::InterceptRule;
+use http::HeaderMap;
+use tokio::sync::watch;
+
+/// A rule and the laptop its matching requests go to.
+pub struct Route {
+    rule: InterceptRule,
+    laptop: watch::Sender<Option<quinn::Connection>>,
+}
+
+impl Route {
+    /// A route with no laptop connected yet.
+    pub fn new(rule: InterceptRule) -> Arc<Self> {
+        Arc::new(Self {
+            rule,
+            laptop: watch::Sender::new(None),
+        })
+    }
+
+    /// The route's rule.
+    pub fn rule(&self) -> &InterceptRule {
+        &self.rule
+    }
+
+    /// Makes `connection` the route's laptop; a previous connection (e.g. one the laptop has
+    /// already given up on after a network change) is closed.
+    pub fn attach(&self, connection: quinn::Connection) {
+        if let Some(previous) = self.laptop.send_replace(Some(connection)) {
+            previous.close(
+                CloseCode::Replaced.into(),
+                b"replaced by a newer connection",
+            );
+        }
+    }
+
+    /// Forgets `connection` if it is still the route's laptop; returns whether it was.
+    pub fn detach(&self, connection: &quinn::Connection) -> bool {
+        self.laptop.send_if_modified(|current| {
+            let same =
+                current.as_ref().map(quinn::Connection::stable_id) == Some(connection.stable_id());
+            if same {
+                *current = None;
+            }
+            same
+        })
+    }
+
+    /// The laptop's connection, waiting up to `grace` for one to (re)connect.
+    pub async fn laptop(&self, grace: Duration) -> Option<quinn::Connection> {
+        let usable =
+            |c: &Option<quinn::Connection>| c.as_ref().is_some_and(|c| c.close_reason().is_none());
+        if let Some(connection) = self
+            .laptop
+            .borrow()
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+        {
+            return Some(connection.clone());
+        }
+        let mut laptop_rx = self.laptop.subscribe();
+        let connected = tokio::time::timeout(grace, laptop_rx.wait_for(usable)).await;
+        match connected {
+            Ok(Ok(connection)) => connection.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// The routes of the proxy, looked up per request.
+#[derive(Default)]
+pub struct RouteTable {
+    routes: ArcSwap<Vec<Arc<Route>>>,
+}
+
+impl RouteTable {
+    /// Adds a route; a route with the same rule is replaced.
+    pub fn add(&self, route: Arc<Route>) {
+        self.routes.rcu(|routes| {
+            let mut routes: Vec<_> = routes
+                .iter()
+                .filter(|r| r.rule != route.rule)
+                .cloned()
+                .collect();
+            routes.push(route.clone());
+            routes
+        });
+    }
+
+    /// Removes the route with `rule`; requests matching it go upstream from then on.
+    pub fn remove(&self, rule: &InterceptRule) {
+        self.routes.rcu(|routes| {
+            routes
+                .iter()
+                .filter(|r| &r.rule != rule)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
+    /// The route a request with `headers` takes, if any.
+    pub fn find(&self, headers: &HeaderMap) -> Option<Arc<Route>> {
+        self.routes
+            .load()
+            .iter()
+            .find(|route| route.rule.matches(headers))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(name, HeaderValue::from_static(value));
+        map
+    }
+
+    #[test]
+    fn routes_are_added_and_removed_at_run_time() {
+        let table = RouteTable::default();
+        let alice: InterceptRule = "x-dev:alice".parse().expect("rule");
+        let bob: InterceptRule = "x-dev:bob".parse().expect("rule");
+        table.add(Route::new(alice.clone()));
+        table.add(Route::new(bob.clone()));
+        assert_eq!(
+            table
+                .find(&headers("x-dev", "bob"))
+                .map(|r| r.rule().clone()),
+            Some(bob.clone())
+        );
+        assert_eq!(
+            table
+                .find(&headers("x-dev", "alice"))
+                .map(|r| r.rule().clone()),
+            Some(alice)
+        );
+        table.remove(&bob);
+        assert!(table.find(&headers("x-dev", "bob")).is_none());
+        assert!(table.find(&HeaderMap::new()).is_none());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_laptop_gives_up_after_the_grace_period() {
+        let route = Route::new(InterceptRule::default());
+        assert!(route.laptop(Duration::from_millis(20)).await.is_none());
+    }
+}

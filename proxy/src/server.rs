@@ -1,0 +1,136 @@
+//! The intercepted port: HTTP/1.1 and h2c connections, each request routed on its own.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::headers::{self, ClientAddr};
+use crate::intercept;
+use crate::metrics::{Metrics, Route};
+use crate::routes::RouteTable;
+use crate::upstream::Upstream;
+
+/// What every request handler needs.
+pub struct Router {
+    /// Intercept routes.
+    pub routes: Arc<RouteTable>,
+    /// The original pods.
+    pub upstream: Upstream,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How long a matching request waits for a laptop.
+    pub reconnect_grace: Duration,
+}
+
+impl Router {
+    /// Routes one request and answers it, recording its metrics.
+    async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        client: &ClientAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let laptop_route = self.routes.find(request.headers());
+        let upgrade = headers::prepare_request(&mut request, client);
+        let (route, result) = match laptop_route {
+            Some(laptop_route) => {
+                let span =
+                    tracing::debug_span!("req", route = "tunnel", rule = %laptop_route.rule());
+                let forwarded = intercept::forward(
+                    &laptop_route,
+                    request,
+                    upgrade,
+                    self.reconnect_grace,
+                    &self.metrics,
+                );
+                (Route::Tunnel, forwarded.instrument(span).await)
+            }
+            None => (
+                Route::Upstream,
+                self.upstream.forward(request, upgrade).await,
+            ),
+        };
+        let response = result.unwrap_or_else(|error| {
+            debug!(%error, code = error.code(), "answered by the proxy");
+            error.into_response()
+        });
+        self.metrics
+            .observe(route, response.status().as_u16(), started.elapsed());
+        response
+    }
+}
+
+/// Serves the intercepted port until `shutdown`, then lets in-flight requests finish for up to
+/// `drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    config: &Config,
+    shutdown: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let client = Arc::new(ClientAddr::new(peer));
+        let router = router.clone();
+        let service = service_fn(move |request| {
+            let (router, client) = (router.clone(), client.clone());
+            async move { Ok::<_, Infallible>(router.handle(request, &client).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(
+            async move {
+                if let Err(error) = connection.await {
+                    debug!(%error, "connection ended with an error");
+                }
+            }
+            .instrument(tracing::debug_span!("conn", %peer)),
+        );
+    }
+    drop(listener);
+    info!("stopped accepting HTTP connections; draining in-flight requests");
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?config.drain_timeout, "requests still in flight at the drain deadline");
+    }
+}
