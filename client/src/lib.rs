@@ -1,1 +1,19 @@
-//! stub
+//! `czctl`: intercept selected traffic of a Kubernetes Service and serve it from your laptop.
+//!
+//! This library is the laptop's side of an intercept. A [`Tunnel`] dials the session's
+//! `cz-proxy` over QUIC with mutual TLS (the laptop dials out; nothing in the cluster dials the
+//! laptop), and serves every intercepted request the proxy sends by forwarding it to the local
+//! app, reconnecting whenever the connection is lost. [`Tunnel::events`] reports what happens,
+//! request by request.
+//!
+//! Session certificates come from [`cz_shared::tls::SessionCa`]; the `czctl` binary creates them
+//! together with the proxy in the cluster.
+
+mod events;
+mod local_app;
+mod tunnel;
+
+pub use cz_shared::tls::{Identity, SessionCa};
+pub use cz_shared::{InterceptRule, DEFAULT_RULE};
+pub use events::{RequestEvent, TunnelEvent};
+pub use tunnel::{Tunnel, TunnelConfig, TunnelError, TunnelState};

@@ -1,1 +1,289 @@
-//! stub
+//! Test harness for the data path: a session's certificates, the proxy and the tunnel started
+//! in-process on ephemeral loopback ports, and small HTTP apps that stand in for the in-cluster
+//! pods and the developer's local app. Used by the end-to-end tests and the loopback demo.
+
+pub mod app;
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use cz_proxy::{Config, Listeners};
+use cz_shared::tls::{Identity, SessionCa};
+use czctl::{Tunnel, TunnelConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use app::{spawn_app, App, Handler};
+
+/// Installs a test log subscriber once per process; `RUST_LOG` picks what it shows.
+pub fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    });
+}
+
+/// One intercept session's credentials, as czctl would make them.
+pub struct Session {
+    /// The session CA.
+    pub ca: SessionCa,
+    /// What the proxy gets (through the Secret).
+    pub proxy: Identity,
+    /// What stays on the laptop.
+    pub laptop: Identity,
+}
+
+impl Session {
+    /// A fresh session.
+    pub fn new() -> Self {
+        let ca = SessionCa::generate().expect("session CA");
+        Self {
+            proxy: ca.issue_proxy().expect("proxy identity"),
+            laptop: ca.issue_client().expect("laptop identity"),
+            ca,
+        }
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A proxy running in-process; stopped (drained) by [`ProxyHandle::stop`] or aborted on drop.
+pub struct ProxyHandle {
+    /// The intercepted HTTP port.
+    pub http: SocketAddr,
+    /// The tunnel's UDP address.
+    pub tunnel: SocketAddr,
+    /// The admin port.
+    pub admin: SocketAddr,
+    /// Pass-through ports, in the order given.
+    pub passthrough: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Asks the proxy to shut down (as SIGTERM does) without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts the proxy down and waits until it has drained and returned.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("proxy stops within its drain deadline")
+                .expect("proxy task");
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Builds a proxy configuration for tests: `extra` are further `cz-proxy` flags.
+pub fn proxy_config(upstream: SocketAddr, extra: &[&str]) -> Config {
+    use clap::Parser;
+    let upstream = format!("--upstream={upstream}");
+    let mut args = vec![
+        "cz-proxy",
+        "--http-port=0",
+        upstream.as_str(),
+        "--reconnect-grace=2s",
+        "--drain-timeout=10s",
+    ];
+    args.extend_from_slice(extra);
+    Config::try_parse_from(args).expect("valid test proxy flags")
+}
+
+/// Starts a proxy on ephemeral 127.0.0.1 ports (the tunnel on `tunnel_port`, 0 for any).
+/// `passthrough` targets get one listener each.
+pub async fn spawn_proxy(
+    config: Config,
+    identity: &Identity,
+    tunnel_port: u16,
+    passthrough: &[SocketAddr],
+) -> ProxyHandle {
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    let mut forwards = Vec::new();
+    for target in passthrough {
+        forwards.push((bind().await.expect("bind passthrough"), target.to_string()));
+    }
+    let tunnel = bind_udp(tunnel_port).await;
+    let listeners = Listeners {
+        http: bind().await.expect("bind http"),
+        passthrough: forwards,
+        tunnel,
+        admin: bind().await.expect("bind admin"),
+    };
+    let handle_addrs = (
+        listeners.http.local_addr().expect("addr"),
+        listeners.tunnel.local_addr().expect("addr"),
+        listeners.admin.local_addr().expect("addr"),
+        listeners
+            .passthrough
+            .iter()
+            .map(|(l, _)| l.local_addr().expect("addr"))
+            .collect(),
+    );
+    let shutdown = CancellationToken::new();
+    let run = cz_proxy::run(config, identity.clone(), listeners, shutdown.clone());
+    let task = tokio::spawn(async move { run.await.expect("proxy runs") });
+    ProxyHandle {
+        http: handle_addrs.0,
+        tunnel: handle_addrs.1,
+        admin: handle_addrs.2,
+        passthrough: handle_addrs.3,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// Binds a UDP socket on 127.0.0.1, retrying briefly while a just-stopped proxy releases it.
+async fn bind_udp(port: u16) -> std::net::UdpSocket {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            Ok(socket) => return socket,
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("bind udp {port}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Starts the laptop's tunnel to `proxy`, forwarding to `local_app`.
+pub fn start_tunnel(proxy: SocketAddr, identity: &Identity, local_app: SocketAddr) -> Tunnel {
+    Tunnel::start(TunnelConfig {
+        proxy: proxy.to_string(),
+        identity: identity.clone(),
+        local_app,
+    })
+    .expect("tunnel starts")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port on 127.0.0.1 with nothing listening on it.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// HTTP clients for tests: one connection each, so tests control keep-alive and protocol.
+pub mod client {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Request, StatusCode};
+    use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::{http1, http2};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpStream;
+
+    /// A finished response.
+    #[derive(Debug)]
+    pub struct Answer {
+        /// Status.
+        pub status: StatusCode,
+        /// Headers.
+        pub headers: HeaderMap,
+        /// Body as text.
+        pub body: String,
+    }
+
+    impl Answer {
+        /// Which app answered (`x-served-by`), or `proxy` when nobody did.
+        pub fn served_by(&self) -> &str {
+            self.headers
+                .get("x-served-by")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("proxy")
+        }
+    }
+
+    /// An HTTP/1.1 connection to `addr`.
+    pub async fn http1<B>(addr: SocketAddr) -> http1::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(connection.with_upgrades());
+        sender
+    }
+
+    /// An HTTP/2 prior-knowledge (h2c) connection to `addr`.
+    pub async fn http2<B>(addr: SocketAddr) -> http2::SendRequest<B>
+    where
+        B: hyper::body::Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// Reads a response to the end.
+    pub async fn answer(response: http::Response<hyper::body::Incoming>) -> Answer {
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: head.status,
+            headers: head.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// `GET path` with `headers` on a new HTTP/1.1 connection.
+    pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut sender = http1::<Empty<Bytes>>(addr).await;
+        let mut request = Request::get(path).header("host", "svc.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::new()).expect("request");
+        answer(sender.send_request(request).await.expect("response")).await
+    }
+}

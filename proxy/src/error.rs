@@ -1,12 +1,10 @@
 //! Every way a proxied request can fail, and the one place failures become HTTP responses.
 
+use cz_shared::headers::ERROR_HEADER;
 use cz_shared::stream::StreamError;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
-
-/// Response header naming the proxy's reason when the proxy, not the app, wrote the response.
-pub const PROXY_ERROR_HEADER: &str = "x-cz-proxy-error";
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +47,7 @@ impl ProxyError {
         }
     }
 
-    /// A short name for the [`PROXY_ERROR_HEADER`] header and logs.
+    /// A short name for the [`ERROR_HEADER`] header and logs.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UpstreamUnreachable { .. } => "upstream-unreachable",
@@ -68,7 +66,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(self.code()));
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         response
     }
 }

@@ -48,7 +48,7 @@ pub async fn forward(
     } else {
         tokio::spawn(async move {
             match writer.write_body(body).await {
-                Ok(()) => writer.finish(),
+                Ok(_) => writer.finish(),
                 Err(error) => debug!(%error, "request body not forwarded to the laptop"),
             }
         });

@@ -5,6 +5,7 @@
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
 //! configuration of both ends. Nothing here opens a socket.
 
+pub mod headers;
 pub mod protocol;
 pub mod rule;
 pub mod stream;

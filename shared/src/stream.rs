@@ -83,15 +83,17 @@ impl FrameWriter {
     /// to QUIC without a copy, and the next one is polled only once QUIC has taken it, so a slow
     /// reader slows the writer down instead of filling memory. If the body fails, the stream is
     /// reset so the peer sees a cancelled request, not a complete one.
-    pub async fn write_body<B>(&mut self, body: B) -> Result<(), StreamError>
+    /// Returns the number of body bytes sent.
+    pub async fn write_body<B>(&mut self, body: B) -> Result<u64, StreamError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
         let mut body = pin!(body);
+        let mut sent = 0;
         loop {
             let frame = match body.frame().await {
-                None => return self.write_end().await,
+                None => return self.write_end().await.map(|()| sent),
                 Some(Ok(frame)) => frame,
                 Some(Err(error)) => {
                     self.cancel();
@@ -107,12 +109,13 @@ impl FrameWriter {
                     };
                     self.buf.extend_from_slice(&header.encode());
                     let header = self.buf.split().freeze();
+                    sent += data.len() as u64;
                     self.send.write_all_chunks(&mut [header, data]).await?;
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
                         protocol::put_trailers(&mut self.buf, &trailers);
-                        return self.flush().await;
+                        return self.flush().await.map(|()| sent);
                     }
                 }
             }

@@ -1,0 +1,50 @@
+//! Human output: what happened, one line each, unless `--quiet`.
+
+use czctl::TunnelEvent;
+
+/// Prints to stdout unless quiet; warnings go to stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+}
+
+impl Output {
+    /// A line of progress or information.
+    pub fn info(&self, line: impl std::fmt::Display) {
+        if !self.quiet {
+            println!("{line}");
+        }
+    }
+
+    /// A problem the user should act on.
+    pub fn warn(&self, line: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("warning: {line}");
+        }
+    }
+
+    /// Prints one tunnel event the way a user wants to read it.
+    pub fn event(&self, event: &TunnelEvent) {
+        match event {
+            TunnelEvent::Connected { proxy } => self.info(format_args!("tunnel connected to {proxy}")),
+            TunnelEvent::Disconnected { reason } => self.warn(format_args!("tunnel lost ({reason}); reconnecting")),
+            TunnelEvent::ConnectFailed { error, retry_in } => {
+                self.warn(format_args!("{error}; retrying in {retry_in:?}"))
+            }
+            TunnelEvent::Request(request) => self.info(format_args!(
+                "{} {} -> {} ({:.1} ms, {} bytes)",
+                request.method,
+                request.path,
+                request.status.as_u16(),
+                request.duration.as_secs_f64() * 1000.0,
+                request.response_bytes
+            )),
+            TunnelEvent::LocalAppUnreachable { address, error } => self.warn(format_args!(
+                "nothing is answering on {address} ({error}): intercepted requests get 502 until your app listens on port {}",
+                address.port()
+            )),
+            TunnelEvent::LocalAppReachable { address } => self.info(format_args!("your app on {address} answers again")),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `czctl tunnel connect` and `czctl tunnel certs`: the tunnel without Kubernetes, for a cz-proxy
+//! started by hand (and for the loopback demo).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use czctl::{Identity, SessionCa, Tunnel, TunnelConfig};
+
+use super::output::Output;
+use super::{CommonArgs, IdentityDir};
+
+/// Arguments of `czctl tunnel connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The proxy's tunnel endpoint, HOST:PORT (UDP).
+    #[arg(long, value_name = "HOST:PORT")]
+    endpoint: String,
+    #[command(flatten)]
+    identity: IdentityDir,
+    /// The local port intercepted requests are forwarded to.
+    #[arg(short = 'l', long = "localPort", value_name = "PORT")]
+    local_port: u16,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Arguments of `czctl tunnel certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to create; gets `proxy/` (for cz-proxy's --tls-dir) and `laptop/` (for
+    /// --identity-dir).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// Connects and serves until Ctrl-C.
+pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let output = Output {
+        quiet: args.common.quiet,
+    };
+    let identity = Identity::from_dir(&args.identity.path).with_context(|| {
+        format!(
+            "could not read the laptop's certificates from {}",
+            args.identity.path.display()
+        )
+    })?;
+    let local_app = SocketAddr::from((Ipv4Addr::LOCALHOST, args.local_port));
+    let tunnel = Tunnel::start(TunnelConfig {
+        proxy: args.endpoint.clone(),
+        identity,
+        local_app,
+    })?;
+    let mut events = tunnel.events();
+    let printer = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            output.event(&event);
+        }
+    });
+    let connected = tokio::select! {
+        connected = tunnel.connected() => Some(connected),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if let Some(connected) = connected {
+        connected.map_err(|error| anyhow::anyhow!("{error}"))?;
+        output.info(format_args!(
+            "intercepted requests now go to {local_app}; press Ctrl-C to stop"
+        ));
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
+    tunnel.close().await;
+    printer.abort();
+    output.info("tunnel closed");
+    Ok(())
+}
+
+/// Writes a fresh session's identities.
+pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    let ca = SessionCa::generate()?;
+    for (name, identity) in [("proxy", ca.issue_proxy()?), ("laptop", ca.issue_client()?)] {
+        let dir = args.out.join(name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+        identity
+            .write_to_dir(&dir)
+            .with_context(|| format!("could not write certificates into {}", dir.display()))?;
+    }
+    println!(
+        "wrote {0}/proxy (cz-proxy --tls-dir) and {0}/laptop (czctl tunnel connect --identity-dir)",
+        args.out.display()
+    );
+    Ok(())
+}

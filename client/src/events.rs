@@ -1,0 +1,60 @@
+//! What a running [`Tunnel`](crate::Tunnel) reports: connection changes, each intercepted request,
+//! and problems with the local app. A CLI prints them; an inspector UI could list them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+/// Something that happened on a tunnel.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TunnelEvent {
+    /// The tunnel to the proxy is up; intercepted requests flow.
+    Connected {
+        /// The proxy's tunnel address.
+        proxy: SocketAddr,
+    },
+    /// The tunnel went down; it is being re-established.
+    Disconnected {
+        /// Why, as the connection reported it.
+        reason: String,
+    },
+    /// Dialling the proxy failed; another attempt follows after `retry_in`.
+    ConnectFailed {
+        /// Why.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// An intercepted request was answered.
+    Request(RequestEvent),
+    /// The local app stopped accepting connections: intercepted requests get 502 until it is
+    /// back. Reported once per outage, not per request.
+    LocalAppUnreachable {
+        /// Where the app was expected.
+        address: SocketAddr,
+        /// The connection error.
+        error: String,
+    },
+    /// The local app accepts connections again.
+    LocalAppReachable {
+        /// Where the app listens.
+        address: SocketAddr,
+    },
+}
+
+/// One intercepted request and its outcome.
+#[derive(Debug, Clone)]
+pub struct RequestEvent {
+    /// The request method.
+    pub method: Method,
+    /// The request's path and query.
+    pub path: String,
+    /// The response status (502 if the local app could not be reached).
+    pub status: StatusCode,
+    /// From the request's arrival on the laptop to the end of its response.
+    pub duration: Duration,
+    /// Response body bytes sent back to the cluster.
+    pub response_bytes: u64,
+}

@@ -1,0 +1,44 @@
+//! End to end through the data path, in-process on loopback: a client → cz-proxy → either the
+//! "cluster" app (upstream) or, through the QUIC tunnel and czctl, the "laptop" app.
+
+mod failures;
+mod routing;
+mod streaming;
+
+use cz_e2e::{
+    init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, App, ProxyHandle, Session,
+};
+use czctl::Tunnel;
+
+/// A running intercept: both apps, the proxy and a connected tunnel.
+pub struct Intercept {
+    pub cluster: App,
+    pub laptop: App,
+    pub proxy: ProxyHandle,
+    pub tunnel: Tunnel,
+    pub session: Session,
+}
+
+/// Starts an intercept with the default apps and `extra` proxy flags; returns once connected.
+pub async fn intercept(extra: &[&str]) -> Intercept {
+    init_tracing();
+    let cluster = spawn_app("cluster", None).await;
+    let laptop = spawn_app("laptop", None).await;
+    intercept_with(cluster, laptop, extra).await
+}
+
+/// Like [`intercept`], with the given apps.
+pub async fn intercept_with(cluster: App, laptop: App, extra: &[&str]) -> Intercept {
+    init_tracing();
+    let session = Session::new();
+    let proxy = spawn_proxy(proxy_config(cluster.addr, extra), &session.proxy, 0, &[]).await;
+    let tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
+    tunnel.connected().await.expect("tunnel connects");
+    Intercept {
+        cluster,
+        laptop,
+        proxy,
+        tunnel,
+        session,
+    }
+}
