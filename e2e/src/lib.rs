@@ -287,3 +287,68 @@ pub mod client {
         answer(sender.send_request(request).await.expect("response")).await
     }
 }
+
+/// Large bodies whose every byte is checkable, produced at the pace the reader takes them.
+pub mod bulk {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use hyper::body::Frame;
+    use tokio::sync::mpsc;
+
+    use crate::app::{tokio_stream_from, TestBody};
+
+    /// Size of each produced chunk.
+    pub const CHUNK: usize = 64 * 1024;
+
+    /// The byte at `offset` of every bulk body.
+    pub fn byte_at(offset: u64) -> u8 {
+        (offset % 251) as u8
+    }
+
+    /// Checks `data`, found at `offset` of a body, against the pattern.
+    pub fn matches_pattern(offset: u64, data: &[u8]) -> bool {
+        data.iter()
+            .enumerate()
+            .all(|(i, &b)| b == byte_at(offset + i as u64))
+    }
+
+    /// A body of `len` pattern bytes. `produced` counts the bytes handed over so far: the body
+    /// produces a chunk only when the previous one was taken, so `produced` shows how much the
+    /// path downstream has buffered.
+    pub fn body(len: u64, produced: Arc<AtomicU64>) -> TestBody {
+        let (frames_tx, frames_rx) =
+            mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
+        tokio::spawn(async move {
+            let mut offset = 0;
+            while offset < len {
+                let size = (len - offset).min(CHUNK as u64);
+                let chunk: Bytes = (offset..offset + size).map(byte_at).collect();
+                if frames_tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return;
+                }
+                offset += size;
+                produced.store(offset, Ordering::SeqCst);
+            }
+        });
+        http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(tokio_stream_from(
+            frames_rx,
+        )))
+    }
+
+    /// Waits until `counter` stops growing for half a second (bounded by 20 s), and returns it.
+    pub async fn settled(counter: &AtomicU64) -> u64 {
+        let mut last = counter.load(Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = counter.load(Ordering::SeqCst);
+            if now == last || tokio::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
