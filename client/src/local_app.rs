@@ -94,19 +94,17 @@ impl LocalApp {
         let result = match response {
             Ok(mut response) => {
                 self.set_reachable(true, None);
-                let status = response.status();
-                let (head, body) =
-                    if status == StatusCode::SWITCHING_PROTOCOLS && upgrade_reader.is_some() {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(reader) = upgrade_reader {
                         let upgraded = hyper::upgrade::on(&mut response);
                         let (head, _) = response.into_parts();
                         if let Err(error) = writer.write_response_head(&head).await {
                             return debug!(%error, "could not send the upgrade response");
                         }
-                        let reader = upgrade_reader.expect("checked above");
                         return splice(upgraded, reader, writer).await;
-                    } else {
-                        response.into_parts()
-                    };
+                    }
+                }
+                let (head, body) = response.into_parts();
                 write_response(&mut writer, head, body).await
             }
             Err(error) => {

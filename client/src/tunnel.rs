@@ -347,9 +347,7 @@ async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloErro
         .open_bi()
         .await
         .map_err(|e| StreamError::Read(e.into()))?;
-    send.write_all(&ours.encode())
-        .await
-        .map_err(quinn::WriteError::from)?;
+    send.write_all(&ours.encode()).await?;
     let _ = send.finish();
     let proxy = read_hello(&mut recv).await?;
     ours.check_compatible(Side::Client, &proxy)

@@ -100,13 +100,13 @@ impl Drop for ProxyHandle {
 pub fn proxy_config(upstream: SocketAddr, extra: &[&str]) -> Config {
     use clap::Parser;
     let upstream = format!("--upstream={upstream}");
-    let mut args = vec![
-        "cz-proxy",
-        "--http-port=0",
-        upstream.as_str(),
-        "--reconnect-grace=2s",
-        "--drain-timeout=10s",
-    ];
+    let mut args = vec!["cz-proxy", "--http-port=0", upstream.as_str()];
+    for default in ["--reconnect-grace=2s", "--drain-timeout=10s"] {
+        let flag = default.split('=').next().expect("flag");
+        if !extra.iter().any(|arg| arg.starts_with(flag)) {
+            args.push(default);
+        }
+    }
     args.extend_from_slice(extra);
     Config::try_parse_from(args).expect("valid test proxy flags")
 }

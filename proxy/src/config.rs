@@ -61,8 +61,9 @@ pub struct Config {
     #[arg(long, env = "CZ_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How long a client may take to send a request's headers before the connection is closed.
-    #[arg(long, env = "CZ_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long a client may take to send a request's headers before the connection is closed;
+    /// also how long an idle keep-alive connection stays open (NGINX's client_header_timeout).
+    #[arg(long, env = "CZ_HEADER_READ_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// Largest request head accepted, in bytes; larger ones get 431 (at least 8192).

@@ -160,19 +160,19 @@ pub async fn run(
     ready.store(true, Ordering::Relaxed);
     info!(rule = %config.header, upstream = %config.upstream, "serving");
 
-    let drain_deadline = async {
+    let http = server::serve(listeners.http, router, &config, shutdown.clone());
+    let passthrough_drained = async {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Relaxed);
-        tokio::time::sleep(config.drain_timeout).await;
-    };
-    let http = server::serve(listeners.http, router, &config, shutdown.clone());
-    tokio::join!(http, async {
         connections.close();
-        tokio::select! {
-            () = connections.wait() => {}
-            () = drain_deadline => {}
+        if tokio::time::timeout(config.drain_timeout, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pass-through connections still open at the drain deadline");
         }
-    });
+    };
+    tokio::join!(http, passthrough_drained);
     let _ = tunnel.await;
     endpoint.close(
         cz_shared::protocol::CloseCode::Shutdown.into(),
