@@ -103,7 +103,7 @@ pub enum TunnelState {
 /// A running tunnel from the laptop to a proxy. Dropping it without [`Tunnel::close`] stops it too.
 ///
 /// ```no_run
-/// # async fn example(identity: cz_shared::tls::Identity) -> Result<(), czctl::TunnelError> {
+/// # async fn example(identity: czctl::Identity) -> Result<(), Box<dyn std::error::Error>> {
 /// use czctl::{Tunnel, TunnelConfig, TunnelEvent};
 ///
 /// let tunnel = Tunnel::start(TunnelConfig {
