@@ -16,21 +16,41 @@ async fn main() -> anyhow::Result<()> {
     let cluster = spawn_app("cluster", None).await;
     let laptop = spawn_app("laptop", None).await;
     let proxy = spawn_proxy(proxy_config(cluster.addr, &[]), &session.proxy, 0, &[]).await;
-    println!("cluster app  (the original pods)      http://{}", cluster.addr);
-    println!("laptop app   (your local program)     http://{}", laptop.addr);
-    println!("cz-proxy     (the intercepted port)   http://{}  tunnel udp://{}", proxy.http, proxy.tunnel);
+    println!(
+        "cluster app  (the original pods)      http://{}",
+        cluster.addr
+    );
+    println!(
+        "laptop app   (your local program)     http://{}",
+        laptop.addr
+    );
+    println!(
+        "cz-proxy     (the intercepted port)   http://{}  tunnel udp://{}",
+        proxy.http, proxy.tunnel
+    );
 
     let tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
     let mut events = tunnel.events();
-    let proxy_at = tunnel.connected().await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let proxy_at = tunnel
+        .connected()
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     println!("czctl tunnel connected to {proxy_at} (QUIC, mutual TLS with this session's certificates)\n");
 
     for (headers, label) in [
-        (&[("X-C6O-INTERCEPT", "yes")][..], "with    X-C6O-INTERCEPT: yes"),
+        (
+            &[("X-C6O-INTERCEPT", "yes")][..],
+            "with    X-C6O-INTERCEPT: yes",
+        ),
         (&[][..], "without the header          "),
     ] {
         let answer = get(proxy.http, "/hello", headers).await;
-        println!("GET /hello {label} -> {} answered by {:8} {:?}", answer.status, answer.served_by(), answer.body);
+        println!(
+            "GET /hello {label} -> {} answered by {:8} {:?}",
+            answer.status,
+            answer.served_by(),
+            answer.body
+        );
     }
     if once {
         tunnel.close().await;
@@ -38,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("\nTry it yourself:");
-    println!("  curl -H 'X-C6O-INTERCEPT: yes' http://{}/anything", proxy.http);
+    println!(
+        "  curl -H 'X-C6O-INTERCEPT: yes' http://{}/anything",
+        proxy.http
+    );
     println!("  curl http://{}/anything", proxy.http);
     println!("Intercepted requests are listed below. Ctrl-C to stop.");
     loop {
