@@ -1,0 +1,367 @@
+//! Pods as local processes. Each pod gets its own 127.x.y.z address (so pods can share ports);
+//! `cz-proxy` images run the workspace's `cz-proxy` binary, `example/echo` runs the built-in echo
+//! server, any other image stays in `ImagePullBackOff` as a real kubelet would report it.
+//! Readiness probes are honoured; a process that exits fails its pod; a deleted pod's process
+//! gets SIGTERM, then SIGKILL after its grace period.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::resources::{CONFIGMAPS, EVENTS, PODS, SECRETS};
+use crate::selector::Selector;
+use crate::store::{Propagation, Store};
+
+/// What an image runs as.
+enum Runtime {
+    Proxy(PathBuf),
+    Echo,
+}
+
+/// Runs the cluster's pods.
+pub struct Kubelet {
+    store: Arc<Store>,
+    proxy_binary: Option<PathBuf>,
+    state_dir: PathBuf,
+    /// Second octet of pod addresses: 127.<octet>.x.y.
+    octet: u8,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    next_ip: Mutex<u32>,
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Kubelet {
+    /// A kubelet for `store`; pods live in `state_dir`.
+    pub fn new(store: Arc<Store>, proxy_binary: Option<PathBuf>, state_dir: PathBuf, octet: u8) -> Arc<Self> {
+        Arc::new(Self { store, proxy_binary, state_dir, octet, running: Mutex::default(), next_ip: Mutex::new(0) })
+    }
+
+    /// Keeps processes in line with the pods until `shutdown`, then stops them all.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.store.subscribe();
+        loop {
+            self.reconcile();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = changes.recv() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        for (_, stop) in self.running.lock().expect("lock").drain() {
+            stop.cancel();
+        }
+    }
+
+    fn reconcile(self: &Arc<Self>) {
+        let (pods, _) = self.store.list(&PODS, None, &Selector::default());
+        let mut running = self.running.lock().expect("lock");
+        let present: Vec<String> = pods.iter().map(|p| text(p, "/metadata/uid").to_owned()).collect();
+        running.retain(|uid, stop| {
+            let keep = present.contains(uid);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for pod in pods {
+            let uid = text(&pod, "/metadata/uid").to_owned();
+            let phase = text(&pod, "/status/phase");
+            if running.contains_key(&uid) || phase == "Failed" || phase == "Succeeded" {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            running.insert(uid, stop.clone());
+            let ip = self.allocate_ip();
+            let kubelet = self.clone();
+            tokio::spawn(async move { kubelet.run_pod(&pod, ip, stop).await });
+        }
+    }
+
+    fn allocate_ip(&self) -> Ipv4Addr {
+        let mut next = self.next_ip.lock().expect("lock");
+        *next += 1;
+        Ipv4Addr::new(127, self.octet, (*next / 250) as u8, (*next % 250 + 1) as u8)
+    }
+
+    fn set_status(&self, pod: &Value, mutate: impl Fn(&mut Value)) {
+        let (namespace, name) = (text(pod, "/metadata/namespace"), text(pod, "/metadata/name"));
+        let uid = text(pod, "/metadata/uid").to_owned();
+        let _ = self.store.update(&PODS, namespace, name, true, |current| {
+            if current["metadata"]["uid"] == uid.as_str() {
+                mutate(current);
+            }
+        });
+    }
+
+    fn event(&self, pod: &Value, reason: &str, message: &str) {
+        let namespace = text(pod, "/metadata/namespace");
+        let event = json!({
+            "metadata": {"generateName": format!("{}.", text(pod, "/metadata/name"))},
+            "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": "Warning", "count": 1,
+            "source": {"component": "kubelet"},
+            "firstTimestamp": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "lastTimestamp": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        let _ = self.store.create(&EVENTS, namespace, event);
+    }
+
+    async fn run_pod(&self, pod: &Value, ip: Ipv4Addr, stop: CancellationToken) {
+        let name = text(pod, "/metadata/name").to_owned();
+        let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        self.set_status(pod, |p| {
+            p["status"] = json!({
+                "phase": "Pending", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}], "hostIP": "127.0.0.1", "startTime": now,
+                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
+                "containerStatuses": containers.iter().map(|c| json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}})).collect::<Vec<_>>(),
+            });
+        });
+        let mut children = Vec::new();
+        for container in &containers {
+            let image = text(container, "/image");
+            let runtime = if image.contains("cz-proxy") {
+                match &self.proxy_binary {
+                    Some(binary) => Runtime::Proxy(binary.clone()),
+                    None => return self.fail_container(pod, container, "CreateContainerError", "the loopback cluster found no cz-proxy binary (build it, or set CZ_PROXY_BIN)"),
+                }
+            } else if image == "example/echo" || image.starts_with("example/echo:") {
+                Runtime::Echo
+            } else {
+                let message = format!("Back-off pulling image \"{image}\": the loopback cluster runs only cz-proxy images and example/echo");
+                self.event(pod, "Failed", &format!("Failed to pull image \"{image}\": not found in the loopback cluster"));
+                return self.fail_container(pod, container, "ImagePullBackOff", &message);
+            };
+            let ports: Vec<u16> = container.get("ports").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p["containerPort"].as_u64()).map(|p| p as u16).collect();
+            match runtime {
+                Runtime::Echo => {
+                    if let Err(error) = crate::echo::serve(IpAddr::V4(ip), &ports, name.clone(), stop.clone()).await {
+                        return self.fail_container(pod, container, "RunContainerError", &error.to_string());
+                    }
+                }
+                Runtime::Proxy(binary) => match self.spawn_process(pod, container, &binary, ip) {
+                    Ok(child) => children.push(child),
+                    Err(error) => return self.fail_container(pod, container, "RunContainerError", &error.to_string()),
+                },
+            }
+        }
+        info!(pod = %name, %ip, "pod started");
+        self.supervise(pod, &containers, ip, children, stop).await;
+    }
+
+    fn fail_container(&self, pod: &Value, container: &Value, reason: &str, message: &str) {
+        warn!(pod = text(pod, "/metadata/name"), reason, message, "container not started");
+        let container_name = container["name"].clone();
+        self.set_status(pod, |p| {
+            if let Some(statuses) = p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+                for status in statuses.iter_mut().filter(|s| s["name"] == container_name) {
+                    status["state"] = json!({"waiting": {"reason": reason, "message": message}});
+                }
+            }
+        });
+    }
+
+    /// Runs the readiness probes and watches the processes until the pod is deleted or a
+    /// process exits.
+    async fn supervise(&self, pod: &Value, containers: &[Value], ip: Ipv4Addr, mut children: Vec<tokio::process::Child>, stop: CancellationToken) {
+        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let probes: Vec<Option<Value>> = containers.iter().map(|c| c.get("readinessProbe").cloned()).collect();
+        let initial_delay = probes.iter().flatten().filter_map(|p| p["initialDelaySeconds"].as_u64()).max().unwrap_or(0);
+        let period = probes.iter().flatten().filter_map(|p| p["periodSeconds"].as_u64()).min().unwrap_or(10).max(1);
+        let mut ready: Option<bool> = None;
+        let mut next_probe = tokio::time::Instant::now() + Duration::from_secs(initial_delay);
+        loop {
+            let exited = async {
+                for child in children.iter_mut() {
+                    if let Ok(status) = child.wait().await {
+                        return status;
+                    }
+                }
+                std::future::pending().await
+            };
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30).min(10);
+                    for child in &mut children {
+                        terminate(child, Duration::from_secs(grace)).await;
+                    }
+                    return;
+                }
+                status = exited => {
+                    let code = status.code().unwrap_or(-1);
+                    warn!(pod = text(pod, "/metadata/name"), code, "container exited; the pod fails");
+                    self.set_status(pod, |p| {
+                        p["status"]["phase"] = json!("Failed");
+                        p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+                        for status in p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten() {
+                            status["ready"] = json!(false);
+                            status["state"] = json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}});
+                        }
+                    });
+                    return;
+                }
+                () = tokio::time::sleep_until(next_probe) => {}
+            }
+            next_probe = tokio::time::Instant::now() + Duration::from_secs(period);
+            let mut all_ready = true;
+            for (container, probe) in containers.iter().zip(&probes) {
+                if let Some(probe) = probe {
+                    all_ready &= probe_once(probe, container, ip).await;
+                }
+            }
+            if ready != Some(all_ready) {
+                ready = Some(all_ready);
+                let condition = if all_ready { "True" } else { "False" };
+                let started = started.clone();
+                self.set_status(pod, |p| {
+                    p["status"]["phase"] = json!("Running");
+                    p["status"]["conditions"] = json!([
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "Initialized", "status": "True"},
+                        {"type": "ContainersReady", "status": condition},
+                        {"type": "Ready", "status": condition},
+                    ]);
+                    for status in p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten() {
+                        status["ready"] = json!(all_ready);
+                        status["started"] = json!(true);
+                        status["state"] = json!({"running": {"startedAt": started}});
+                    }
+                });
+            }
+        }
+    }
+
+    /// Starts a `cz-proxy` container: its args and env (with mounted volumes rewritten to
+    /// per-pod directories, and the pod IP to bind), logs in the pod's directory.
+    fn spawn_process(&self, pod: &Value, container: &Value, binary: &Path, ip: Ipv4Addr) -> std::io::Result<tokio::process::Child> {
+        let pod_dir = self.state_dir.join(text(pod, "/metadata/uid"));
+        let mounts = self.materialize_volumes(pod, container, &pod_dir)?;
+        let rewrite = |value: &str| {
+            mounts.iter().fold(value.to_owned(), |value, (mount, local)| {
+                if value.starts_with(mount.as_str()) { value.replacen(mount.as_str(), &local.display().to_string(), 1) } else { value }
+            })
+        };
+        let mut command = tokio::process::Command::new(binary);
+        let mut args: Vec<String> = container.get("command").and_then(Value::as_array).into_iter().flatten().skip(1).filter_map(Value::as_str).map(str::to_owned).collect();
+        args.extend(container.get("args").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+        command.args(args.iter().map(|a| rewrite(a)));
+        command.env_clear();
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
+            let value = match env.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+                Some("status.podIP") => ip.to_string(),
+                Some("metadata.name") => text(pod, "/metadata/name").to_owned(),
+                Some("metadata.namespace") => text(pod, "/metadata/namespace").to_owned(),
+                _ => rewrite(text(env, "/value")),
+            };
+            command.env(text(env, "/name"), value);
+        }
+        // The pod's own address stands in for its network namespace.
+        command.env("CZ_BIND_IP", ip.to_string());
+        let log = std::fs::File::create(pod_dir.join(format!("{}.log", text(container, "/name"))))?;
+        command.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).kill_on_drop(true);
+        command.spawn()
+    }
+
+    /// Writes the Secret and ConfigMap volumes a container mounts; returns mount path → directory.
+    fn materialize_volumes(&self, pod: &Value, container: &Value, pod_dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let namespace = text(pod, "/metadata/namespace");
+        let mut mounts = Vec::new();
+        std::fs::create_dir_all(pod_dir)?;
+        for mount in container.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
+            let volume_name = text(mount, "/name");
+            let Some(volume) = pod.pointer("/spec/volumes").and_then(Value::as_array).and_then(|v| v.iter().find(|v| v["name"] == volume_name)) else { continue };
+            let dir = pod_dir.join("volumes").join(volume_name);
+            std::fs::create_dir_all(&dir)?;
+            if let Some(secret) = volume.pointer("/secret/secretName").and_then(Value::as_str) {
+                let secret = self.store.get(&SECRETS, namespace, secret).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+                for (key, value) in secret.get("data").and_then(Value::as_object).into_iter().flatten() {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap_or_default()).unwrap_or_default();
+                    write_private(&dir.join(key), &bytes)?;
+                }
+            } else if let Some(config_map) = volume.pointer("/configMap/name").and_then(Value::as_str) {
+                let config_map = self.store.get(&CONFIGMAPS, namespace, config_map).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+                for (key, value) in config_map.get("data").and_then(Value::as_object).into_iter().flatten() {
+                    std::fs::write(dir.join(key), value.as_str().unwrap_or_default())?;
+                }
+            }
+            mounts.push((text(mount, "/mountPath").trim_end_matches('/').to_owned(), dir));
+        }
+        Ok(mounts)
+    }
+
+    /// Deletes every pod (used when the cluster stops).
+    pub fn delete_all(&self) {
+        for pod in self.store.list(&PODS, None, &Selector::default()).0 {
+            let _ = self.store.delete(&PODS, text(&pod, "/metadata/namespace"), text(&pod, "/metadata/name"), Propagation::Background);
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, bytes)
+}
+
+/// SIGTERM, then SIGKILL once `grace` has passed.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// One readiness check: `httpGet` (2xx/3xx) or `tcpSocket` (connects), within a second.
+async fn probe_once(probe: &Value, container: &Value, ip: Ipv4Addr) -> bool {
+    let port_of = |port: &Value| -> Option<u16> {
+        match port {
+            Value::Number(n) => n.as_u64().map(|n| n as u16),
+            Value::String(name) => container
+                .get("ports")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|p| p["name"] == name.as_str())
+                .and_then(|p| p["containerPort"].as_u64())
+                .map(|p| p as u16),
+            _ => None,
+        }
+    };
+    let check = async {
+        if let Some(http) = probe.get("httpGet") {
+            let port = port_of(&http["port"])?;
+            let mut stream = TcpStream::connect((ip, port)).await.ok()?;
+            let path = http.get("path").and_then(Value::as_str).unwrap_or("/");
+            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+            let mut head = [0; 12];
+            stream.read_exact(&mut head).await.ok()?;
+            let status: u16 = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;
+            Some((200..400).contains(&status))
+        } else if let Some(tcp) = probe.get("tcpSocket") {
+            let port = port_of(&tcp["port"])?;
+            Some(TcpStream::connect((ip, port)).await.is_ok())
+        } else {
+            Some(true)
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), check).await.ok().flatten().unwrap_or(false)
+}

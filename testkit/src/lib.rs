@@ -1,0 +1,193 @@
+//! The loopback cluster: a Kubernetes API stand-in for czctl's demo, end-to-end tests and CI,
+//! where no real cluster or container engine exists. It is a test stand-in, not a product; the
+//! real target stays any conformant cluster.
+//!
+//! - [`store`] keeps objects with the API server's write semantics; [`api`] serves them over
+//!   HTTPS (discovery, CRUD, patches, watches, `pods/portforward`), so kube-rs and kubectl work.
+//! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
+//!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address;
+//!   [`service_proxy`] serves each Service on a loopback ClusterIP, like kube-proxy.
+
+pub mod api;
+pub mod controllers;
+pub mod echo;
+pub mod kubelet;
+pub mod patch;
+pub mod portforward;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod service_proxy;
+pub mod store;
+pub mod table;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::resources::{DEPLOYMENTS, NAMESPACES, SERVICES};
+use crate::selector::Selector;
+use crate::store::Store;
+
+/// Where the cluster keeps pod files, and where it finds the `cz-proxy` binary.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// The binary run for `cz-proxy` images; found next to the running executable when `None`.
+    pub proxy_binary: Option<PathBuf>,
+}
+
+/// A running loopback cluster; stops (and stops its pods) when dropped or [`Cluster::stop`]ped.
+pub struct Cluster {
+    store: Arc<Store>,
+    kubeconfig: String,
+    state_dir: PathBuf,
+    shutdown: CancellationToken,
+    kubelet: Arc<kubelet::Kubelet>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Picks the cluster's address block: 127.<pods>.x.y for pods and 127.<services>.x.y for
+/// Services, distinct for clusters in one process and likely distinct across processes.
+fn address_octets() -> (u8, u8) {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let index = ((std::process::id() % 50) as u8 + NEXT.fetch_add(1, Ordering::Relaxed) * 7) % 50;
+    (10 + index * 2, 11 + index * 2)
+}
+
+/// The `cz-proxy` binary: `CZ_PROXY_BIN`, else beside the running executable (or its parent,
+/// for test binaries in `target/*/deps`).
+fn find_proxy_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CZ_PROXY_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join("cz-proxy")).find(|path| path.is_file())
+}
+
+impl Cluster {
+    /// Starts the API server on 127.0.0.1 and the controllers, kubelet and Service proxy.
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        let (pod_octet, service_octet) = address_octets();
+        let store = Arc::new(Store::new(service_octet));
+        for namespace in ["default", "kube-system"] {
+            store.create(&NAMESPACES, "", json!({"metadata": {"name": namespace}}))?;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let tls = Arc::new(server::Tls::generate()?);
+        let kubeconfig = tls.kubeconfig(address);
+        let state_dir = std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
+        std::fs::create_dir_all(&state_dir)?;
+        let shutdown = CancellationToken::new();
+        let proxy_binary = options.proxy_binary.or_else(find_proxy_binary);
+        let kubelet = kubelet::Kubelet::new(store.clone(), proxy_binary, state_dir.clone(), pod_octet);
+        let api = Arc::new(api::Api { store: store.clone(), address: address.to_string() });
+        let tasks = vec![
+            tokio::spawn(server::serve(listener, tls, api, shutdown.clone())),
+            tokio::spawn(controllers::run(store.clone(), shutdown.clone())),
+            tokio::spawn(kubelet.clone().run(shutdown.clone())),
+            tokio::spawn(service_proxy::run(store.clone(), shutdown.clone())),
+        ];
+        Ok(Self { store, kubeconfig, state_dir, shutdown, kubelet, tasks })
+    }
+
+    /// The kubeconfig that kubectl and kube-rs accept.
+    pub fn kubeconfig(&self) -> &str {
+        &self.kubeconfig
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, &self.kubeconfig)
+    }
+
+    /// The objects, for tests that look behind the API.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Creates the sample: namespace `demo`, Deployment `echo` (2 replicas of `example/echo`,
+    /// port 8080 `http` and 9090 `metrics`), Service `echo` (80 → `http`, 9090 → 9090).
+    pub fn create_sample(&self) -> anyhow::Result<()> {
+        self.store.create(&NAMESPACES, "", json!({"metadata": {"name": "demo"}}))?;
+        let labels = json!({"app": "echo"});
+        self.store.create(&DEPLOYMENTS, "demo", json!({
+            "metadata": {"name": "echo", "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{
+                        "name": "echo", "image": "example/echo",
+                        "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                    }]},
+                },
+            },
+        }))?;
+        self.store.create(&SERVICES, "demo", json!({
+            "metadata": {"name": "echo", "labels": labels},
+            "spec": {"selector": labels, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": 9090, "targetPort": 9090},
+            ]},
+        }))?;
+        Ok(())
+    }
+
+    /// Waits until every Deployment has all its replicas available.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (deployments, _) = self.store.list(&DEPLOYMENTS, None, &Selector::default());
+            let pending: Vec<String> = deployments
+                .iter()
+                .filter(|d| d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
+                .map(|d| format!("{}/{}", d["metadata"]["namespace"].as_str().unwrap_or_default(), d["metadata"]["name"].as_str().unwrap_or_default()))
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "deployments not available in time: {}", pending.join(", "));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One line per Service: `service NS/NAME PORT=CLUSTERIP:PORT ...`.
+    pub fn service_lines(&self) -> Vec<String> {
+        let (services, _) = self.store.list(&SERVICES, None, &Selector::default());
+        services
+            .iter()
+            .map(|service| {
+                let ip = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+                let ports: Vec<String> = service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().map(|p| format!("{0}={ip}:{0}", p["port"])).collect();
+                format!("service {}/{} {}", service["metadata"]["namespace"].as_str().unwrap_or_default(), service["metadata"]["name"].as_str().unwrap_or_default(), ports.join(" "))
+            })
+            .collect()
+    }
+
+    /// Stops pods (SIGTERM first), controllers and the API server.
+    pub async fn stop(mut self) {
+        self.kubelet.delete_all();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}

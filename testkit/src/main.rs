@@ -1,0 +1,57 @@
+//! `cz-testkit`: runs the loopback cluster until Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cz_testkit::{Cluster, ClusterOptions};
+
+/// A loopback Kubernetes stand-in for trying and testing czctl without a cluster (a test
+/// stand-in, not a product).
+#[derive(Parser)]
+#[command(name = "cz-testkit", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the cluster and run until Ctrl-C.
+    Up {
+        /// Where to write the kubeconfig for kubectl and czctl.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Create the sample: namespace demo, Deployment and Service echo.
+        #[arg(long)]
+        sample: bool,
+        /// The cz-proxy binary to run for proxy images (default: beside cz-testkit).
+        #[arg(long, env = "CZ_PROXY_BIN")]
+        proxy_binary: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let Command::Up { kubeconfig, sample, proxy_binary } = Cli::parse().command;
+    let cluster = Cluster::start(ClusterOptions { proxy_binary }).await?;
+    cluster
+        .write_kubeconfig(&kubeconfig)
+        .with_context(|| format!("could not write the kubeconfig to {}", kubeconfig.display()))?;
+    if sample {
+        cluster.create_sample()?;
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+    }
+    for line in cluster.service_lines() {
+        println!("{line}");
+    }
+    println!("ready");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    cluster.stop().await;
+    Ok(())
+}
