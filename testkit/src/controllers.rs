@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::resources::{Kind, DEPLOYMENTS, ENDPOINTS, ENDPOINT_SLICES, PODS, REPLICA_SETS, SERVICES};
+use crate::resources::{
+    Kind, DEPLOYMENTS, ENDPOINTS, ENDPOINT_SLICES, PODS, REPLICA_SETS, SERVICES,
+};
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
 
@@ -37,7 +39,10 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn all(store: &Store, kind: &'static Kind) -> Vec<Arc<Value>> {
@@ -54,14 +59,20 @@ fn owner_reference(owner: &Value) -> Value {
 fn owned_by<'a>(items: &'a [Arc<Value>], owner: &Value) -> impl Iterator<Item = &'a Arc<Value>> {
     let uid = owner["metadata"]["uid"].clone();
     items.iter().filter(move |item| {
-        item.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|owners| owners.iter().any(|o| o["uid"] == uid))
+        item.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|owners| owners.iter().any(|o| o["uid"] == uid))
     })
 }
 
 fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn is_active(pod: &Value) -> bool {
@@ -69,28 +80,43 @@ fn is_active(pod: &Value) -> bool {
 }
 
 fn set_status(store: &Store, kind: &'static Kind, object: &Value, status: Map<String, Value>) {
-    let _ = store.update(kind, text(object, "/metadata/namespace"), text(object, "/metadata/name"), true, |current| {
-        for (key, value) in &status {
-            current["status"][key] = value.clone();
-        }
-    });
+    let _ = store.update(
+        kind,
+        text(object, "/metadata/namespace"),
+        text(object, "/metadata/name"),
+        true,
+        |current| {
+            for (key, value) in &status {
+                current["status"][key] = value.clone();
+            }
+        },
+    );
 }
 
 fn reconcile_deployments(store: &Store) {
     let replica_sets = all(store, &REPLICA_SETS);
     for deployment in all(store, &DEPLOYMENTS) {
         let namespace = text(&deployment, "/metadata/namespace");
-        let template = deployment.pointer("/spec/template").cloned().unwrap_or_default();
+        let template = deployment
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_default();
         let mut hasher = DefaultHasher::new();
         template.to_string().hash(&mut hasher);
         let hash = format!("{:x}", hasher.finish() & 0xff_ffff_ffff);
         let name = format!("{}-{hash}", text(&deployment, "/metadata/name"));
-        let replicas = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let replicas = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let owned: Vec<_> = owned_by(&replica_sets, &deployment).cloned().collect();
         if !owned.iter().any(|rs| text(rs, "/metadata/name") == name) {
             let mut template = template.clone();
             template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-            let mut selector = deployment.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
+            let mut selector = deployment
+                .pointer("/spec/selector")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
             selector["matchLabels"]["pod-template-hash"] = json!(hash);
             let replica_set = json!({
                 "metadata": {"name": name, "labels": template["metadata"]["labels"], "ownerReferences": [owner_reference(&deployment)]},
@@ -103,9 +129,19 @@ fn reconcile_deployments(store: &Store) {
             let current = text(rs, "/metadata/name") == name;
             let wanted = if current { replicas } else { 0 };
             if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(wanted) {
-                let _ = store.update(&REPLICA_SETS, namespace, text(rs, "/metadata/name"), false, |rs| rs["spec"]["replicas"] = json!(wanted));
+                let _ = store.update(
+                    &REPLICA_SETS,
+                    namespace,
+                    text(rs, "/metadata/name"),
+                    false,
+                    |rs| rs["spec"]["replicas"] = json!(wanted),
+                );
             }
-            let count = |field: &str| rs.pointer(&format!("/status/{field}")).and_then(Value::as_i64).unwrap_or(0);
+            let count = |field: &str| {
+                rs.pointer(&format!("/status/{field}"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            };
             total += count("replicas");
             ready += count("readyReplicas");
             available += count("availableReplicas");
@@ -113,13 +149,22 @@ fn reconcile_deployments(store: &Store) {
                 updated = count("replicas");
             }
         }
-        let available_condition = if available >= replicas { "True" } else { "False" };
+        let available_condition = if available >= replicas {
+            "True"
+        } else {
+            "False"
+        };
         let status = json!({
             "observedGeneration": deployment["metadata"]["generation"], "replicas": total, "readyReplicas": ready,
             "availableReplicas": available, "updatedReplicas": updated, "unavailableReplicas": (replicas - available).max(0),
             "conditions": [{"type": "Available", "status": available_condition, "reason": if available_condition == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }}],
         });
-        set_status(store, &DEPLOYMENTS, &deployment, status.as_object().expect("object").clone());
+        set_status(
+            store,
+            &DEPLOYMENTS,
+            &deployment,
+            status.as_object().expect("object").clone(),
+        );
     }
 }
 
@@ -127,11 +172,19 @@ fn reconcile_replica_sets(store: &Store) {
     let pods = all(store, &PODS);
     for rs in all(store, &REPLICA_SETS) {
         let namespace = text(&rs, "/metadata/namespace");
-        let replicas = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let replicas = rs
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let owned: Vec<_> = owned_by(&pods, &rs).cloned().collect();
         // Failed pods are replaced, as with restartPolicy Always the container would be.
         for failed in owned.iter().filter(|p| !is_active(p)) {
-            let _ = store.delete(&PODS, namespace, text(failed, "/metadata/name"), Propagation::Background);
+            let _ = store.delete(
+                &PODS,
+                namespace,
+                text(failed, "/metadata/name"),
+                Propagation::Background,
+            );
         }
         let mut active: Vec<_> = owned.iter().filter(|p| is_active(p)).collect();
         for _ in active.len() as i64..replicas {
@@ -145,26 +198,44 @@ fn reconcile_replica_sets(store: &Store) {
         active.sort_by_key(|p| is_ready(p));
         let excess = (active.len() as i64 - replicas).max(0) as usize;
         for pod in active.iter().take(excess) {
-            let _ = store.delete(&PODS, namespace, text(pod, "/metadata/name"), Propagation::Background);
+            let _ = store.delete(
+                &PODS,
+                namespace,
+                text(pod, "/metadata/name"),
+                Propagation::Background,
+            );
         }
         let ready = active.iter().skip(excess).filter(|p| is_ready(p)).count();
         let status = json!({
             "replicas": active.len() - excess, "readyReplicas": ready, "availableReplicas": ready,
             "observedGeneration": rs["metadata"]["generation"],
         });
-        set_status(store, &REPLICA_SETS, &rs, status.as_object().expect("object").clone());
+        set_status(
+            store,
+            &REPLICA_SETS,
+            &rs,
+            status.as_object().expect("object").clone(),
+        );
     }
 }
 
 /// The container port a Service port targets on `pod` (by number, or by name).
 pub fn target_port(service_port: &Value, pod: &Value) -> Option<u16> {
-    match service_port.get("targetPort").unwrap_or(&service_port["port"]) {
+    match service_port
+        .get("targetPort")
+        .unwrap_or(&service_port["port"])
+    {
         Value::Number(port) => port.as_u64().map(|p| p as u16),
         Value::String(name) => pod
             .pointer("/spec/containers")?
             .as_array()?
             .iter()
-            .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
+            .flat_map(|c| {
+                c.get("ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .find(|p| p["name"] == name.as_str())
             .and_then(|p| p["containerPort"].as_u64())
             .map(|p| p as u16),
@@ -174,17 +245,31 @@ pub fn target_port(service_port: &Value, pod: &Value) -> Option<u16> {
 
 /// The pods a Service selects now, ready or not.
 pub fn selected_pods(store: &Store, service: &Value) -> Vec<Arc<Value>> {
-    let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty()) else {
+    let Some(selector) = service
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .filter(|s| !s.is_empty())
+    else {
         return Vec::new();
     };
-    let (pods, _) = store.list(&PODS, Some(text(service, "/metadata/namespace")), &Selector::from_labels(selector));
-    pods.into_iter().filter(|pod| is_active(pod) && !text(pod, "/status/podIP").is_empty()).collect()
+    let (pods, _) = store.list(
+        &PODS,
+        Some(text(service, "/metadata/namespace")),
+        &Selector::from_labels(selector),
+    );
+    pods.into_iter()
+        .filter(|pod| is_active(pod) && !text(pod, "/status/podIP").is_empty())
+        .collect()
 }
 
 fn reconcile_endpoints(store: &Store) {
     let services = all(store, &SERVICES);
     for service in &services {
-        if service.pointer("/spec/selector").and_then(Value::as_object).is_none_or(Map::is_empty) {
+        if service
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .is_none_or(Map::is_empty)
+        {
             continue;
         }
         let namespace = text(service, "/metadata/namespace");
@@ -195,11 +280,30 @@ fn reconcile_endpoints(store: &Store) {
             let target = pods.first().and_then(|pod| target_port(port, pod)).or_else(|| port["targetPort"].as_u64().map(|p| p as u16));
             json!({"name": port.get("name").cloned().unwrap_or(json!("")), "port": target, "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))})
         }).collect();
-        let ready: Vec<Value> = pods.iter().filter(|p| is_ready(p)).map(|p| address(p)).collect();
-        let not_ready: Vec<Value> = pods.iter().filter(|p| !is_ready(p)).map(|p| address(p)).collect();
-        let subsets = if pods.is_empty() { json!([]) } else { json!([{"addresses": ready, "notReadyAddresses": not_ready, "ports": ports}]) };
-        let labels = json!({"app.kubernetes.io/managed-by": MANAGED_BY, "kubernetes.io/service-name": name});
-        upsert(store, &ENDPOINTS, namespace, json!({"metadata": {"name": name, "labels": labels}, "subsets": subsets}), "subsets");
+        let ready: Vec<Value> = pods
+            .iter()
+            .filter(|p| is_ready(p))
+            .map(|p| address(p))
+            .collect();
+        let not_ready: Vec<Value> = pods
+            .iter()
+            .filter(|p| !is_ready(p))
+            .map(|p| address(p))
+            .collect();
+        let subsets = if pods.is_empty() {
+            json!([])
+        } else {
+            json!([{"addresses": ready, "notReadyAddresses": not_ready, "ports": ports}])
+        };
+        let labels =
+            json!({"app.kubernetes.io/managed-by": MANAGED_BY, "kubernetes.io/service-name": name});
+        upsert(
+            store,
+            &ENDPOINTS,
+            namespace,
+            json!({"metadata": {"name": name, "labels": labels}, "subsets": subsets}),
+            "subsets",
+        );
         let endpoints: Vec<Value> = pods.iter().map(|pod| json!({
             "addresses": [text(pod, "/status/podIP")], "conditions": {"ready": is_ready(pod)},
             "targetRef": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": namespace, "uid": pod["metadata"]["uid"]},
@@ -214,8 +318,15 @@ fn reconcile_endpoints(store: &Store) {
     for endpoints in all(store, &ENDPOINTS) {
         let namespace = text(&endpoints, "/metadata/namespace");
         let name = text(&endpoints, "/metadata/name");
-        let ours = endpoints.pointer("/metadata/labels/app.kubernetes.io~1managed-by").and_then(Value::as_str) == Some(MANAGED_BY);
-        if ours && !services.iter().any(|s| text(s, "/metadata/namespace") == namespace && text(s, "/metadata/name") == name) {
+        let ours = endpoints
+            .pointer("/metadata/labels/app.kubernetes.io~1managed-by")
+            .and_then(Value::as_str)
+            == Some(MANAGED_BY);
+        if ours
+            && !services.iter().any(|s| {
+                text(s, "/metadata/namespace") == namespace && text(s, "/metadata/name") == name
+            })
+        {
             let _ = store.delete(&ENDPOINTS, namespace, name, Propagation::Background);
         }
     }

@@ -21,7 +21,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 /// Listens on `ip` at every port until `stop`; fails if a port cannot be bound.
-pub async fn serve(ip: IpAddr, ports: &[u16], pod: String, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    ip: IpAddr,
+    ports: &[u16],
+    pod: String,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     for &port in ports {
         let listener = TcpListener::bind(SocketAddr::new(ip, port)).await?;
         let (pod, stop) = (pod.clone(), stop.clone());
@@ -48,13 +53,20 @@ pub async fn serve(ip: IpAddr, ports: &[u16], pod: String, stop: CancellationTok
 }
 
 fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let websocket = request.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if let (true, Some(key)) = (websocket, request.headers().get(header::SEC_WEBSOCKET_KEY).cloned()) {
+    let websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if let (true, Some(key)) = (
+        websocket,
+        request.headers().get(header::SEC_WEBSOCKET_KEY).cloned(),
+    ) {
         let upgrade = hyper::upgrade::on(&mut request);
         let pod = pod.to_owned();
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let mut socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             while let Some(Ok(message)) = socket.next().await {
                 let reply = match message {
                     Message::Text(text) => Message::text(format!("{pod}: {text}")),
@@ -71,12 +83,18 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("ASCII"));
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("ASCII"),
+        );
         return response;
     }
     let mut headers = Map::new();
     for (name, value) in request.headers() {
-        headers.insert(name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        headers.insert(
+            name.to_string(),
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        );
     }
     let body = json!({
         "pod": pod,
@@ -86,7 +104,13 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         "headers": headers,
     });
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert("x-served-by", HeaderValue::from_str(pod).unwrap_or(HeaderValue::from_static("echo")));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        "x-served-by",
+        HeaderValue::from_str(pod).unwrap_or(HeaderValue::from_static("echo")),
+    );
     response
 }

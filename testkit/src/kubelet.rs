@@ -40,13 +40,28 @@ pub struct Kubelet {
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 impl Kubelet {
     /// A kubelet for `store`; pods live in `state_dir`.
-    pub fn new(store: Arc<Store>, proxy_binary: Option<PathBuf>, state_dir: PathBuf, octet: u8) -> Arc<Self> {
-        Arc::new(Self { store, proxy_binary, state_dir, octet, running: Mutex::default(), next_ip: Mutex::new(0) })
+    pub fn new(
+        store: Arc<Store>,
+        proxy_binary: Option<PathBuf>,
+        state_dir: PathBuf,
+        octet: u8,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            proxy_binary,
+            state_dir,
+            octet,
+            running: Mutex::default(),
+            next_ip: Mutex::new(0),
+        })
     }
 
     /// Keeps processes in line with the pods until `shutdown`, then stops them all.
@@ -68,7 +83,10 @@ impl Kubelet {
     fn reconcile(self: &Arc<Self>) {
         let (pods, _) = self.store.list(&PODS, None, &Selector::default());
         let mut running = self.running.lock().expect("lock");
-        let present: Vec<String> = pods.iter().map(|p| text(p, "/metadata/uid").to_owned()).collect();
+        let present: Vec<String> = pods
+            .iter()
+            .map(|p| text(p, "/metadata/uid").to_owned())
+            .collect();
         running.retain(|uid, stop| {
             let keep = present.contains(uid);
             if !keep {
@@ -93,11 +111,19 @@ impl Kubelet {
     fn allocate_ip(&self) -> Ipv4Addr {
         let mut next = self.next_ip.lock().expect("lock");
         *next += 1;
-        Ipv4Addr::new(127, self.octet, (*next / 250) as u8, (*next % 250 + 1) as u8)
+        Ipv4Addr::new(
+            127,
+            self.octet,
+            (*next / 250) as u8,
+            (*next % 250 + 1) as u8,
+        )
     }
 
     fn set_status(&self, pod: &Value, mutate: impl Fn(&mut Value)) {
-        let (namespace, name) = (text(pod, "/metadata/namespace"), text(pod, "/metadata/name"));
+        let (namespace, name) = (
+            text(pod, "/metadata/namespace"),
+            text(pod, "/metadata/name"),
+        );
         let uid = text(pod, "/metadata/uid").to_owned();
         let _ = self.store.update(&PODS, namespace, name, true, |current| {
             if current["metadata"]["uid"] == uid.as_str() {
@@ -121,7 +147,11 @@ impl Kubelet {
 
     async fn run_pod(&self, pod: &Value, ip: Ipv4Addr, stop: CancellationToken) {
         let name = text(pod, "/metadata/name").to_owned();
-        let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let containers = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         self.set_status(pod, |p| {
             p["status"] = json!({
@@ -142,19 +172,44 @@ impl Kubelet {
                 Runtime::Echo
             } else {
                 let message = format!("Back-off pulling image \"{image}\": the loopback cluster runs only cz-proxy images and example/echo");
-                self.event(pod, "Failed", &format!("Failed to pull image \"{image}\": not found in the loopback cluster"));
+                self.event(
+                    pod,
+                    "Failed",
+                    &format!("Failed to pull image \"{image}\": not found in the loopback cluster"),
+                );
                 return self.fail_container(pod, container, "ImagePullBackOff", &message);
             };
-            let ports: Vec<u16> = container.get("ports").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p["containerPort"].as_u64()).map(|p| p as u16).collect();
+            let ports: Vec<u16> = container
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["containerPort"].as_u64())
+                .map(|p| p as u16)
+                .collect();
             match runtime {
                 Runtime::Echo => {
-                    if let Err(error) = crate::echo::serve(IpAddr::V4(ip), &ports, name.clone(), stop.clone()).await {
-                        return self.fail_container(pod, container, "RunContainerError", &error.to_string());
+                    if let Err(error) =
+                        crate::echo::serve(IpAddr::V4(ip), &ports, name.clone(), stop.clone()).await
+                    {
+                        return self.fail_container(
+                            pod,
+                            container,
+                            "RunContainerError",
+                            &error.to_string(),
+                        );
                     }
                 }
                 Runtime::Proxy(binary) => match self.spawn_process(pod, container, &binary, ip) {
                     Ok(child) => children.push(child),
-                    Err(error) => return self.fail_container(pod, container, "RunContainerError", &error.to_string()),
+                    Err(error) => {
+                        return self.fail_container(
+                            pod,
+                            container,
+                            "RunContainerError",
+                            &error.to_string(),
+                        )
+                    }
                 },
             }
         }
@@ -163,10 +218,16 @@ impl Kubelet {
     }
 
     fn fail_container(&self, pod: &Value, container: &Value, reason: &str, message: &str) {
-        warn!(pod = text(pod, "/metadata/name"), reason, message, "container not started");
+        warn!(
+            pod = text(pod, "/metadata/name"),
+            reason, message, "container not started"
+        );
         let container_name = container["name"].clone();
         self.set_status(pod, |p| {
-            if let Some(statuses) = p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+            if let Some(statuses) = p
+                .pointer_mut("/status/containerStatuses")
+                .and_then(Value::as_array_mut)
+            {
                 for status in statuses.iter_mut().filter(|s| s["name"] == container_name) {
                     status["state"] = json!({"waiting": {"reason": reason, "message": message}});
                 }
@@ -176,11 +237,32 @@ impl Kubelet {
 
     /// Runs the readiness probes and watches the processes until the pod is deleted or a
     /// process exits.
-    async fn supervise(&self, pod: &Value, containers: &[Value], ip: Ipv4Addr, mut children: Vec<tokio::process::Child>, stop: CancellationToken) {
+    async fn supervise(
+        &self,
+        pod: &Value,
+        containers: &[Value],
+        ip: Ipv4Addr,
+        mut children: Vec<tokio::process::Child>,
+        stop: CancellationToken,
+    ) {
         let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let probes: Vec<Option<Value>> = containers.iter().map(|c| c.get("readinessProbe").cloned()).collect();
-        let initial_delay = probes.iter().flatten().filter_map(|p| p["initialDelaySeconds"].as_u64()).max().unwrap_or(0);
-        let period = probes.iter().flatten().filter_map(|p| p["periodSeconds"].as_u64()).min().unwrap_or(10).max(1);
+        let probes: Vec<Option<Value>> = containers
+            .iter()
+            .map(|c| c.get("readinessProbe").cloned())
+            .collect();
+        let initial_delay = probes
+            .iter()
+            .flatten()
+            .filter_map(|p| p["initialDelaySeconds"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let period = probes
+            .iter()
+            .flatten()
+            .filter_map(|p| p["periodSeconds"].as_u64())
+            .min()
+            .unwrap_or(10)
+            .max(1);
         let mut ready: Option<bool> = None;
         let mut next_probe = tokio::time::Instant::now() + Duration::from_secs(initial_delay);
         loop {
@@ -234,7 +316,12 @@ impl Kubelet {
                         {"type": "ContainersReady", "status": condition},
                         {"type": "Ready", "status": condition},
                     ]);
-                    for status in p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten() {
+                    for status in p
+                        .pointer_mut("/status/containerStatuses")
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
                         status["ready"] = json!(all_ready);
                         status["started"] = json!(true);
                         status["state"] = json!({"running": {"startedAt": started}});
@@ -246,24 +333,60 @@ impl Kubelet {
 
     /// Starts a `cz-proxy` container: its args and env (with mounted volumes rewritten to
     /// per-pod directories, and the pod IP to bind), logs in the pod's directory.
-    fn spawn_process(&self, pod: &Value, container: &Value, binary: &Path, ip: Ipv4Addr) -> std::io::Result<tokio::process::Child> {
+    fn spawn_process(
+        &self,
+        pod: &Value,
+        container: &Value,
+        binary: &Path,
+        ip: Ipv4Addr,
+    ) -> std::io::Result<tokio::process::Child> {
         let pod_dir = self.state_dir.join(text(pod, "/metadata/uid"));
         let mounts = self.materialize_volumes(pod, container, &pod_dir)?;
         let rewrite = |value: &str| {
-            mounts.iter().fold(value.to_owned(), |value, (mount, local)| {
-                if value.starts_with(mount.as_str()) { value.replacen(mount.as_str(), &local.display().to_string(), 1) } else { value }
-            })
+            mounts
+                .iter()
+                .fold(value.to_owned(), |value, (mount, local)| {
+                    if value.starts_with(mount.as_str()) {
+                        value.replacen(mount.as_str(), &local.display().to_string(), 1)
+                    } else {
+                        value
+                    }
+                })
         };
         let mut command = tokio::process::Command::new(binary);
-        let mut args: Vec<String> = container.get("command").and_then(Value::as_array).into_iter().flatten().skip(1).filter_map(Value::as_str).map(str::to_owned).collect();
-        args.extend(container.get("args").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+        let mut args: Vec<String> = container
+            .get("command")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .skip(1)
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        args.extend(
+            container
+                .get("args")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned),
+        );
         command.args(args.iter().map(|a| rewrite(a)));
         command.env_clear();
         if let Ok(filter) = std::env::var("RUST_LOG") {
             command.env("RUST_LOG", filter);
         }
-        for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
-            let value = match env.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+        for env in container
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let value = match env
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
                 Some("status.podIP") => ip.to_string(),
                 Some("metadata.name") => text(pod, "/metadata/name").to_owned(),
                 Some("metadata.namespace") => text(pod, "/metadata/namespace").to_owned(),
@@ -274,33 +397,77 @@ impl Kubelet {
         // The pod's own address stands in for its network namespace.
         command.env("CZ_BIND_IP", ip.to_string());
         let log = std::fs::File::create(pod_dir.join(format!("{}.log", text(container, "/name"))))?;
-        command.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).kill_on_drop(true);
+        command
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         command.spawn()
     }
 
     /// Writes the Secret and ConfigMap volumes a container mounts; returns mount path → directory.
-    fn materialize_volumes(&self, pod: &Value, container: &Value, pod_dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    fn materialize_volumes(
+        &self,
+        pod: &Value,
+        container: &Value,
+        pod_dir: &Path,
+    ) -> std::io::Result<Vec<(String, PathBuf)>> {
         let namespace = text(pod, "/metadata/namespace");
         let mut mounts = Vec::new();
         std::fs::create_dir_all(pod_dir)?;
-        for mount in container.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
+        for mount in container
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let volume_name = text(mount, "/name");
-            let Some(volume) = pod.pointer("/spec/volumes").and_then(Value::as_array).and_then(|v| v.iter().find(|v| v["name"] == volume_name)) else { continue };
+            let Some(volume) = pod
+                .pointer("/spec/volumes")
+                .and_then(Value::as_array)
+                .and_then(|v| v.iter().find(|v| v["name"] == volume_name))
+            else {
+                continue;
+            };
             let dir = pod_dir.join("volumes").join(volume_name);
             std::fs::create_dir_all(&dir)?;
             if let Some(secret) = volume.pointer("/secret/secretName").and_then(Value::as_str) {
-                let secret = self.store.get(&SECRETS, namespace, secret).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
-                for (key, value) in secret.get("data").and_then(Value::as_object).into_iter().flatten() {
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap_or_default()).unwrap_or_default();
+                let secret = self.store.get(&SECRETS, namespace, secret).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
+                })?;
+                for (key, value) in secret
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(value.as_str().unwrap_or_default())
+                        .unwrap_or_default();
                     write_private(&dir.join(key), &bytes)?;
                 }
-            } else if let Some(config_map) = volume.pointer("/configMap/name").and_then(Value::as_str) {
-                let config_map = self.store.get(&CONFIGMAPS, namespace, config_map).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
-                for (key, value) in config_map.get("data").and_then(Value::as_object).into_iter().flatten() {
+            } else if let Some(config_map) =
+                volume.pointer("/configMap/name").and_then(Value::as_str)
+            {
+                let config_map =
+                    self.store
+                        .get(&CONFIGMAPS, namespace, config_map)
+                        .map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
+                        })?;
+                for (key, value) in config_map
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
                     std::fs::write(dir.join(key), value.as_str().unwrap_or_default())?;
                 }
             }
-            mounts.push((text(mount, "/mountPath").trim_end_matches('/').to_owned(), dir));
+            mounts.push((
+                text(mount, "/mountPath").trim_end_matches('/').to_owned(),
+                dir,
+            ));
         }
         Ok(mounts)
     }
@@ -308,7 +475,12 @@ impl Kubelet {
     /// Deletes every pod (used when the cluster stops).
     pub fn delete_all(&self) {
         for pod in self.store.list(&PODS, None, &Selector::default()).0 {
-            let _ = self.store.delete(&PODS, text(&pod, "/metadata/namespace"), text(&pod, "/metadata/name"), Propagation::Background);
+            let _ = self.store.delete(
+                &PODS,
+                text(&pod, "/metadata/namespace"),
+                text(&pod, "/metadata/name"),
+                Propagation::Background,
+            );
         }
     }
 }
@@ -324,7 +496,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// SIGTERM, then SIGKILL once `grace` has passed.
 async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     if let Some(pid) = child.id() {
-        let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.kill().await;
@@ -363,5 +539,9 @@ async fn probe_once(probe: &Value, container: &Value, ip: Ipv4Addr) -> bool {
             Some(true)
         }
     };
-    tokio::time::timeout(Duration::from_secs(1), check).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(1), check)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }

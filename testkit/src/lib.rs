@@ -68,7 +68,11 @@ fn find_proxy_binary() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let exe = std::env::current_exe().ok()?;
-    exe.ancestors().skip(1).take(2).map(|dir| dir.join("cz-proxy")).find(|path| path.is_file())
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("cz-proxy"))
+        .find(|path| path.is_file())
 }
 
 impl Cluster {
@@ -83,19 +87,31 @@ impl Cluster {
         let address = listener.local_addr()?;
         let tls = Arc::new(server::Tls::generate()?);
         let kubeconfig = tls.kubeconfig(address);
-        let state_dir = std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
+        let state_dir =
+            std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
         std::fs::create_dir_all(&state_dir)?;
         let shutdown = CancellationToken::new();
         let proxy_binary = options.proxy_binary.or_else(find_proxy_binary);
-        let kubelet = kubelet::Kubelet::new(store.clone(), proxy_binary, state_dir.clone(), pod_octet);
-        let api = Arc::new(api::Api { store: store.clone(), address: address.to_string() });
+        let kubelet =
+            kubelet::Kubelet::new(store.clone(), proxy_binary, state_dir.clone(), pod_octet);
+        let api = Arc::new(api::Api {
+            store: store.clone(),
+            address: address.to_string(),
+        });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls, api, shutdown.clone())),
             tokio::spawn(controllers::run(store.clone(), shutdown.clone())),
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(store.clone(), shutdown.clone())),
         ];
-        Ok(Self { store, kubeconfig, state_dir, shutdown, kubelet, tasks })
+        Ok(Self {
+            store,
+            kubeconfig,
+            state_dir,
+            shutdown,
+            kubelet,
+            tasks,
+        })
     }
 
     /// The kubeconfig that kubectl and kube-rs accept.
@@ -116,7 +132,8 @@ impl Cluster {
     /// Creates the sample: namespace `demo`, Deployment `echo` (2 replicas of `example/echo`,
     /// port 8080 `http` and 9090 `metrics`), Service `echo` (80 → `http`, 9090 → 9090).
     pub fn create_sample(&self) -> anyhow::Result<()> {
-        self.store.create(&NAMESPACES, "", json!({"metadata": {"name": "demo"}}))?;
+        self.store
+            .create(&NAMESPACES, "", json!({"metadata": {"name": "demo"}}))?;
         let labels = json!({"app": "echo"});
         self.store.create(&DEPLOYMENTS, "demo", json!({
             "metadata": {"name": "echo", "labels": labels},
@@ -133,13 +150,17 @@ impl Cluster {
                 },
             },
         }))?;
-        self.store.create(&SERVICES, "demo", json!({
-            "metadata": {"name": "echo", "labels": labels},
-            "spec": {"selector": labels, "ports": [
-                {"name": "http", "port": 80, "targetPort": "http"},
-                {"name": "metrics", "port": 9090, "targetPort": 9090},
-            ]},
-        }))?;
+        self.store.create(
+            &SERVICES,
+            "demo",
+            json!({
+                "metadata": {"name": "echo", "labels": labels},
+                "spec": {"selector": labels, "ports": [
+                    {"name": "http", "port": 80, "targetPort": "http"},
+                    {"name": "metrics", "port": 9090, "targetPort": 9090},
+                ]},
+            }),
+        )?;
         Ok(())
     }
 
@@ -150,13 +171,30 @@ impl Cluster {
             let (deployments, _) = self.store.list(&DEPLOYMENTS, None, &Selector::default());
             let pending: Vec<String> = deployments
                 .iter()
-                .filter(|d| d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
-                .map(|d| format!("{}/{}", d["metadata"]["namespace"].as_str().unwrap_or_default(), d["metadata"]["name"].as_str().unwrap_or_default()))
+                .filter(|d| {
+                    d.pointer("/status/availableReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                        < d.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                })
+                .map(|d| {
+                    format!(
+                        "{}/{}",
+                        d["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        d["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                })
                 .collect();
             if pending.is_empty() {
                 return Ok(());
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "deployments not available in time: {}", pending.join(", "));
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "deployments not available in time: {}",
+                pending.join(", ")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -167,9 +205,25 @@ impl Cluster {
         services
             .iter()
             .map(|service| {
-                let ip = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
-                let ports: Vec<String> = service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().map(|p| format!("{0}={ip}:{0}", p["port"])).collect();
-                format!("service {}/{} {}", service["metadata"]["namespace"].as_str().unwrap_or_default(), service["metadata"]["name"].as_str().unwrap_or_default(), ports.join(" "))
+                let ip = service
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let ports: Vec<String> = service
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{0}={ip}:{0}", p["port"]))
+                    .collect();
+                format!(
+                    "service {}/{} {}",
+                    service["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    service["metadata"]["name"].as_str().unwrap_or_default(),
+                    ports.join(" ")
+                )
             })
             .collect()
     }

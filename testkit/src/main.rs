@@ -36,9 +36,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
-    let Command::Up { kubeconfig, sample, proxy_binary } = Cli::parse().command;
+    let Command::Up {
+        kubeconfig,
+        sample,
+        proxy_binary,
+    } = Cli::parse().command;
     let cluster = Cluster::start(ClusterOptions { proxy_binary }).await?;
     cluster
         .write_kubeconfig(&kubeconfig)
@@ -51,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("ready");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     cluster.stop().await;
     Ok(())
 }

@@ -42,8 +42,13 @@ pub fn apply(target: &mut Value, patch_type: PatchType, patch: Value) -> Result<
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_value(patch)
                 .map_err(|error| ApiError::bad_request(format!("invalid JSON patch: {error}")))?;
-            json_patch::patch(target, &patch)
-                .map_err(|error| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {error}")))
+            json_patch::patch(target, &patch).map_err(|error| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {error}"),
+                )
+            })
         }
         PatchType::Strategic => {
             strategic_merge(target, patch, "");
@@ -56,7 +61,8 @@ pub fn apply(target: &mut Value, patch_type: PatchType, patch: Value) -> Result<
 /// strategies that the served kinds use).
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "volumes" | "env" | "volumeMounts" | "imagePullSecrets" => "name",
+        "containers" | "initContainers" | "volumes" | "env" | "volumeMounts"
+        | "imagePullSecrets" => "name",
         "ports" => "port",
         "conditions" => "type",
         "ownerReferences" => "uid",
@@ -67,12 +73,20 @@ fn merge_key(field: &str) -> Option<&'static str> {
 fn strategic_merge(target: &mut Value, patch: Value, field: &str) {
     match (target, patch) {
         (Value::Object(target), Value::Object(mut patch)) => {
-            if patch.remove("$patch").and_then(|p| p.as_str().map(str::to_owned)).as_deref() == Some("replace") {
+            if patch
+                .remove("$patch")
+                .and_then(|p| p.as_str().map(str::to_owned))
+                .as_deref()
+                == Some("replace")
+            {
                 *target = patch;
                 return;
             }
             for (name, value) in patch {
-                if name.starts_with("$setElementOrder/") || name == "$retainKeys" || name.starts_with("$deleteFromPrimitiveList/") {
+                if name.starts_with("$setElementOrder/")
+                    || name == "$retainKeys"
+                    || name.starts_with("$deleteFromPrimitiveList/")
+                {
                     continue;
                 }
                 match value {
@@ -91,10 +105,16 @@ fn strategic_merge(target: &mut Value, patch: Value, field: &str) {
         (Value::Array(target), Value::Array(patch)) if merge_key(field).is_some() => {
             let key = merge_key(field).expect("checked");
             // Container ports merge by containerPort, Service ports by port.
-            let key_of = |item: &Value| item.get(key).or_else(|| item.get("containerPort")).cloned();
+            let key_of =
+                |item: &Value| item.get(key).or_else(|| item.get("containerPort")).cloned();
             for item in patch {
-                let directive = item.get("$patch").and_then(Value::as_str).map(str::to_owned);
-                let position = target.iter().position(|existing| key_of(existing).is_some() && key_of(existing) == key_of(&item));
+                let directive = item
+                    .get("$patch")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let position = target.iter().position(|existing| {
+                    key_of(existing).is_some() && key_of(existing) == key_of(&item)
+                });
                 match (directive.as_deref(), position) {
                     (Some("delete"), Some(i)) => {
                         target.remove(i);
@@ -138,20 +158,31 @@ mod tests {
             "spec": {"selector": {"app": null, "cz": "proxy"}, "ports": [{"port": 9090, "name": "metrics"}], "$setElementOrder/ports": []}
         });
         apply(&mut service, PatchType::Strategic, patch).expect("applies");
-        assert_eq!(service["metadata"]["annotations"], json!({"a": "1", "c": "3"}));
+        assert_eq!(
+            service["metadata"]["annotations"],
+            json!({"a": "1", "c": "3"})
+        );
         assert_eq!(service["spec"]["selector"], json!({"cz": "proxy"}));
-        assert_eq!(service["spec"]["ports"], json!([{"port": 80, "name": "http"}, {"port": 9090, "name": "metrics"}]));
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"port": 80, "name": "http"}, {"port": 9090, "name": "metrics"}])
+        );
     }
 
     #[test]
     fn json_patch_test_guards_the_change() {
         let mut object = json!({"spec": {"selector": {"app": "echo"}}});
-        let guarded = |expected: &str| json!([
-            {"op": "test", "path": "/spec/selector/app", "value": expected},
-            {"op": "replace", "path": "/spec/selector/app", "value": "proxy"}
-        ]);
+        let guarded = |expected: &str| {
+            json!([
+                {"op": "test", "path": "/spec/selector/app", "value": expected},
+                {"op": "replace", "path": "/spec/selector/app", "value": "proxy"}
+            ])
+        };
         assert!(apply(&mut object, PatchType::Json, guarded("someone-else")).is_err());
-        assert_eq!(object["spec"]["selector"]["app"], "echo", "a failed test changes nothing");
+        assert_eq!(
+            object["spec"]["selector"]["app"], "echo",
+            "a failed test changes nothing"
+        );
         apply(&mut object, PatchType::Json, guarded("echo")).expect("applies");
         assert_eq!(object["spec"]["selector"]["app"], "proxy");
     }

@@ -24,19 +24,40 @@ use crate::store::ApiError;
 const PROTOCOL: &str = "v4.channel.k8s.io";
 
 /// Accepts the WebSocket upgrade and bridges each requested port of `pod`.
-pub fn upgrade(mut request: Request<Incoming>, pod: &Value, query: &str) -> Result<Response<ApiBody>, ApiError> {
+pub fn upgrade(
+    mut request: Request<Incoming>,
+    pod: &Value,
+    query: &str,
+) -> Result<Response<ApiBody>, ApiError> {
     let ports: Vec<u16> = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("ports="))
-        .flat_map(|ports| ports.split("%2C").flat_map(|p| p.split(',')).map(str::to_owned).collect::<Vec<_>>())
-        .map(|port| port.parse().map_err(|_| ApiError::bad_request(format!("invalid port {port:?}"))))
+        .flat_map(|ports| {
+            ports
+                .split("%2C")
+                .flat_map(|p| p.split(','))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|port| {
+            port.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid port {port:?}")))
+        })
         .collect::<Result<_, _>>()?;
     if ports.is_empty() {
-        return Err(ApiError::bad_request("at least one port is required (ports=...)"));
+        return Err(ApiError::bad_request(
+            "at least one port is required (ports=...)",
+        ));
     }
-    let offered = request.headers().get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|p| p.to_str().ok()).unwrap_or_default();
+    let offered = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|p| p.to_str().ok())
+        .unwrap_or_default();
     if !offered.split(',').any(|p| p.trim() == PROTOCOL) {
-        return Err(ApiError::bad_request(format!("port-forward needs the WebSocket subprotocol {PROTOCOL}")));
+        return Err(ApiError::bad_request(format!(
+            "port-forward needs the WebSocket subprotocol {PROTOCOL}"
+        )));
     }
     let key = request
         .headers()
@@ -52,7 +73,9 @@ pub fn upgrade(mut request: Request<Incoming>, pod: &Value, query: &str) -> Resu
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
                 bridge(socket, &pod_ip, &ports).await;
             }
             Err(error) => debug!(%error, "port-forward upgrade failed"),
@@ -63,8 +86,14 @@ pub fn upgrade(mut request: Request<Incoming>, pod: &Value, query: &str) -> Resu
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is ASCII"));
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(PROTOCOL),
+    );
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is ASCII"),
+    );
     Ok(response)
 }
 
@@ -95,7 +124,12 @@ where
                 tokio::spawn(async move {
                     let mut buf = vec![0; 32 * 1024];
                     while let Ok(read) = read.read(&mut buf).await {
-                        if read == 0 || to_client_tx.send(frame(data_channel, &buf[..read])).await.is_err() {
+                        if read == 0
+                            || to_client_tx
+                                .send(frame(data_channel, &buf[..read]))
+                                .await
+                                .is_err()
+                        {
                             break;
                         }
                     }
@@ -104,7 +138,9 @@ where
             Err(error) => {
                 to_pod.push(None);
                 let message = format!("error forwarding port {port} to pod at {pod_ip}: {error}");
-                let _ = to_client_tx.send(frame(data_channel + 1, message.as_bytes())).await;
+                let _ = to_client_tx
+                    .send(frame(data_channel + 1, message.as_bytes()))
+                    .await;
             }
         }
     }
@@ -124,7 +160,9 @@ where
             }
             continue;
         };
-        let Some((&channel, data)) = bytes.split_first() else { continue };
+        let Some((&channel, data)) = bytes.split_first() else {
+            continue;
+        };
         if let Some(Some(pod)) = to_pod.get_mut(channel as usize / 2) {
             if channel % 2 == 0 && pod.write_all(data).await.is_err() {
                 break;

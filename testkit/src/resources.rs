@@ -41,20 +41,76 @@ const fn kind(
     short_names: &'static [&'static str],
     has_status: bool,
 ) -> Kind {
-    Kind { group, version: "v1", plural, singular, kind, namespaced, short_names, has_status }
+    Kind {
+        group,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+        has_status,
+    }
 }
 
-pub static NAMESPACES: Kind = kind("", "namespaces", "namespace", "Namespace", false, &["ns"], true);
+pub static NAMESPACES: Kind = kind(
+    "",
+    "namespaces",
+    "namespace",
+    "Namespace",
+    false,
+    &["ns"],
+    true,
+);
 pub static SERVICES: Kind = kind("", "services", "service", "Service", true, &["svc"], true);
 pub static PODS: Kind = kind("", "pods", "pod", "Pod", true, &["po"], true);
 pub static SECRETS: Kind = kind("", "secrets", "secret", "Secret", true, &[], false);
-pub static CONFIGMAPS: Kind = kind("", "configmaps", "configmap", "ConfigMap", true, &["cm"], false);
-pub static ENDPOINTS: Kind = kind("", "endpoints", "endpoints", "Endpoints", true, &["ep"], false);
+pub static CONFIGMAPS: Kind = kind(
+    "",
+    "configmaps",
+    "configmap",
+    "ConfigMap",
+    true,
+    &["cm"],
+    false,
+);
+pub static ENDPOINTS: Kind = kind(
+    "",
+    "endpoints",
+    "endpoints",
+    "Endpoints",
+    true,
+    &["ep"],
+    false,
+);
 pub static EVENTS: Kind = kind("", "events", "event", "Event", true, &["ev"], false);
-pub static ENDPOINT_SLICES: Kind =
-    kind("discovery.k8s.io", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false);
-pub static DEPLOYMENTS: Kind = kind("apps", "deployments", "deployment", "Deployment", true, &["deploy"], true);
-pub static REPLICA_SETS: Kind = kind("apps", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], true);
+pub static ENDPOINT_SLICES: Kind = kind(
+    "discovery.k8s.io",
+    "endpointslices",
+    "endpointslice",
+    "EndpointSlice",
+    true,
+    &[],
+    false,
+);
+pub static DEPLOYMENTS: Kind = kind(
+    "apps",
+    "deployments",
+    "deployment",
+    "Deployment",
+    true,
+    &["deploy"],
+    true,
+);
+pub static REPLICA_SETS: Kind = kind(
+    "apps",
+    "replicasets",
+    "replicaset",
+    "ReplicaSet",
+    true,
+    &["rs"],
+    true,
+);
 
 /// Every served kind.
 pub static ALL: [&Kind; 10] = [
@@ -79,7 +135,11 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
 
 /// The API groups other than core, in discovery order.
 pub fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<_> = ALL.iter().map(|k| k.group).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<_> = ALL
+        .iter()
+        .map(|k| k.group)
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
     groups
 }

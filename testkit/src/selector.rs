@@ -34,11 +34,21 @@ fn split_terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set(values: &str) -> Vec<String> {
-    values.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_owned()).collect()
+    values
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .collect()
 }
 
 impl Selector {
@@ -52,7 +62,9 @@ impl Selector {
                 Requirement::In(key.trim().into(), set(values))
             } else if let Some((key, value)) = term.split_once("!=") {
                 Requirement::NotEquals(key.trim().into(), value.trim().into())
-            } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            } else if let Some((key, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
                 Requirement::Equals(key.trim().into(), value.trim().into())
             } else if let Some(key) = term.strip_prefix('!') {
                 Requirement::NotExists(key.trim().into())
@@ -75,7 +87,9 @@ impl Selector {
                     "field selector {field:?} is not supported (the loopback cluster supports metadata.name and metadata.namespace)"
                 ));
             }
-            selector.fields.push((field.to_owned(), equal, value.trim().to_owned()));
+            selector
+                .fields
+                .push((field.to_owned(), equal, value.trim().to_owned()));
         }
         Ok(selector)
     }
@@ -85,7 +99,9 @@ impl Selector {
         Self {
             labels: labels
                 .iter()
-                .map(|(k, v)| Requirement::Equals(k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .map(|(k, v)| {
+                    Requirement::Equals(k.clone(), v.as_str().unwrap_or_default().to_owned())
+                })
                 .collect(),
             fields: Vec::new(),
         }
@@ -93,7 +109,9 @@ impl Selector {
 
     /// Whether `object` is selected.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object);
         let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         let labels_match = self.labels.iter().all(|requirement| match requirement {
             Requirement::Equals(k, v) => label(k) == Some(v),
@@ -105,7 +123,11 @@ impl Selector {
         });
         labels_match
             && self.fields.iter().all(|(field, equal, value)| {
-                let pointer = if field == "metadata.name" { "/metadata/name" } else { "/metadata/namespace" };
+                let pointer = if field == "metadata.name" {
+                    "/metadata/name"
+                } else {
+                    "/metadata/namespace"
+                };
                 (object.pointer(pointer).and_then(Value::as_str) == Some(value)) == *equal
             })
     }
@@ -119,7 +141,11 @@ mod tests {
     #[test]
     fn label_and_field_selectors() {
         let pod = json!({"metadata": {"name": "a", "namespace": "demo", "labels": {"app": "echo", "tier": "web"}}});
-        let yes = |l: &str, f: &str| Selector::parse(Some(l), Some(f)).expect("parses").matches(&pod);
+        let yes = |l: &str, f: &str| {
+            Selector::parse(Some(l), Some(f))
+                .expect("parses")
+                .matches(&pod)
+        };
         assert!(yes("app=echo", ""));
         assert!(yes("app==echo,tier", ""));
         assert!(yes("app in (echo, other),!missing", "metadata.name=a"));

@@ -28,12 +28,16 @@ impl Tls {
     pub fn generate() -> anyhow::Result<Self> {
         let mut ca_params = CertificateParams::default();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "cz-testkit CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cz-testkit CA");
         let ca_key = KeyPair::generate()?;
         let ca_pem = ca_params.self_signed(&ca_key)?.pem();
         let issuer = Issuer::new(ca_params, ca_key);
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -45,7 +49,10 @@ impl Tls {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)), ca_pem })
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            ca_pem,
+        })
     }
 
     /// A kubeconfig (JSON, which is YAML too) for a server at `address`, with `namespace` as the
@@ -63,7 +70,12 @@ impl Tls {
 }
 
 /// Serves the API until `shutdown`.
-pub async fn serve(listener: TcpListener, tls: Arc<Tls>, api: Arc<Api>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    api: Arc<Api>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -71,7 +83,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<Tls>, api: Arc<Api>, shutdown
         };
         let (acceptor, api, shutdown) = (tls.acceptor.clone(), api.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(stream).await else { return };
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
             let service = service_fn(move |request| {
                 let api = api.clone();
                 async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }

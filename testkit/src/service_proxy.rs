@@ -29,13 +29,41 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
         let (services, _) = store.list(&SERVICES, None, &Selector::default());
         let mut wanted = Vec::new();
         for service in &services {
-            let Some(ip) = service.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|ip| ip.parse::<IpAddr>().ok()) else { continue };
-            for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                let Some(number) = port["port"].as_u64() else { continue };
-                let protocol = port.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_owned();
-                let namespace = service["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-                let name = service["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                wanted.push((namespace, name, SocketAddr::new(ip, number as u16), protocol));
+            let Some(ip) = service
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            for port in service
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(number) = port["port"].as_u64() else {
+                    continue;
+                };
+                let protocol = port
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_owned();
+                let namespace = service["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = service["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                wanted.push((
+                    namespace,
+                    name,
+                    SocketAddr::new(ip, number as u16),
+                    protocol,
+                ));
             }
         }
         listeners.retain(|key, stop| {
@@ -51,14 +79,22 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
             }
             let stop = shutdown.child_token();
             let (namespace, name, address, protocol) = key.clone();
-            let backend = Backend { store: store.clone(), namespace, name, port: address.port(), next: next.clone() };
+            let backend = Backend {
+                store: store.clone(),
+                namespace,
+                name,
+                port: address.port(),
+                next: next.clone(),
+            };
             match protocol.as_str() {
                 "UDP" => match UdpSocket::bind(address).await {
                     Ok(socket) => drop(tokio::spawn(relay_udp(socket, backend, stop.clone()))),
                     Err(error) => warn!(%address, %error, "cannot listen for the Service (UDP)"),
                 },
                 _ => match TcpListener::bind(address).await {
-                    Ok(listener) => drop(tokio::spawn(forward_tcp(listener, backend, stop.clone()))),
+                    Ok(listener) => {
+                        drop(tokio::spawn(forward_tcp(listener, backend, stop.clone())))
+                    }
                     Err(error) => warn!(%address, %error, "cannot listen for the Service"),
                 },
             }
@@ -84,12 +120,25 @@ struct Backend {
 impl Backend {
     /// A Ready pod's address for this port, chosen round-robin among the Service's current pods.
     fn pick(&self) -> Option<SocketAddr> {
-        let service = self.store.get(&SERVICES, &self.namespace, &self.name).ok()?;
-        let port = service.pointer("/spec/ports")?.as_array()?.iter().find(|p| p["port"].as_u64() == Some(u64::from(self.port)))?.clone();
+        let service = self
+            .store
+            .get(&SERVICES, &self.namespace, &self.name)
+            .ok()?;
+        let port = service
+            .pointer("/spec/ports")?
+            .as_array()?
+            .iter()
+            .find(|p| p["port"].as_u64() == Some(u64::from(self.port)))?
+            .clone();
         let ready: Vec<_> = selected_pods(&self.store, &service)
             .into_iter()
             .filter(|pod| {
-                pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                pod.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
             })
             .collect();
         if ready.is_empty() {
@@ -135,8 +184,17 @@ async fn relay_udp(socket: UdpSocket, backend: Backend, stop: CancellationToken)
         let flow = match flows.get(&client) {
             Some(flow) => flow.clone(),
             None => {
-                let Some(target) = backend.pick() else { continue };
-                let Ok(flow) = UdpSocket::bind(SocketAddr::new(socket.local_addr().map(|a| a.ip()).unwrap_or(target.ip()), 0)).await else { continue };
+                let Some(target) = backend.pick() else {
+                    continue;
+                };
+                let Ok(flow) = UdpSocket::bind(SocketAddr::new(
+                    socket.local_addr().map(|a| a.ip()).unwrap_or(target.ip()),
+                    0,
+                ))
+                .await
+                else {
+                    continue;
+                };
                 if flow.connect(target).await.is_err() {
                     continue;
                 }

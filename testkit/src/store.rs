@@ -30,12 +30,20 @@ pub struct ApiError {
 impl ApiError {
     /// 404 for an object.
     pub fn not_found(kind: &Kind, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", kind.plural))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", kind.plural),
+        )
     }
 
     /// Any error.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
     }
 
     /// 400 BadRequest.
@@ -45,7 +53,15 @@ impl ApiError {
 
     /// 422 Invalid.
     pub fn invalid(kind: &Kind, name: &str, problems: &[String]) -> Self {
-        Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {}", kind.kind, problems.join(", ")))
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: {}",
+                kind.kind,
+                problems.join(", ")
+            ),
+        )
     }
 
     /// The `Status` object.
@@ -97,7 +113,12 @@ pub struct Change {
 type Key = (&'static str, &'static str, String, String);
 
 fn key(kind: &'static Kind, namespace: &str, name: &str) -> Key {
-    (kind.group, kind.plural, namespace.to_owned(), name.to_owned())
+    (
+        kind.group,
+        kind.plural,
+        namespace.to_owned(),
+        name.to_owned(),
+    )
 }
 
 struct State {
@@ -138,7 +159,11 @@ pub struct WatchStart {
 }
 
 fn meta(object: &Value, field: &str) -> String {
-    object.pointer(&format!("/metadata/{field}")).and_then(Value::as_str).unwrap_or_default().to_owned()
+    object
+        .pointer(&format!("/metadata/{field}"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn now() -> String {
@@ -150,13 +175,21 @@ impl Store {
     pub fn new(service_octet: u8) -> Self {
         Self {
             service_octet,
-            state: Mutex::new(State { revision: 1, objects: BTreeMap::new(), history: VecDeque::new(), next_name: 0, next_cluster_ip: 0 }),
+            state: Mutex::new(State {
+                revision: 1,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                next_name: 0,
+                next_cluster_ip: 0,
+            }),
             changes_tx: broadcast::channel(HISTORY).0,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every change from now on.
@@ -164,8 +197,21 @@ impl Store {
         self.changes_tx.subscribe()
     }
 
-    fn record(&self, state: &mut State, kind: &'static Kind, change: ChangeType, object: Arc<Value>, previous: Option<Arc<Value>>) {
-        let change = Change { revision: state.revision, kind, change, object, previous };
+    fn record(
+        &self,
+        state: &mut State,
+        kind: &'static Kind,
+        change: ChangeType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
+        let change = Change {
+            revision: state.revision,
+            kind,
+            change,
+            object,
+            previous,
+        };
         if state.history.len() == HISTORY {
             state.history.pop_front();
         }
@@ -174,7 +220,12 @@ impl Store {
     }
 
     /// The object, if it exists.
-    pub fn get(&self, kind: &'static Kind, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    pub fn get(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
         self.lock()
             .objects
             .get(&key(kind, namespace, name))
@@ -183,13 +234,20 @@ impl Store {
     }
 
     /// Objects of `kind` (in `namespace`, or all) that `selector` selects, and the list's revision.
-    pub fn list(&self, kind: &'static Kind, namespace: Option<&str>, selector: &Selector) -> (Vec<Arc<Value>>, u64) {
+    pub fn list(
+        &self,
+        kind: &'static Kind,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> (Vec<Arc<Value>>, u64) {
         let state = self.lock();
         let items = state
             .objects
             .iter()
             .filter(|((group, plural, ns, _), _)| {
-                *group == kind.group && *plural == kind.plural && namespace.is_none_or(|wanted| ns == wanted)
+                *group == kind.group
+                    && *plural == kind.plural
+                    && namespace.is_none_or(|wanted| ns == wanted)
             })
             .map(|(_, object)| object.clone())
             .filter(|object| selector.matches(object))
@@ -199,30 +257,65 @@ impl Store {
 
     /// Creates an object; fills in uid, resourceVersion, creationTimestamp, generation and a
     /// `generateName` name.
-    pub fn create(&self, kind: &'static Kind, namespace: &str, mut object: Value) -> Result<Arc<Value>, ApiError> {
+    pub fn create(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Arc<Value>, ApiError> {
         let mut state = self.lock();
-        if kind.namespaced && !state.objects.contains_key(&key(&resources::NAMESPACES, "", namespace)) {
-            return Err(ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found")));
+        if kind.namespaced
+            && !state
+                .objects
+                .contains_key(&key(&resources::NAMESPACES, "", namespace))
+        {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{namespace}\" not found"),
+            ));
         }
         let metadata = object_metadata(&mut object)?;
-        if metadata.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-            let prefix = metadata.get("generateName").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            let prefix = metadata
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if prefix.is_empty() {
-                return Err(ApiError::invalid(kind, "", &["metadata.name: Required value: name or generateName is required".into()]));
+                return Err(ApiError::invalid(
+                    kind,
+                    "",
+                    &["metadata.name: Required value: name or generateName is required".into()],
+                ));
             }
             state.next_name += 1;
-            let suffix = format!("{:05x}", (state.next_name.wrapping_mul(0x9e37_79b9) >> 7) & 0xfffff);
+            let suffix = format!(
+                "{:05x}",
+                (state.next_name.wrapping_mul(0x9e37_79b9) >> 7) & 0xfffff
+            );
             metadata.insert("name".into(), Value::String(format!("{prefix}{suffix}")));
         }
         let name = meta(&object, "name");
         if state.objects.contains_key(&key(kind, namespace, &name)) {
-            return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.plural)));
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", kind.plural),
+            ));
         }
         validate::object(kind, &name, &object)?;
         if std::ptr::eq(kind, &resources::SERVICES) {
             state.next_cluster_ip += 1;
             let n = state.next_cluster_ip;
-            service_defaults(&mut object, format!("127.{}.{}.{}", self.service_octet, n / 250, n % 250 + 1));
+            service_defaults(
+                &mut object,
+                format!("127.{}.{}.{}", self.service_octet, n / 250, n % 250 + 1),
+            );
         }
         state.revision += 1;
         let metadata = object_metadata(&mut object)?;
@@ -232,7 +325,10 @@ impl Store {
             metadata.remove("namespace");
         }
         metadata.insert("uid".into(), Value::String(uid(state.revision)));
-        metadata.insert("resourceVersion".into(), Value::String(state.revision.to_string()));
+        metadata.insert(
+            "resourceVersion".into(),
+            Value::String(state.revision.to_string()),
+        );
         metadata.insert("creationTimestamp".into(), Value::String(now()));
         metadata.insert("generation".into(), json!(1));
         object["apiVersion"] = Value::String(kind.api_version());
@@ -241,7 +337,9 @@ impl Store {
             object["status"] = json!({});
         }
         let object = Arc::new(object);
-        state.objects.insert(key(kind, namespace, &name), object.clone());
+        state
+            .objects
+            .insert(key(kind, namespace, &name), object.clone());
         self.record(&mut state, kind, ChangeType::Added, object.clone(), None);
         Ok(object)
     }
@@ -257,7 +355,11 @@ impl Store {
         status: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let mut state = self.lock();
-        let current = state.objects.get(&key(kind, namespace, name)).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
+        let current = state
+            .objects
+            .get(&key(kind, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
         let wanted_version = meta(&object, "resourceVersion");
         if !wanted_version.is_empty() && wanted_version != meta(&current, "resourceVersion") {
             return Err(ApiError::new(
@@ -270,7 +372,10 @@ impl Store {
             ));
         }
         if meta(&object, "name") != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta(&object, "name"))));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta(&object, "name")
+            )));
         }
         if status {
             let new_status = object.get("status").cloned().unwrap_or(Value::Null);
@@ -280,12 +385,19 @@ impl Store {
             object["status"] = current.get("status").cloned().unwrap_or_else(|| json!({}));
         }
         if std::ptr::eq(kind, &resources::SERVICES) {
-            let allocated = current.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let allocated = current
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             service_defaults(&mut object, allocated);
         }
         validate::object(kind, name, &object)?;
         state.revision += 1;
-        let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let spec_changed = !status && object.get("spec") != current.get("spec");
         let metadata = object_metadata(&mut object)?;
         for immutable in ["uid", "creationTimestamp", "namespace"] {
@@ -294,13 +406,27 @@ impl Store {
                 None => metadata.remove(immutable),
             };
         }
-        metadata.insert("resourceVersion".into(), Value::String(state.revision.to_string()));
-        metadata.insert("generation".into(), json!(generation + i64::from(spec_changed)));
+        metadata.insert(
+            "resourceVersion".into(),
+            Value::String(state.revision.to_string()),
+        );
+        metadata.insert(
+            "generation".into(),
+            json!(generation + i64::from(spec_changed)),
+        );
         object["apiVersion"] = Value::String(kind.api_version());
         object["kind"] = Value::String(kind.kind.to_owned());
         let object = Arc::new(object);
-        state.objects.insert(key(kind, namespace, name), object.clone());
-        self.record(&mut state, kind, ChangeType::Modified, object.clone(), Some(current));
+        state
+            .objects
+            .insert(key(kind, namespace, name), object.clone());
+        self.record(
+            &mut state,
+            kind,
+            ChangeType::Modified,
+            object.clone(),
+            Some(current),
+        );
         Ok(object)
     }
 
@@ -330,14 +456,25 @@ impl Store {
 
     /// Deletes an object and, unless orphaned, everything it owns; deleting a namespace deletes
     /// everything in it.
-    pub fn delete(&self, kind: &'static Kind, namespace: &str, name: &str, propagation: Propagation) -> Result<Arc<Value>, ApiError> {
+    pub fn delete(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Result<Arc<Value>, ApiError> {
         let mut state = self.lock();
-        let object = state.objects.remove(&key(kind, namespace, name)).ok_or_else(|| ApiError::not_found(kind, name))?;
+        let object = state
+            .objects
+            .remove(&key(kind, namespace, name))
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
         state.revision += 1;
         self.record(&mut state, kind, ChangeType::Deleted, object.clone(), None);
         let uid = meta(&object, "uid");
         let contained = |(group, plural, ns, _): &Key, _: &Arc<Value>| {
-            std::ptr::eq(kind, &resources::NAMESPACES) && ns == name && !(group.is_empty() && *plural == "namespaces")
+            std::ptr::eq(kind, &resources::NAMESPACES)
+                && ns == name
+                && !(group.is_empty() && *plural == "namespaces")
         };
         let dependents: Vec<Key> = state
             .objects
@@ -347,10 +484,14 @@ impl Store {
             .collect();
         drop(state);
         for (group, plural, ns, dependent) in dependents {
-            let dependent_kind = resources::find(group, "v1", plural).expect("stored kinds are served");
+            let dependent_kind =
+                resources::find(group, "v1", plural).expect("stored kinds are served");
             if propagation == Propagation::Orphan && ns != name {
                 let _ = self.update(dependent_kind, &ns, &dependent, false, |o| {
-                    if let Some(owners) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                    if let Some(owners) = o
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
                         owners.retain(|owner| owner["uid"] != uid.as_str());
                     }
                 });
@@ -363,44 +504,83 @@ impl Store {
 
     /// Starts a watch of `kind` after `revision` (`None`: the current objects first, as ADDED).
     /// A revision older than the kept history is `410 Expired`.
-    pub fn watch(&self, kind: &'static Kind, namespace: Option<&str>, revision: Option<u64>) -> Result<WatchStart, ApiError> {
+    pub fn watch(
+        &self,
+        kind: &'static Kind,
+        namespace: Option<&str>,
+        revision: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
         let state = self.lock();
         let live = self.changes_tx.subscribe();
         let in_scope = |change: &Change| {
-            std::ptr::eq(change.kind, kind) && namespace.is_none_or(|ns| meta(&change.object, "namespace") == ns)
+            std::ptr::eq(change.kind, kind)
+                && namespace.is_none_or(|ns| meta(&change.object, "namespace") == ns)
         };
         let replay = match revision {
             None => state
                 .objects
                 .iter()
                 .filter(|((group, plural, ns, _), _)| {
-                    *group == kind.group && *plural == kind.plural && namespace.is_none_or(|wanted| ns == wanted)
+                    *group == kind.group
+                        && *plural == kind.plural
+                        && namespace.is_none_or(|wanted| ns == wanted)
                 })
-                .map(|(_, object)| Change { revision: state.revision, kind, change: ChangeType::Added, object: object.clone(), previous: None })
+                .map(|(_, object)| Change {
+                    revision: state.revision,
+                    kind,
+                    change: ChangeType::Added,
+                    object: object.clone(),
+                    previous: None,
+                })
                 .collect(),
             Some(revision) => {
                 let oldest = state.history.front().map_or(state.revision, |c| c.revision);
                 if revision + 1 < oldest {
-                    return Err(ApiError::new(410, "Expired", format!("too old resource version: {revision} ({oldest})")));
+                    return Err(ApiError::new(
+                        410,
+                        "Expired",
+                        format!("too old resource version: {revision} ({oldest})"),
+                    ));
                 }
-                state.history.iter().filter(|c| c.revision > revision && in_scope(c)).cloned().collect()
+                state
+                    .history
+                    .iter()
+                    .filter(|c| c.revision > revision && in_scope(c))
+                    .cloned()
+                    .collect()
             }
         };
-        Ok(WatchStart { replay, live, revision: state.revision })
+        Ok(WatchStart {
+            replay,
+            live,
+            revision: state.revision,
+        })
     }
 }
 
 /// What the API server fills in on Services: type, ClusterIP, protocols and target ports.
 fn service_defaults(service: &mut Value, cluster_ip: String) {
-    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     spec.entry("type").or_insert_with(|| json!("ClusterIP"));
-    spec.entry("sessionAffinity").or_insert_with(|| json!("None"));
-    if spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty) {
+    spec.entry("sessionAffinity")
+        .or_insert_with(|| json!("None"));
+    if spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         spec.insert("clusterIP".into(), json!(cluster_ip));
     }
     let ip = spec["clusterIP"].clone();
     spec.insert("clusterIPs".into(), json!([ip]));
-    for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+    for port in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         let number = port["port"].clone();
         if let Some(port) = port.as_object_mut() {
             port.entry("protocol").or_insert_with(|| json!("TCP"));
@@ -420,13 +600,28 @@ fn object_metadata(object: &mut Value) -> Result<&mut Map<String, Value>, ApiErr
     if !object.is_object() {
         return Err(ApiError::bad_request("the body is not a JSON object"));
     }
-    let metadata = object.as_object_mut().expect("checked").entry("metadata").or_insert_with(|| json!({}));
-    metadata.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata is not an object"))
+    let metadata = object
+        .as_object_mut()
+        .expect("checked")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    metadata
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata is not an object"))
 }
 
 /// A UUID-shaped, unique uid.
 fn uid(revision: u64) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos()) as u64;
     let mixed = nanos ^ revision.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", mixed >> 32, (mixed >> 16) & 0xffff, mixed & 0xfff, revision & 0xfff, revision)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        mixed >> 32,
+        (mixed >> 16) & 0xffff,
+        mixed & 0xfff,
+        revision & 0xfff,
+        revision
+    )
 }

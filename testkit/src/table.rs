@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 use crate::resources::{self, Kind};
 
 fn age(object: &Value) -> String {
-    let created = object.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(|t| humantime::parse_rfc3339(t).ok());
+    let created = object
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| humantime::parse_rfc3339(t).ok());
     let Some(seconds) = created.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs()) else {
         return "<unknown>".into();
     };
@@ -21,17 +24,41 @@ fn text(object: &Value, pointer: &str) -> Value {
     object.pointer(pointer).cloned().unwrap_or(json!("<none>"))
 }
 
-fn columns_and_cells(kind: &Kind, object: &Value) -> (Vec<(&'static str, &'static str)>, Vec<Value>) {
+fn columns_and_cells(
+    kind: &Kind,
+    object: &Value,
+) -> (Vec<(&'static str, &'static str)>, Vec<Value>) {
     let name = text(object, "/metadata/name");
     if std::ptr::eq(kind, &resources::PODS) {
-        let statuses = object.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        let statuses = object
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-        let total = object.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-        let waiting = statuses.iter().find_map(|s| s.pointer("/state/waiting/reason").cloned());
+        let total = object
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let waiting = statuses
+            .iter()
+            .find_map(|s| s.pointer("/state/waiting/reason").cloned());
         let status = waiting.unwrap_or_else(|| text(object, "/status/phase"));
         (
-            vec![("Name", "string"), ("Ready", "string"), ("Status", "string"), ("IP", "string"), ("Age", "string")],
-            vec![name, json!(format!("{ready}/{total}")), status, text(object, "/status/podIP"), json!(age(object))],
+            vec![
+                ("Name", "string"),
+                ("Ready", "string"),
+                ("Status", "string"),
+                ("IP", "string"),
+                ("Age", "string"),
+            ],
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                status,
+                text(object, "/status/podIP"),
+                json!(age(object)),
+            ],
         )
     } else if std::ptr::eq(kind, &resources::SERVICES) {
         let ports: Vec<String> = object
@@ -39,26 +66,57 @@ fn columns_and_cells(kind: &Kind, object: &Value) -> (Vec<(&'static str, &'stati
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|p| format!("{}/{}", p["port"], p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")))
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["port"],
+                    p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                )
+            })
             .collect();
         (
-            vec![("Name", "string"), ("Type", "string"), ("Cluster-IP", "string"), ("Ports", "string"), ("Age", "string")],
-            vec![name, text(object, "/spec/type"), text(object, "/spec/clusterIP"), json!(ports.join(",")), json!(age(object))],
+            vec![
+                ("Name", "string"),
+                ("Type", "string"),
+                ("Cluster-IP", "string"),
+                ("Ports", "string"),
+                ("Age", "string"),
+            ],
+            vec![
+                name,
+                text(object, "/spec/type"),
+                text(object, "/spec/clusterIP"),
+                json!(ports.join(",")),
+                json!(age(object)),
+            ],
         )
     } else if std::ptr::eq(kind, &resources::DEPLOYMENTS) {
         let number = |pointer: &str| object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
         (
-            vec![("Name", "string"), ("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
+            vec![
+                ("Name", "string"),
+                ("Ready", "string"),
+                ("Up-to-date", "integer"),
+                ("Available", "integer"),
+                ("Age", "string"),
+            ],
             vec![
                 name,
-                json!(format!("{}/{}", number("/status/readyReplicas"), number("/spec/replicas"))),
+                json!(format!(
+                    "{}/{}",
+                    number("/status/readyReplicas"),
+                    number("/spec/replicas")
+                )),
                 json!(number("/status/updatedReplicas")),
                 json!(number("/status/availableReplicas")),
                 json!(age(object)),
             ],
         )
     } else {
-        (vec![("Name", "string"), ("Age", "string")], vec![name, json!(age(object))])
+        (
+            vec![("Name", "string"), ("Age", "string")],
+            vec![name, json!(age(object))],
+        )
     }
 }
 

@@ -1,0 +1,548 @@
+//! The loopback cluster through the clients that use it: kube-rs (as czctl does) and kubectl.
+
+use std::time::Duration;
+
+use cz_testkit::{Cluster, ClusterOptions};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(sample: bool) -> (Cluster, Client) {
+    let cluster = Cluster::start(ClusterOptions::default())
+        .await
+        .expect("cluster starts");
+    if sample {
+        cluster.create_sample().expect("sample");
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("sample ready");
+    }
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(cluster.kubeconfig()).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    let client = Client::try_from(config).expect("client");
+    (cluster, client)
+}
+
+fn api_error(error: kube::Error) -> (u16, String) {
+    match error {
+        kube::Error::Api(status) => (status.code, status.reason),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+async fn eventually<T, F: Fn() -> Fut, Fut: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    check: F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which pod answers a request to `address`.
+async fn answered_by(address: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: echo\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.ok()?;
+    let body = reply.split("\r\n\r\n").nth(1)?;
+    let json: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    json["pod"].as_str().map(str::to_owned)
+}
+
+fn cluster_ip_address(service: &Service, port: u16) -> String {
+    format!(
+        "{}:{port}",
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.clone())
+            .expect("cluster IP")
+    )
+}
+
+#[tokio::test]
+async fn writes_need_the_current_resource_version() {
+    let (_cluster, client) = start(false).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut created = maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}}))
+                .expect("object"),
+        )
+        .await
+        .expect("created");
+    let stale = created.clone();
+    created.data = Some([("a".to_owned(), "2".to_owned())].into());
+    let updated = maps
+        .replace("cfg", &PostParams::default(), &created)
+        .await
+        .expect("replace with the current version");
+    assert_ne!(
+        updated.metadata.resource_version,
+        stale.metadata.resource_version
+    );
+    let (code, reason) = api_error(
+        maps.replace("cfg", &PostParams::default(), &stale)
+            .await
+            .expect_err("stale"),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert_eq!(updated.metadata.uid, stale.metadata.uid);
+    assert!(updated.metadata.creation_timestamp.is_some());
+}
+
+#[tokio::test]
+async fn errors_carry_the_real_reasons() {
+    let (_cluster, client) = start(false).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let (code, reason) = api_error(services.get("missing").await.expect_err("missing"));
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+    let service = |name: &str, port_name: &str| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"selector": {"app": "x"}, "ports": [{"name": port_name, "port": 80}]}})).expect("object")
+    };
+    services
+        .create(&PostParams::default(), &service("web", "http"))
+        .await
+        .expect("created");
+    let (code, reason) = api_error(
+        services
+            .create(&PostParams::default(), &service("web", "http"))
+            .await
+            .expect_err("twice"),
+    );
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+    let (code, reason) = api_error(
+        services
+            .create(
+                &PostParams::default(),
+                &service("long", "much-too-long-port-name"),
+            )
+            .await
+            .expect_err("invalid"),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    let (code, _) = api_error(
+        services
+            .create(&PostParams::default(), &service("Bad_Name", "http"))
+            .await
+            .expect_err("invalid"),
+    );
+    assert_eq!(code, 422);
+    let elsewhere: Api<Service> = Api::namespaced(client, "nowhere");
+    let (code, _) = api_error(
+        elsewhere
+            .create(&PostParams::default(), &service("web", "http"))
+            .await
+            .expect_err("no namespace"),
+    );
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn patches_merge_json_with_test_and_strategic() {
+    let (_cluster, client) = start(false).await;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let service: Service = serde_json::from_value(json!({"metadata": {"name": "web", "annotations": {"keep": "me"}}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "name": "http"}]}})).expect("object");
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("created");
+    let params = PatchParams::default();
+    services
+        .patch(
+            "web",
+            &params,
+            &Patch::Merge(json!({"metadata": {"annotations": {"added": "1"}}})),
+        )
+        .await
+        .expect("merge");
+    let guarded = |expected: &str| {
+        Patch::<()>::Json(
+            serde_json::from_value(json!([
+                {"op": "test", "path": "/spec/selector", "value": {"app": expected}},
+                {"op": "replace", "path": "/spec/selector", "value": {"app": "proxy"}},
+            ]))
+            .expect("patch"),
+        )
+    };
+    let (code, _) = api_error(
+        services
+            .patch("web", &params, &guarded("someone-else"))
+            .await
+            .expect_err("test fails"),
+    );
+    assert_eq!(code, 422);
+    services
+        .patch("web", &params, &guarded("web"))
+        .await
+        .expect("test passes");
+    let patched = services
+        .patch(
+            "web",
+            &params,
+            &Patch::Strategic(json!({"spec": {"ports": [{"port": 80, "name": "web"}]}})),
+        )
+        .await
+        .expect("strategic");
+    let spec = patched.spec.expect("spec");
+    assert_eq!(
+        spec.selector,
+        Some([("app".to_owned(), "proxy".to_owned())].into())
+    );
+    assert_eq!(spec.ports.expect("ports")[0].name.as_deref(), Some("web"));
+    let annotations = patched.metadata.annotations.expect("annotations");
+    assert_eq!(
+        (annotations["keep"].as_str(), annotations["added"].as_str()),
+        ("me", "1")
+    );
+}
+
+#[tokio::test]
+async fn watches_resume_from_a_resource_version() {
+    let (_cluster, client) = start(false).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let object = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"team": "a"}}}))
+            .expect("object")
+    };
+    let first = maps
+        .create(&PostParams::default(), &object("first"))
+        .await
+        .expect("created");
+    let after_first = first.metadata.resource_version.clone().expect("rv");
+    maps.create(&PostParams::default(), &object("second"))
+        .await
+        .expect("created");
+    maps.delete("first", &DeleteParams::default())
+        .await
+        .expect("deleted");
+
+    // Resuming after `first` replays exactly what happened since, in order.
+    let stream = maps
+        .watch(
+            &WatchParams::default().labels("team=a").timeout(5),
+            &after_first,
+        )
+        .await
+        .expect("watch");
+    let events: Vec<_> = stream.take(2).try_collect().await.expect("events");
+    let seen: Vec<String> = events
+        .iter()
+        .map(|event| match event {
+            WatchEvent::Added(cm) => {
+                format!("added {}", cm.metadata.name.as_deref().unwrap_or_default())
+            }
+            WatchEvent::Deleted(cm) => format!(
+                "deleted {}",
+                cm.metadata.name.as_deref().unwrap_or_default()
+            ),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["added second", "deleted first"]);
+
+    // A resource version older than the kept history is 410 Gone, so clients list again.
+    let list = maps.list(&ListParams::default()).await.expect("list");
+    assert_eq!(list.items.len(), 1);
+}
+
+#[tokio::test]
+async fn selector_change_redirects_new_connections() {
+    let (cluster, client) = start(true).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "demo");
+    let address = cluster_ip_address(&services.get("echo").await.expect("service"), 80);
+    let pod = answered_by(&address).await.expect("an echo pod answers");
+    assert!(pod.starts_with("echo-"), "{pod}");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "demo");
+    let other: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "other"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}}, "template": {
+            "metadata": {"labels": {"app": "other"}},
+            "spec": {"containers": [{"name": "echo", "image": "example/echo:1.0", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        }},
+    })).expect("object");
+    deployments
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("created");
+    cluster
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("ready");
+    services
+        .patch(
+            "echo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"app": "other"}}})),
+        )
+        .await
+        .expect("patched");
+    let pod = answered_by(&address).await.expect("the other pod answers");
+    assert!(pod.starts_with("other-"), "{pod}");
+
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, "demo");
+    eventually("the endpoints to follow the selector", || async {
+        let subsets = endpoints.get("echo").await.ok()?.subsets?;
+        let addresses = subsets.first()?.addresses.clone()?;
+        let target = addresses.first()?.target_ref.clone()?.name?;
+        (addresses.len() == 1 && target.starts_with("other-")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_deployment_collects_what_it_owns() {
+    let (cluster, client) = start(true).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "demo");
+    assert_eq!(
+        pods.list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .len(),
+        2
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client, "demo");
+    deployments
+        .delete("echo", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    assert!(replica_sets
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    assert!(pods
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn orphaned_dependents_stay() {
+    let (_cluster, client) = start(true).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "demo");
+    deployments
+        .delete("echo", &DeleteParams::orphan())
+        .await
+        .expect("deleted");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client, "demo");
+    let remaining = replica_sets
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(remaining.len(), 1);
+    assert!(remaining[0]
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_pod() {
+    let (_cluster, client) = start(true).await;
+    let pods: Api<Pod> = Api::namespaced(client, "demo");
+    let name = pods.list(&ListParams::default()).await.expect("pods").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    let mut forwarder = pods
+        .portforward(&name, &[8080])
+        .await
+        .expect("port-forward");
+    let mut stream = forwarder.take_stream(8080).expect("stream");
+    stream
+        .write_all(b"GET /through-port-forward HTTP/1.1\r\nhost: pod\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains(&format!("\"pod\":\"{name}\"")) && reply.contains("/through-port-forward"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_images_back_off_with_an_event() {
+    let (_cluster, client) = start(false).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "lost"}, "spec": {"containers": [{"name": "app", "image": "registry.example/nope:1"}]}})).expect("object");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("created");
+    let reason = eventually("ImagePullBackOff", || async {
+        let pod = pods.get("lost").await.ok()?;
+        let waiting = pod
+            .status?
+            .container_statuses?
+            .first()?
+            .state
+            .clone()?
+            .waiting?;
+        waiting.reason.filter(|r| r == "ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(reason, "ImagePullBackOff");
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let events = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Failed")
+        && e.message
+            .as_deref()
+            .is_some_and(|m| m.contains("registry.example/nope:1"))));
+}
+
+#[tokio::test]
+async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
+    let (cluster, client) = start(false).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    // A cz-proxy whose certificates are missing exits at once: its pod fails and is replaced.
+    let proxy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "proxy"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "proxy"}}, "template": {
+            "metadata": {"labels": {"app": "proxy"}},
+            "spec": {"containers": [{"name": "proxy", "image": "ghcr.io/czctl/cz-proxy:0.1.0",
+                "args": ["--http-port=8080", "--upstream=127.0.0.1:1", "--tls-dir=/etc/cz-proxy/tls"]}]},
+        }},
+    })).expect("object");
+    deployments
+        .create(&PostParams::default(), &proxy)
+        .await
+        .expect("created");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let first = eventually("a proxy pod", || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .first()?
+            .metadata
+            .name
+            .clone()
+    })
+    .await;
+    eventually("the failed pod to be replaced", || async {
+        let items = pods.list(&ListParams::default()).await.ok()?.items;
+        items
+            .iter()
+            .any(|p| p.metadata.name.as_deref() != Some(first.as_str()))
+            .then_some(())
+    })
+    .await;
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn kubectl_works_against_it() {
+    let (cluster, _client) = start(true).await;
+    let dir = std::env::temp_dir().join(format!("cz-testkit-kubectl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kubeconfig = dir.join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        let kubeconfig = kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            let output = tokio::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(&args)
+                .output()
+                .await
+                .expect("kubectl is installed (Debian package kubectl)");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success(),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        }
+    };
+    let listing = kubectl(&["get", "svc,deploy,pods", "-n", "demo"]).await;
+    assert!(
+        listing.contains("service/echo")
+            && listing.contains("deployment.apps/echo")
+            && listing.contains("Running"),
+        "{listing}"
+    );
+    let service: serde_json::Value =
+        serde_json::from_str(&kubectl(&["get", "svc", "echo", "-n", "demo", "-o", "json"]).await)
+            .expect("json");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    kubectl(&[
+        "patch",
+        "svc",
+        "echo",
+        "-n",
+        "demo",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"yes"}}}"#,
+    ])
+    .await;
+    assert!(
+        kubectl(&["get", "svc", "echo", "-n", "demo", "--show-labels"])
+            .await
+            .contains("patched=yes")
+    );
+    let manifest = dir.join("cm.json");
+    for color in ["blue", "green"] {
+        std::fs::write(&manifest, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "demo"}, "data": {"color": color}}).to_string()).expect("write");
+        kubectl(&["apply", "-f", manifest.to_str().expect("path")]).await;
+    }
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.color}"
+        ])
+        .await,
+        "green"
+    );
+    kubectl(&["delete", "cm", "settings", "-n", "demo"]).await;
+    assert!(!kubectl(&["get", "cm", "-n", "demo"])
+        .await
+        .contains("settings"));
+    std::fs::remove_dir_all(&dir).ok();
+}
