@@ -1,7 +1,10 @@
 //! Command-line interface: argument types and dispatch. Human output goes to stdout (silenced by
 //! `--quiet`), errors to stderr; logs are separate and follow `RUST_LOG`.
 
+mod cluster;
+mod intercept;
 mod output;
+mod session;
 mod tunnel;
 
 use std::path::PathBuf;
@@ -18,9 +21,30 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work with Services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// List or close intercept sessions (including ones a crash left behind).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Low-level tunnel commands, for a cz-proxy you run yourself.
     #[command(subcommand)]
     Tunnel(TunnelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Intercept traffic of a Service and redirect requests carrying the intercept header to
+    /// this machine; everything else keeps going to the in-cluster pods.
+    Intercept(intercept::InterceptArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Restore intercepted Services and remove everything czctl created (idempotent).
+    Close(session::SessionArgs),
+    /// List intercepted Services: header, local port, owner, age, whether a laptop is connected.
+    List(session::SessionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,13 +59,16 @@ enum TunnelCommand {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Only display error messages.
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Service(ServiceCommand::Intercept(args)) => intercept::run(args).await,
+        Command::Session(SessionCommand::Close(args)) => session::close(args).await,
+        Command::Session(SessionCommand::List(args)) => session::list(args).await,
         Command::Tunnel(TunnelCommand::Connect(args)) => tunnel::connect(args).await,
         Command::Tunnel(TunnelCommand::Certs(args)) => tunnel::certs(args),
     }
@@ -53,4 +80,25 @@ pub struct IdentityDir {
     /// Directory with the laptop's ca.crt, tls.crt and tls.key.
     #[arg(long = "identity-dir", value_name = "DIR")]
     pub path: PathBuf,
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

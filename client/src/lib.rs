@@ -6,10 +6,14 @@
 //! app, reconnecting whenever the connection is lost. [`Tunnel::events`] reports what happens,
 //! request by request.
 //!
-//! Session certificates come from [`cz_shared::tls::SessionCa`]; the `czctl` binary creates them
-//! together with the proxy in the cluster.
+//! [`intercept::Intercept`] does the whole `czctl service intercept` through kube-rs: it creates
+//! the session's proxy in the cluster, switches the Service to it, connects the tunnel, and
+//! restores everything when stopped; [`k8s::session`] lists and closes sessions, including those
+//! a crash left behind.
 
 mod events;
+pub mod intercept;
+pub mod k8s;
 mod local_app;
 mod tunnel;
 

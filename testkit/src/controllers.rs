@@ -177,8 +177,16 @@ fn reconcile_replica_sets(store: &Store) {
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let owned: Vec<_> = owned_by(&pods, &rs).cloned().collect();
-        // Failed pods are replaced, as with restartPolicy Always the container would be.
-        for failed in owned.iter().filter(|p| !is_active(p)) {
+        // Failed pods are replaced, as with restartPolicy Always the container would be, after a
+        // back-off of two seconds (a crash loop does not spin).
+        let backed_off = |pod: &Value| {
+            pod.pointer("/status/containerStatuses/0/state/terminated/finishedAt")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|elapsed| elapsed >= Duration::from_secs(2))
+        };
+        for failed in owned.iter().filter(|p| !is_active(p) && backed_off(p)) {
             let _ = store.delete(
                 &PODS,
                 namespace,
@@ -187,7 +195,11 @@ fn reconcile_replica_sets(store: &Store) {
             );
         }
         let mut active: Vec<_> = owned.iter().filter(|p| is_active(p)).collect();
-        for _ in active.len() as i64..replicas {
+        let waiting = owned
+            .iter()
+            .filter(|p| !is_active(p) && !backed_off(p))
+            .count() as i64;
+        for _ in active.len() as i64 + waiting..replicas {
             let template = rs.pointer("/spec/template").cloned().unwrap_or_default();
             let pod = json!({
                 "metadata": {"generateName": format!("{}-", text(&rs, "/metadata/name")), "labels": template["metadata"]["labels"], "ownerReferences": [owner_reference(&rs)]},

@@ -280,6 +280,7 @@ impl Kubelet {
                     for child in &mut children {
                         terminate(child, Duration::from_secs(grace)).await;
                     }
+                    let _ = std::fs::remove_dir_all(self.state_dir.join(text(pod, "/metadata/uid")));
                     return;
                 }
                 status = exited => {
@@ -290,7 +291,10 @@ impl Kubelet {
                         p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
                         for status in p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten() {
                             status["ready"] = json!(false);
-                            status["state"] = json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}});
+                            status["state"] = json!({"terminated": {
+                                "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                "finishedAt": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                            }});
                         }
                     });
                     return;
@@ -342,15 +346,12 @@ impl Kubelet {
     ) -> std::io::Result<tokio::process::Child> {
         let pod_dir = self.state_dir.join(text(pod, "/metadata/uid"));
         let mounts = self.materialize_volumes(pod, container, &pod_dir)?;
+        // Paths under a mount, wherever they appear in an argument or value (`--tls-dir=/etc/x`).
         let rewrite = |value: &str| {
             mounts
                 .iter()
                 .fold(value.to_owned(), |value, (mount, local)| {
-                    if value.starts_with(mount.as_str()) {
-                        value.replacen(mount.as_str(), &local.display().to_string(), 1)
-                    } else {
-                        value
-                    }
+                    value.replace(mount.as_str(), &local.display().to_string())
                 })
         };
         let mut command = tokio::process::Command::new(binary);

@@ -23,6 +23,11 @@ impl Output {
         }
     }
 
+    /// A step of setting up or tearing down an intercept.
+    pub fn step(&self, step: czctl::intercept::Progress) {
+        self.info(format_args!("✓ {step}"));
+    }
+
     /// Prints one tunnel event the way a user wants to read it.
     pub fn event(&self, event: &TunnelEvent) {
         match event {

@@ -1,0 +1,204 @@
+//! The proxy Deployment: one `cz-proxy` replica in the intercepted Service's place, listening on
+//! every container port the Service targets, locked down (non-root, read-only root filesystem,
+//! no capabilities, no service-account token) and ready only once it serves.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, HTTPGetAction, LocalObjectReference,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::target::Target;
+use super::{SessionNames, ADMIN_PORT, TUNNEL_PORT};
+
+/// Where the Secret is mounted in the proxy.
+pub const TLS_DIR: &str = "/etc/cz-proxy/tls";
+
+/// What the Deployment needs beyond the session's names.
+pub struct ProxySpec<'a> {
+    /// The Service being intercepted.
+    pub target: &'a Target,
+    /// The shadow Service's ClusterIP (the upstream).
+    pub shadow_ip: &'a str,
+    /// The intercept rule, `NAME:VALUE`.
+    pub header: &'a str,
+    /// The proxy image.
+    pub image: &'a str,
+    /// An image pull secret, for private registries.
+    pub image_pull_secret: Option<&'a str>,
+}
+
+/// A port number not taken by the Service's container ports.
+fn free_port(preferred: u16, target: &Target) -> u16 {
+    (preferred..)
+        .find(|p| target.ports.iter().all(|t| t.container_port != *p))
+        .expect("a free port")
+}
+
+/// The tunnel (UDP) and admin ports the proxy will use.
+pub fn proxy_ports(target: &Target) -> (u16, u16) {
+    (
+        free_port(TUNNEL_PORT, target),
+        free_port(ADMIN_PORT, target),
+    )
+}
+
+/// The proxy Deployment.
+pub fn build(
+    names: &SessionNames,
+    spec: &ProxySpec<'_>,
+    owner: Option<OwnerReference>,
+) -> Deployment {
+    let target = spec.target;
+    let (tunnel_port, admin_port) = proxy_ports(target);
+    let intercepted = target.port();
+    let mut args = vec![
+        format!("--http-port={}", intercepted.container_port),
+        format!("--upstream={}:{}", spec.shadow_ip, intercepted.port.port),
+        format!("--tunnel-port={tunnel_port}"),
+        format!("--admin-port={admin_port}"),
+        format!("--tls-dir={TLS_DIR}"),
+        format!("--header={}", spec.header),
+    ];
+    for (index, port) in target.ports.iter().enumerate() {
+        if index != target.intercepted && port.port.protocol.as_deref().unwrap_or("TCP") == "TCP" {
+            args.push(format!(
+                "--passthrough={}={}:{}",
+                port.container_port, spec.shadow_ip, port.port.port
+            ));
+        }
+    }
+    let mut ports: Vec<ContainerPort> = target
+        .ports
+        .iter()
+        .map(|p| ContainerPort {
+            name: p.container_port_name.clone(),
+            container_port: i32::from(p.container_port),
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        })
+        .collect();
+    ports.sort_by_key(|p| p.container_port);
+    ports.dedup_by_key(|p| p.container_port);
+    ports.push(ContainerPort {
+        name: Some("cz-tunnel".into()),
+        container_port: i32::from(tunnel_port),
+        protocol: Some("UDP".into()),
+        ..Default::default()
+    });
+    ports.push(ContainerPort {
+        name: Some("cz-admin".into()),
+        container_port: i32::from(admin_port),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    });
+    let quantity = |q: &str| Quantity(q.to_owned());
+    let container = Container {
+        name: "cz-proxy".into(),
+        image: Some(spec.image.to_owned()),
+        args: Some(args),
+        ports: Some(ports),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".into()),
+                port: IntOrString::Int(i32::from(admin_port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(1),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".into(), quantity("10m")),
+                    ("memory".into(), quantity("16Mi")),
+                ]
+                .into(),
+            ),
+            limits: Some(
+                [
+                    ("cpu".into(), quantity("1")),
+                    ("memory".into(), quantity("128Mi")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let pod_labels = names
+        .labels()
+        .into_iter()
+        .chain(names.proxy_selector())
+        .collect();
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(names.proxy()),
+            namespace: Some(names.namespace.clone()),
+            labels: Some(names.labels()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(names.proxy_selector()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        ..Default::default()
+                    }),
+                    image_pull_secrets: spec.image_pull_secret.map(|name| {
+                        vec![LocalObjectReference {
+                            name: name.to_owned(),
+                        }]
+                    }),
+                    volumes: Some(vec![Volume {
+                        name: "tls".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(names.secret()),
+                            default_mode: Some(0o400),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

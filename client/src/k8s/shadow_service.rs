@@ -1,0 +1,41 @@
+//! The shadow Service: the intercepted Service's original selector and ports under another name,
+//! so the proxy still reaches the original pods once the real Service points at the proxy.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::target::Target;
+use super::SessionNames;
+
+/// The shadow of `target`'s Service.
+pub fn build(names: &SessionNames, target: &Target, owner: Option<OwnerReference>) -> Service {
+    let spec = target.service.spec.clone().unwrap_or_default();
+    Service {
+        metadata: ObjectMeta {
+            name: Some(names.shadow()),
+            namespace: Some(names.namespace.clone()),
+            labels: Some(names.labels()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: spec.selector,
+            ports: Some(
+                target
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: p.port.name.clone(),
+                        port: p.port.port,
+                        protocol: p.port.protocol.clone(),
+                        target_port: p.port.target_port.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            type_: Some("ClusterIP".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
