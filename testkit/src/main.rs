@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, env = "CZ_PROXY_BIN")]
         proxy_binary: Option<PathBuf>,
     },
+    /// Run the echo server on 127.0.0.1 (a stand-in for the app on your laptop).
+    Echo {
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// The name it answers with.
+        #[arg(long, default_value = "laptop")]
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -40,11 +49,21 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let Command::Up {
-        kubeconfig,
-        sample,
-        proxy_binary,
-    } = Cli::parse().command;
+    let (kubeconfig, sample, proxy_binary) = match Cli::parse().command {
+        Command::Up {
+            kubeconfig,
+            sample,
+            proxy_binary,
+        } => (kubeconfig, sample, proxy_binary),
+        Command::Echo { port, name } => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], name, stop.clone()).await?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            return Ok(());
+        }
+    };
     let cluster = Cluster::start(ClusterOptions { proxy_binary }).await?;
     cluster
         .write_kubeconfig(&kubeconfig)
