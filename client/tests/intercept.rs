@@ -594,11 +594,7 @@ async fn a_selector_changed_by_someone_else_is_left_as_they_set_it() {
         Some("v2"),
         "their selector stays"
     );
-    assert!(service
-        .metadata
-        .annotations
-        .unwrap_or_default()
-        .get("czctl.io/intercept")
-        .is_none());
+    let annotations = service.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key("czctl.io/intercept"));
     assert_eq!(leftovers(&setup.client).await, Vec::<String>::new());
 }
