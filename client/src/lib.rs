@@ -11,6 +11,8 @@
 //! restores everything when stopped; [`k8s::session`] lists and closes sessions, including those
 //! a crash left behind.
 
+#![warn(missing_docs)]
+
 mod events;
 pub mod intercept;
 pub mod k8s;

@@ -5,6 +5,8 @@
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
 //! configuration of both ends. Nothing here opens a socket.
 
+#![warn(missing_docs)]
+
 pub mod headers;
 pub mod protocol;
 pub mod rule;
