@@ -13,6 +13,8 @@ pub mod target;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
 /// `app.kubernetes.io/managed-by` value on everything czctl creates.
 pub const MANAGED_BY: &str = "czctl";
 /// Label naming the session an object belongs to.
@@ -83,6 +85,17 @@ impl SessionNames {
             (SESSION_LABEL.to_owned(), self.id.clone()),
             (SERVICE_LABEL.to_owned(), self.service.clone()),
         ])
+    }
+
+    /// Metadata of the session's object `name`, labelled and owned by `owner`.
+    pub fn metadata(&self, name: String, owner: Option<OwnerReference>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        }
     }
 
     /// Labels of the proxy's pods: what the intercepted Service selects during the session.

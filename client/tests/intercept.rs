@@ -311,6 +311,10 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
         .await
         .expect("answer")
         .starts_with("echo-"));
+    // The Service's other port passes through the proxy to the pods, header or not.
+    let metrics_address = setup.service_address.replace(":80", ":9090");
+    let metrics_pod = answered_by(&metrics_address, true).await.expect("answer");
+    assert!(metrics_pod.starts_with("echo-"), "{metrics_pod}");
 
     let (ok, listing, _) = czctl_output(&setup.kubeconfig, &["session", "list", "-A"]).await;
     assert!(

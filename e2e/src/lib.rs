@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{spawn_app, App, Handler};
+pub use cz_testkit::eventually;
 
 /// Installs a test log subscriber once per process; `RUST_LOG` picks what it shows.
 pub fn init_tracing() {
@@ -176,25 +177,6 @@ pub fn start_tunnel(proxy: SocketAddr, identity: &Identity, local_app: SocketAdd
         local_app,
     })
     .expect("tunnel starts")
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A port on 127.0.0.1 with nothing listening on it.

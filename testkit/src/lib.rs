@@ -245,3 +245,23 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`: for tests,
+/// instead of sleeps.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use cz_testkit::{Cluster, ClusterOptions};
+
+/// How long the cluster may take to converge.
+const CONVERGE: Duration = Duration::from_secs(30);
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
@@ -37,23 +40,6 @@ fn api_error(error: kube::Error) -> (u16, String) {
     match error {
         kube::Error::Api(status) => (status.code, status.reason),
         other => panic!("not an API error: {other}"),
-    }
-}
-
-async fn eventually<T, F: Fn() -> Fut, Fut: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    check: F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -305,7 +291,7 @@ async fn selector_change_redirects_new_connections() {
     assert!(pod.starts_with("other-"), "{pod}");
 
     let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, "demo");
-    eventually("the endpoints to follow the selector", || async {
+    cz_testkit::eventually("the endpoints to follow the selector", CONVERGE, || async {
         let subsets = endpoints.get("echo").await.ok()?.subsets?;
         let addresses = subsets.first()?.addresses.clone()?;
         let target = addresses.first()?.target_ref.clone()?.name?;
@@ -404,7 +390,7 @@ async fn unknown_images_back_off_with_an_event() {
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("created");
-    let reason = eventually("ImagePullBackOff", || async {
+    let reason = cz_testkit::eventually("ImagePullBackOff", CONVERGE, || async {
         let pod = pods.get("lost").await.ok()?;
         let waiting = pod
             .status?
@@ -447,7 +433,7 @@ async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
         .await
         .expect("created");
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let first = eventually("a proxy pod", || async {
+    let first = cz_testkit::eventually("a proxy pod", CONVERGE, || async {
         pods.list(&ListParams::default())
             .await
             .ok()?
@@ -458,7 +444,7 @@ async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
             .clone()
     })
     .await;
-    eventually("the failed pod to be replaced", || async {
+    cz_testkit::eventually("the failed pod to be replaced", CONVERGE, || async {
         let items = pods.list(&ListParams::default()).await.ok()?.items;
         items
             .iter()

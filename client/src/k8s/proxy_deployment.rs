@@ -153,13 +153,7 @@ pub fn build(
         .chain(names.proxy_selector())
         .collect();
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(names.proxy()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels()),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: names.metadata(names.proxy(), owner),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             selector: LabelSelector {

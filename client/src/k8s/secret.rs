@@ -2,7 +2,7 @@
 //! into the proxy. The CA's key never leaves the laptop.
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 
 use super::SessionNames;
@@ -11,13 +11,7 @@ use cz_shared::tls::{Identity, CA_CERT_FILE, CERT_FILE, KEY_FILE};
 /// The Secret holding `proxy`'s identity.
 pub fn build(names: &SessionNames, proxy: &Identity, owner: Option<OwnerReference>) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(names.secret()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels()),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: names.metadata(names.secret(), owner),
         type_: Some("kubernetes.io/tls".to_owned()),
         data: Some(
             [

@@ -2,7 +2,7 @@
 //! so the proxy still reaches the original pods once the real Service points at the proxy.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::target::Target;
 use super::SessionNames;
@@ -11,13 +11,7 @@ use super::SessionNames;
 pub fn build(names: &SessionNames, target: &Target, owner: Option<OwnerReference>) -> Service {
     let spec = target.service.spec.clone().unwrap_or_default();
     Service {
-        metadata: ObjectMeta {
-            name: Some(names.shadow()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels()),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: names.metadata(names.shadow(), owner),
         spec: Some(ServiceSpec {
             selector: spec.selector,
             ports: Some(
