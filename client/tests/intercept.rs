@@ -63,6 +63,7 @@ async fn setup() -> Setup {
     cz_testkit::echo::serve(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         &[laptop_port],
+        &[],
         "laptop".into(),
         laptop.clone(),
     )
@@ -333,6 +334,22 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
         .await
         .expect("label");
 
+    let proxy_pod =
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), "demo")
+            .list(&ListParams::default().labels("app.kubernetes.io/name=cz-proxy"))
+            .await
+            .expect("pods")
+            .items
+            .remove(0);
+    let proxy_admin = format!(
+        "{}:9901",
+        proxy_pod.status.and_then(|s| s.pod_ip).expect("pod IP")
+    );
+    assert!(
+        TcpStream::connect(&proxy_admin).await.is_ok(),
+        "the proxy process serves"
+    );
+
     interrupt(&child);
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
@@ -355,6 +372,17 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
         expected,
         "the Service is exactly as before, plus the other change"
     );
+    cz_testkit::eventually(
+        "the proxy process to stop",
+        Duration::from_secs(30),
+        || async {
+            TcpStream::connect(&proxy_admin)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(leftovers(&setup.client).await, Vec::<String>::new());
     drop(setup.cluster);
 }

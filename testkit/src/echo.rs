@@ -1,5 +1,6 @@
 //! The built-in `example/echo` image: answers every request with its pod name, method, path and
-//! headers as JSON (HTTP/1.1 and h2c), and echoes WebSocket messages.
+//! headers as JSON (HTTP/1.1 and h2c), echoes WebSocket messages, and on UDP ports answers each
+//! datagram with `<pod>: <datagram>`.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,13 +21,30 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-/// Listens on `ip` at every port until `stop`; fails if a port cannot be bound.
+/// Listens on `ip` at every TCP and UDP port until `stop`; fails if a port cannot be bound.
 pub async fn serve(
     ip: IpAddr,
     ports: &[u16],
+    udp_ports: &[u16],
     pod: String,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    for &port in udp_ports {
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(ip, port)).await?;
+        let (pod, stop) = (pod.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0; 65_536];
+            loop {
+                let (len, peer) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    received = socket.recv_from(&mut buf) => match received { Ok(received) => received, Err(_) => continue },
+                };
+                let mut reply = format!("{pod}: ").into_bytes();
+                reply.extend_from_slice(&buf[..len]);
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        });
+    }
     for &port in ports {
         let listener = TcpListener::bind(SocketAddr::new(ip, port)).await?;
         let (pod, stop) = (pod.clone(), stop.clone());

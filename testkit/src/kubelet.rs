@@ -179,18 +179,29 @@ impl Kubelet {
                 );
                 return self.fail_container(pod, container, "ImagePullBackOff", &message);
             };
-            let ports: Vec<u16> = container
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["containerPort"].as_u64())
-                .map(|p| p as u16)
-                .collect();
+            let ports = |protocol: &str| -> Vec<u16> {
+                container
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| {
+                        p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == protocol
+                    })
+                    .filter_map(|p| p["containerPort"].as_u64())
+                    .map(|p| p as u16)
+                    .collect()
+            };
             match runtime {
                 Runtime::Echo => {
-                    if let Err(error) =
-                        crate::echo::serve(IpAddr::V4(ip), &ports, name.clone(), stop.clone()).await
+                    if let Err(error) = crate::echo::serve(
+                        IpAddr::V4(ip),
+                        &ports("TCP"),
+                        &ports("UDP"),
+                        name.clone(),
+                        stop.clone(),
+                    )
+                    .await
                     {
                         return self.fail_container(
                             pod,

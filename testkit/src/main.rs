@@ -57,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
         } => (kubeconfig, sample, proxy_binary),
         Command::Echo { port, name } => {
             let stop = tokio_util::sync::CancellationToken::new();
-            cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], name, stop.clone()).await?;
+            cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], &[], name, stop.clone())
+                .await?;
             tokio::signal::ctrl_c()
                 .await
                 .context("waiting for Ctrl-C")?;

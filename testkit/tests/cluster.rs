@@ -250,7 +250,6 @@ async fn watches_resume_from_a_resource_version() {
         .collect();
     assert_eq!(seen, ["added second", "deleted first"]);
 
-    // A resource version older than the kept history is 410 Gone, so clients list again.
     let list = maps.list(&ListParams::default()).await.expect("list");
     assert_eq!(list.items.len(), 1);
 }
@@ -531,4 +530,49 @@ async fn kubectl_works_against_it() {
         .await
         .contains("settings"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn udp_service_ports_reach_a_pod() {
+    let (cluster, client) = start(false).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let dns: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "dns"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dns"}}, "template": {
+            "metadata": {"labels": {"app": "dns"}},
+            "spec": {"containers": [{"name": "echo", "image": "example/echo", "ports": [{"name": "dns", "containerPort": 5353, "protocol": "UDP"}]}]},
+        }},
+    })).expect("object");
+    deployments
+        .create(&PostParams::default(), &dns)
+        .await
+        .expect("created");
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "dns"},
+        "spec": {"selector": {"app": "dns"}, "ports": [{"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"}]},
+    })).expect("object");
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("created");
+    cluster.wait_ready(CONVERGE).await.expect("ready");
+    let address = cluster_ip_address(&service, 53);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let reply = cz_testkit::eventually("a UDP answer", CONVERGE, || async {
+        socket.send_to(b"ping", &address).await.ok()?;
+        let mut buf = [0; 256];
+        let len = tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+    })
+    .await;
+    assert!(
+        reply.starts_with("dns-") && reply.ends_with(": ping"),
+        "{reply}"
+    );
 }
