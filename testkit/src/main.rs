@@ -59,9 +59,7 @@ async fn main() -> anyhow::Result<()> {
             let stop = tokio_util::sync::CancellationToken::new();
             cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], &[], name, stop.clone())
                 .await?;
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
+            stopped().await;
             return Ok(());
         }
     };
@@ -77,9 +75,17 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("ready");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    stopped().await;
     cluster.stop().await;
     Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM, so pods' processes are stopped either way.
+async fn stopped() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
