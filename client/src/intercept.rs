@@ -333,16 +333,22 @@ impl Intercept {
         progress(Progress::Switched);
 
         let (tunnel_port, _) = proxy_deployment::proxy_ports(target);
-        let endpoint = options
-            .tunnel_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("{pod_ip}:{tunnel_port}"));
-        let tunnel = Tunnel::start(TunnelConfig {
-            proxy: endpoint,
+        let config = TunnelConfig {
+            proxy: options
+                .tunnel_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("{pod_ip}:{tunnel_port}")),
             identity: laptop_identity,
             local_app: SocketAddr::from((Ipv4Addr::LOCALHOST, record.local_port)),
-        })
-        .map_err(|error| InterceptError::Tunnel(Arc::new(error)))?;
+        };
+        // Without an explicit endpoint, each reconnect dials the session's ready proxy pod, so
+        // a replaced pod (new IP) is found again.
+        let resolver = options
+            .tunnel_endpoint
+            .is_none()
+            .then(|| proxy_resolver(client, names, tunnel_port));
+        let tunnel = Tunnel::start_with_resolver(config, resolver)
+            .map_err(|error| InterceptError::Tunnel(Arc::new(error)))?;
         let proxy = tunnel.connected().await.map_err(InterceptError::Tunnel)?;
         progress(Progress::TunnelConnected(proxy));
         Ok(tunnel)
@@ -379,6 +385,52 @@ pub struct Plan {
     pub record: Record,
 }
 
+/// Finds the IP of the session's ready proxy pod.
+async fn ready_proxy_ip(
+    pods: &Api<Pod>,
+    names: &SessionNames,
+) -> Result<(Option<String>, Vec<Pod>), kube::Error> {
+    let selector = names
+        .proxy_selector()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let ready = list.items.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then(|| status.pod_ip.clone()).flatten()
+    });
+    Ok((ready, list.items))
+}
+
+/// The tunnel's resolver: the session's ready proxy pod, at `tunnel_port`.
+fn proxy_resolver(
+    client: &kube::Client,
+    names: &SessionNames,
+    tunnel_port: u16,
+) -> crate::ProxyResolver {
+    let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace);
+    let names = names.clone();
+    Arc::new(move || {
+        let (pods, names) = (pods.clone(), names.clone());
+        Box::pin(async move {
+            match ready_proxy_ip(&pods, &names).await {
+                Ok((Some(ip), _)) => format!("{ip}:{tunnel_port}")
+                    .parse()
+                    .map_err(|e| format!("{e}")),
+                Ok((None, _)) => Err(format!("no ready proxy pod for session {} yet", names.id)),
+                Err(error) => Err(format!("could not look up the proxy pod: {error}")),
+            }
+        })
+    })
+}
+
 /// Waits until the session's proxy pod is ready; returns its IP. On timeout, the error says why
 /// from the pod's status and events.
 async fn wait_ready(
@@ -387,30 +439,16 @@ async fn wait_ready(
     timeout: Duration,
 ) -> Result<String, InterceptError> {
     let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace);
-    let selector = names
-        .proxy_selector()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let list = pods.list(&ListParams::default().labels(&selector)).await?;
-        for pod in &list.items {
-            let status = pod.status.clone().unwrap_or_default();
-            let ready = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            if let (true, Some(ip)) = (ready, status.pod_ip) {
-                return Ok(ip);
-            }
+        let (ready, items) = ready_proxy_ip(&pods, names).await?;
+        if let Some(ip) = ready {
+            return Ok(ip);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(InterceptError::ProxyNotReady {
                 timeout,
-                reason: why_not_ready(client, names, &list.items).await,
+                reason: why_not_ready(client, names, &items).await,
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

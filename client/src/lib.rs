@@ -22,4 +22,4 @@ mod tunnel;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
-pub use tunnel::{Tunnel, TunnelConfig, TunnelError, TunnelState};
+pub use tunnel::{ProxyResolver, Tunnel, TunnelConfig, TunnelError, TunnelState};

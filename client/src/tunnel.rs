@@ -1,7 +1,9 @@
 //! The laptop's end of the tunnel: dials the proxy, says hello, serves the streams the proxy
 //! opens, and redials with backoff whenever the connection is lost.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,11 @@ pub struct TunnelConfig {
     /// Where intercepted requests go, usually `127.0.0.1:<localPort>`.
     pub local_app: SocketAddr,
 }
+
+/// Finds the proxy's current tunnel address; asked before every (re)connect, so a proxy that
+/// moved (e.g. a replaced pod with a new IP) is found again.
+pub type ProxyResolver =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<SocketAddr, String>> + Send>> + Send + Sync>;
 
 /// Why a tunnel could not be (re-)established.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,15 @@ pub struct Tunnel {
 impl Tunnel {
     /// Starts dialling the proxy in the background. Must be called within a tokio runtime.
     pub fn start(config: TunnelConfig) -> Result<Self, TunnelError> {
+        Self::start_with_resolver(config, None)
+    }
+
+    /// Like [`Tunnel::start`], with `resolver` finding the proxy's address before every
+    /// (re)connect instead of resolving `config.proxy`, which then only names it in messages.
+    pub fn start_with_resolver(
+        config: TunnelConfig,
+        resolver: Option<ProxyResolver>,
+    ) -> Result<Self, TunnelError> {
         let client_config = config.identity.client_config()?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
             .map_err(TunnelError::Socket)?;
@@ -141,6 +157,7 @@ impl Tunnel {
         let dialer = Dialer {
             endpoint,
             proxy: config.proxy,
+            resolver,
             local_app,
             state_tx,
             events_tx: events_tx.clone(),
@@ -199,6 +216,7 @@ impl Drop for Tunnel {
 struct Dialer {
     endpoint: quinn::Endpoint,
     proxy: String,
+    resolver: Option<ProxyResolver>,
     local_app: Arc<LocalApp>,
     state_tx: watch::Sender<TunnelState>,
     events_tx: broadcast::Sender<TunnelEvent>,
@@ -274,18 +292,21 @@ impl Dialer {
 
     /// Dials the proxy and exchanges hellos.
     async fn connect(&self) -> Result<quinn::Connection, TunnelError> {
-        let proxy = tokio::net::lookup_host(&self.proxy)
-            .await
-            .map_err(|error| error.to_string())
-            .and_then(|mut addresses| {
-                addresses
-                    .next()
-                    .ok_or_else(|| "no address found".to_owned())
-            })
-            .map_err(|reason| TunnelError::Resolve {
-                proxy: self.proxy.clone(),
-                reason,
-            })?;
+        let resolved = match &self.resolver {
+            Some(resolve) => resolve().await,
+            None => tokio::net::lookup_host(&self.proxy)
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|mut addresses| {
+                    addresses
+                        .next()
+                        .ok_or_else(|| "no address found".to_owned())
+                }),
+        };
+        let proxy = resolved.map_err(|reason| TunnelError::Resolve {
+            proxy: self.proxy.clone(),
+            reason,
+        })?;
         let connecting =
             self.endpoint
                 .connect(proxy, SERVER_NAME)

@@ -630,3 +630,33 @@ async fn a_selector_changed_by_someone_else_is_left_as_they_set_it() {
     assert!(!annotations.contains_key("czctl.io/intercept"));
     assert_eq!(leftovers(&setup.client).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn the_tunnel_follows_a_replaced_proxy_pod() {
+    let setup = setup().await;
+    let (child, _) = start_intercept(&setup, &[]).await;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), "demo");
+    let proxy_pods = ListParams::default().labels("app.kubernetes.io/name=cz-proxy");
+    let old = pods.list(&proxy_pods).await.expect("pods").items.remove(0);
+    let old_name = old.metadata.name.clone().expect("name");
+    pods.delete(&old_name, &Default::default())
+        .await
+        .expect("delete the proxy pod");
+    // The Deployment replaces the pod (new IP); czctl finds it and intercepts again.
+    let address = setup.service_address.clone();
+    cz_testkit::eventually(
+        "the laptop to answer through the new proxy pod",
+        Duration::from_secs(30),
+        || async { (answered_by(&address, true).await.ok()? == "laptop").then_some(()) },
+    )
+    .await;
+    let new = pods.list(&proxy_pods).await.expect("pods").items.remove(0);
+    assert_ne!(new.metadata.name, Some(old_name));
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("stops")
+        .expect("status");
+    assert!(status.status.success());
+    assert_eq!(leftovers(&setup.client).await, Vec::<String>::new());
+}
