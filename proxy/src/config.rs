@@ -74,6 +74,10 @@ pub struct Config {
     /// How long connecting to the upstream may take before the request gets 504.
     #[arg(long, env = "CZ_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
+
+    /// Threads of the async runtime (NGINX's worker_processes); one per CPU when unset.
+    #[arg(long, env = "CZ_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 /// A raw TCP port forward: `LISTEN_PORT=HOST:PORT`.

@@ -20,7 +20,11 @@ fn main() -> anyhow::Result<()> {
             config.tls_dir.display()
         )
     })?;
-    tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads.into());
+    }
+    runtime
         .enable_all()
         .build()
         .context("could not start the async runtime")?
