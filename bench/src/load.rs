@@ -30,7 +30,7 @@ pub struct Target {
 }
 
 /// What a requests/s run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Throughput {
     /// Requests completed per second.
     pub rps: f64,
@@ -38,6 +38,18 @@ pub struct Throughput {
     pub requests: u64,
     /// Requests that failed or got an error status.
     pub errors: u64,
+}
+
+impl Throughput {
+    /// The run with the median requests/s, with the errors of all runs.
+    pub fn median(mut runs: Vec<Self>) -> Self {
+        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        let errors = runs.iter().map(|r| r.errors).sum();
+        Self {
+            errors,
+            ..runs[runs.len() / 2]
+        }
+    }
 }
 
 /// Runs wrk with 64 connections for `duration`.

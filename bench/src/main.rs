@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::load::Throughput;
 use crate::paths::{PathKind, Placement};
 use crate::procs::{CommandLog, Cpus};
 use crate::report::{Figures, Mode, Report};
@@ -31,6 +32,9 @@ struct Args {
     /// Short runs (under 2 minutes) proving the suite works; figures are rough.
     #[arg(long)]
     quick: bool,
+    /// Rounds of requests/s runs (the median is kept); overrides the mode's 3 (full) or 1 (quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: Option<u16>,
     /// Also write the markdown report to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -60,11 +64,14 @@ fn main() -> anyhow::Result<()> {
             .block_on(app::serve(port));
     }
     let tools = Tools::find()?;
-    let mode = if args.quick {
+    let mut mode = if args.quick {
         Mode::quick()
     } else {
         Mode::full()
     };
+    if let Some(rounds) = args.rounds {
+        mode.rounds = rounds.into();
+    }
     // The suite's own load (latency, bulk, idle connections) runs beside the load generators.
     let pinned = Command::new("taskset")
         .args(["-a", "-c", "-p", "1", &std::process::id().to_string()])
@@ -79,7 +86,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut log = CommandLog::default();
     let mut report = Report::new(mode.clone(), tools.versions());
-    for setting in [
+    for placement in [
         Placement {
             workers: 1,
             cluster: Cpus::Pin(0),
@@ -91,16 +98,17 @@ fn main() -> anyhow::Result<()> {
             rest: Cpus::All,
         },
     ] {
-        for kind in PathKind::ALL {
-            eprintln!(
-                "[{:>4.0}s] {kind}, {} worker(s)",
-                started.elapsed().as_secs_f64(),
-                setting.workers
-            );
-            let figures = runtime
-                .block_on(measure(kind, setting, &mode, &tools, &dir, &mut log))
-                .with_context(|| format!("measuring {kind} with {} worker(s)", setting.workers))?;
-            report.add(setting.workers, kind, figures);
+        let setting = Setting {
+            placement,
+            mode: &mode,
+            tools: &tools,
+            started,
+        };
+        let figures = runtime
+            .block_on(setting.measure(&dir, &mut log))
+            .with_context(|| format!("measuring with {} worker(s)", placement.workers))?;
+        for (kind, figures) in figures {
+            report.add(placement.workers, kind, figures);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -115,61 +123,120 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one path and measures it; the one-worker setting measures everything, the two-worker
-/// setting requests/s and CPU only.
-async fn measure(
-    kind: PathKind,
+/// One worker setting of a run.
+struct Setting<'a> {
     placement: Placement,
-    mode: &Mode,
-    tools: &Tools,
-    dir: &std::path::Path,
-    log: &mut CommandLog,
-) -> anyhow::Result<Figures> {
-    let path = paths::start(kind, placement, tools, dir, log)?;
-    let target = path.target;
-    load::wait_until_served(target).await?;
-    let measured = path.measured.clone();
-    let mut figures = Figures {
-        rss_idle: (!measured.is_empty()).then(|| procs::rss_mb(&measured)),
-        ..Figures::default()
-    };
-    // Warm-up: connection pools, allocator arenas, CPU frequency.
-    load::wrk(
-        log,
-        &tools.wrk,
-        placement.rest,
-        target,
-        Duration::from_secs(1),
-    )?;
+    mode: &'a Mode,
+    tools: &'a Tools,
+    started: Instant,
+}
 
-    let cpu_before = procs::cpu_seconds(&measured);
-    let sampler = procs::RssSampler::start(measured.clone());
-    let h1 = load::wrk(log, &tools.wrk, placement.rest, target, mode.rps_duration)?;
-    let rss_load = sampler.stop();
-    let cpu = procs::cpu_seconds(&measured) - cpu_before;
-    figures.h1 = Some(h1);
-    if !measured.is_empty() && h1.requests > 0 {
-        figures.cpu_us_per_request = Some(cpu * 1e6 / h1.requests as f64);
-        figures.rss_load = Some(rss_load);
+impl Setting<'_> {
+    /// Starts every path and measures them. Requests/s and CPU are measured in rounds that go
+    /// through all paths in turn, and the median of each is kept, so that load from elsewhere
+    /// on the machine falls on every path alike. The one-worker setting also measures latency,
+    /// bulk transfers and memory with idle connections.
+    async fn measure(
+        &self,
+        dir: &std::path::Path,
+        log: &mut CommandLog,
+    ) -> anyhow::Result<Vec<(PathKind, Figures)>> {
+        let (placement, mode, tools) = (self.placement, self.mode, self.tools);
+        let mut running = Vec::new();
+        for kind in PathKind::ALL {
+            let path_dir = dir.join(format!("{kind:?}-{}", placement.workers));
+            std::fs::create_dir_all(&path_dir)?;
+            let path = paths::start(kind, placement, tools, &path_dir, log)
+                .with_context(|| format!("starting {kind}"))?;
+            load::wait_until_served(path.target)
+                .await
+                .with_context(|| format!("{kind} does not serve"))?;
+            let figures = Figures {
+                rss_idle: (!path.measured.is_empty()).then(|| procs::rss_mb(&path.measured)),
+                ..Figures::default()
+            };
+            running.push((kind, path, figures));
+        }
+        self.progress("warm-up");
+        for (_, path, _) in &running {
+            // Connection pools, allocator arenas, CPU frequency.
+            load::wrk(
+                log,
+                &tools.wrk,
+                placement.rest,
+                path.target,
+                Duration::from_secs(1),
+            )?;
+        }
+        let mut h1_samples = vec![Vec::new(); running.len()];
+        let mut h2_samples = vec![Vec::new(); running.len()];
+        for round in 1..=mode.rounds {
+            self.progress(&format!("requests/s, round {round} of {}", mode.rounds));
+            for ((_, path, _), samples) in running.iter().zip(&mut h1_samples) {
+                let cpu_before = procs::cpu_seconds(&path.measured);
+                let sampler = procs::RssSampler::start(path.measured.clone());
+                let h1 = load::wrk(
+                    log,
+                    &tools.wrk,
+                    placement.rest,
+                    path.target,
+                    mode.rps_duration,
+                )?;
+                let rss = sampler.stop();
+                let cpu = procs::cpu_seconds(&path.measured) - cpu_before;
+                samples.push((h1, cpu * 1e6 / h1.requests.max(1) as f64, rss));
+            }
+            for ((_, path, _), samples) in running.iter().zip(&mut h2_samples) {
+                samples.push(load::h2load(
+                    log,
+                    &tools.h2load,
+                    placement.rest,
+                    path.target,
+                    mode.rps_duration,
+                )?);
+            }
+        }
+        for (((_, path, figures), h1), h2) in running.iter_mut().zip(h1_samples).zip(h2_samples) {
+            figures.h1 = Some(Throughput::median(h1.iter().map(|s| s.0).collect()));
+            figures.h2 = Some(Throughput::median(h2));
+            if !path.measured.is_empty() {
+                figures.cpu_us_per_request = Some(median(h1.iter().map(|s| s.1).collect()));
+                figures.rss_load = h1.iter().map(|s| s.2).reduce(f64::max);
+            }
+        }
+        if placement.workers == 1 {
+            for (kind, path, figures) in &mut running {
+                self.progress(&format!("latency, bulk and idle connections: {kind}"));
+                let target = path.target;
+                figures.latency = Some(
+                    load::latency_at_rate(target, mode.latency_rate, mode.latency_duration).await?,
+                );
+                figures.bulk = Some(load::bulk(target, mode.bulk_bytes).await?);
+                if !path.measured.is_empty() && !target.intercept {
+                    let idle = load::idle_connections(target, mode.idle_connections).await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    figures.rss_idle_connections = Some(procs::rss_mb(&path.measured));
+                    drop(idle);
+                }
+            }
+        }
+        Ok(running
+            .into_iter()
+            .map(|(kind, _, figures)| (kind, figures))
+            .collect())
     }
-    figures.h2 = Some(load::h2load(
-        log,
-        &tools.h2load,
-        placement.rest,
-        target,
-        mode.rps_duration,
-    )?);
-    if placement.workers > 1 {
-        return Ok(figures);
+
+    fn progress(&self, what: &str) {
+        eprintln!(
+            "[{:>4.0}s] {} worker(s): {what}",
+            self.started.elapsed().as_secs_f64(),
+            self.placement.workers
+        );
     }
-    figures.latency =
-        Some(load::latency_at_rate(target, mode.latency_rate, mode.latency_duration).await?);
-    figures.bulk = Some(load::bulk(target, mode.bulk_bytes).await?);
-    if !measured.is_empty() && !target.intercept {
-        let idle = load::idle_connections(target, mode.idle_connections).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        figures.rss_idle_connections = Some(procs::rss_mb(&measured));
-        drop(idle);
-    }
-    Ok(figures)
+}
+
+/// The median of some figures.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

@@ -14,6 +14,8 @@ pub struct Mode {
     pub name: &'static str,
     /// Each wrk and h2load run.
     pub rps_duration: Duration,
+    /// Rounds of requests/s runs through all paths; the median is kept.
+    pub rounds: usize,
     /// The fixed request rate of the latency run.
     pub latency_rate: u32,
     /// The latency run.
@@ -29,7 +31,8 @@ impl Mode {
     pub fn full() -> Self {
         Self {
             name: "full",
-            rps_duration: Duration::from_secs(10),
+            rps_duration: Duration::from_secs(5),
+            rounds: 3,
             latency_rate: 5_000,
             latency_duration: Duration::from_secs(15),
             bulk_bytes: 256 << 20,
@@ -42,6 +45,7 @@ impl Mode {
         Self {
             name: "quick",
             rps_duration: Duration::from_secs(2),
+            rounds: 1,
             latency_rate: 1_000,
             latency_duration: Duration::from_secs(2),
             bulk_bytes: 16 << 20,
@@ -164,8 +168,11 @@ impl Report {
             md,
             "## One worker: NGINX `worker_processes 1`, cz-proxy `--worker-threads 1`\n\n\
              Cluster side (NGINX, rathole server, cz-proxy) pinned to CPU 0; load generators, the app and \
-             the laptop side (rathole client, czctl) to CPU 1. 64 connections; latency at {} req/s over 32 \
+             the laptop side (rathole client, czctl) to CPU 1. Requests/s and CPU: 64 connections, median \
+             of {} rounds of {} s going through all paths in turn; latency at {} req/s over 32 \
              connections; bulk {} MiB each way on one connection; memory of the cluster side.\n",
+            mode.rounds,
+            mode.rps_duration.as_secs(),
             mode.latency_rate,
             mode.bulk_bytes >> 20
         );
