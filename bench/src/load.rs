@@ -260,14 +260,14 @@ pub struct Latency {
     pub p999: f64,
 }
 
-/// Sends `rate` requests/s over 32 connections for `duration`. A request delayed by a slow
+/// Sends `rate` requests/s over 32 connections for `duration`; returns each latency in µs. A request delayed by a slow
 /// predecessor is timed from when it was due rather than when it was sent, so a stall counts for
 /// every request it holds back.
 pub async fn latency_at_rate(
     target: Target,
     rate: u32,
     duration: Duration,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<Vec<f64>> {
     const CONNECTIONS: u32 = 32;
     const TIMER_SLACK: Duration = Duration::from_millis(2);
     let interval = Duration::from_secs_f64(f64::from(CONNECTIONS) / f64::from(rate));
@@ -302,13 +302,26 @@ pub async fn latency_at_rate(
     for task in tasks {
         samples.extend(task.await??);
     }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok(Latency {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-    })
+    Ok(samples)
+}
+
+impl Latency {
+    /// The percentiles of `samples` (µs).
+    pub fn of(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let last = samples.len().saturating_sub(1);
+            samples
+                .get((last as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
 }
 
 /// Bulk throughput of one connection, in MB/s (10^6 bytes).

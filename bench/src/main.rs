@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::load::Throughput;
+use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::{PathKind, Placement};
 use crate::procs::{CommandLog, Cpus};
 use crate::report::{Figures, Mode, Report};
@@ -132,10 +132,10 @@ struct Setting<'a> {
 }
 
 impl Setting<'_> {
-    /// Starts every path and measures them. Requests/s and CPU are measured in rounds that go
-    /// through all paths in turn, and the median of each is kept, so that load from elsewhere
-    /// on the machine falls on every path alike. The one-worker setting also measures latency,
-    /// bulk transfers and memory with idle connections.
+    /// Starts every path and measures them. Every figure is measured in rounds that go through
+    /// all paths in turn (the median is kept; latency samples of all rounds are pooled), so that
+    /// load from elsewhere on the machine falls on every path alike. The one-worker setting also
+    /// measures latency, bulk transfers and memory with idle connections.
     async fn measure(
         &self,
         dir: &std::path::Path,
@@ -174,6 +174,7 @@ impl Setting<'_> {
             self.progress(&format!("requests/s, round {round} of {}", mode.rounds));
             for ((_, path, _), samples) in running.iter().zip(&mut h1_samples) {
                 let cpu_before = procs::cpu_seconds(&path.measured);
+                let laptop_cpu_before = procs::cpu_seconds(&path.laptop);
                 let sampler = procs::RssSampler::start(path.measured.clone());
                 let h1 = load::wrk(
                     log,
@@ -183,8 +184,10 @@ impl Setting<'_> {
                     mode.rps_duration,
                 )?;
                 let rss = sampler.stop();
-                let cpu = procs::cpu_seconds(&path.measured) - cpu_before;
-                samples.push((h1, cpu * 1e6 / h1.requests.max(1) as f64, rss));
+                let per_request = |cpu: f64| cpu * 1e6 / h1.requests.max(1) as f64;
+                let cpu = per_request(procs::cpu_seconds(&path.measured) - cpu_before);
+                let laptop_cpu = per_request(procs::cpu_seconds(&path.laptop) - laptop_cpu_before);
+                samples.push((h1, cpu, rss, laptop_cpu));
             }
             for ((_, path, _), samples) in running.iter().zip(&mut h2_samples) {
                 samples.push(load::h2load(
@@ -203,17 +206,38 @@ impl Setting<'_> {
                 figures.cpu_us_per_request = Some(median(h1.iter().map(|s| s.1).collect()));
                 figures.rss_load = h1.iter().map(|s| s.2).reduce(f64::max);
             }
+            if !path.laptop.is_empty() {
+                figures.laptop_cpu_us_per_request = Some(median(h1.iter().map(|s| s.3).collect()));
+            }
         }
         if placement.workers == 1 {
-            for (kind, path, figures) in &mut running {
-                self.progress(&format!("latency, bulk and idle connections: {kind}"));
-                let target = path.target;
-                figures.latency = Some(
-                    load::latency_at_rate(target, mode.latency_rate, mode.latency_duration).await?,
-                );
-                figures.bulk = Some(load::bulk(target, mode.bulk_bytes).await?);
-                if !path.measured.is_empty() && !target.intercept {
-                    let idle = load::idle_connections(target, mode.idle_connections).await?;
+            let mut latencies = vec![Vec::new(); running.len()];
+            let mut bulks = vec![Vec::new(); running.len()];
+            let round_duration = mode.latency_duration / mode.rounds as u32;
+            for round in 1..=mode.rounds {
+                self.progress(&format!(
+                    "latency and bulk, round {round} of {}",
+                    mode.rounds
+                ));
+                for ((_, path, _), samples) in running.iter().zip(&mut latencies) {
+                    let rate = mode.latency_rate;
+                    samples.extend(load::latency_at_rate(path.target, rate, round_duration).await?);
+                }
+                for ((_, path, _), samples) in running.iter().zip(&mut bulks) {
+                    samples.push(load::bulk(path.target, mode.bulk_bytes).await?);
+                }
+            }
+            self.progress("idle connections");
+            for (((_, path, figures), latency), bulk) in
+                running.iter_mut().zip(latencies).zip(bulks)
+            {
+                figures.latency = Some(Latency::of(latency));
+                figures.bulk = Some(Bulk {
+                    upload: median(bulk.iter().map(|b| b.upload).collect()),
+                    download: median(bulk.iter().map(|b| b.download).collect()),
+                });
+                if !path.measured.is_empty() && !path.target.intercept {
+                    let idle = load::idle_connections(path.target, mode.idle_connections).await?;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     figures.rss_idle_connections = Some(procs::rss_mb(&path.measured));
                     drop(idle);

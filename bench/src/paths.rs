@@ -74,6 +74,8 @@ pub struct RunningPath {
     pub target: Target,
     /// The cluster-side processes whose CPU and memory are measured (none for direct).
     pub measured: Vec<u32>,
+    /// The laptop side of a tunnel (rathole client, czctl), whose CPU is measured too.
+    pub laptop: Vec<u32>,
     _processes: Vec<Process>,
 }
 
@@ -99,6 +101,7 @@ pub fn start(
     wait_for_port(&mut app, app_port)?;
     processes.push(app);
     let intercept = matches!(kind, PathKind::NginxTunnel | PathKind::CzTunnel);
+    let mut laptop = Vec::new();
     let (h1_port, h2_port, measured) = match kind {
         PathKind::Direct => (app_port, app_port, Vec::new()),
         PathKind::NginxPassthrough | PathKind::NginxTunnel => {
@@ -107,6 +110,7 @@ pub fn start(
                 let (server, client, visitor_port) =
                     start_rathole(tools, placement, app_port, dir, log)?;
                 measured.push(server.pid());
+                laptop.push(client.pid());
                 processes.extend([client, server]);
                 visitor_port
             } else {
@@ -166,7 +170,9 @@ pub fn start(
                 ];
                 let mut command = log.command(placement.rest, &tools.czctl, &args);
                 command.env("RUST_LOG", "warn");
-                processes.insert(1, Process::spawn("czctl", command)?);
+                let czctl = Process::spawn("czctl", command)?;
+                laptop.push(czctl.pid());
+                processes.insert(1, czctl);
             }
             (http, http, measured)
         }
@@ -178,6 +184,7 @@ pub fn start(
             intercept,
         },
         measured,
+        laptop,
         _processes: processes,
     })
 }

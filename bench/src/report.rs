@@ -14,11 +14,11 @@ pub struct Mode {
     pub name: &'static str,
     /// Each wrk and h2load run.
     pub rps_duration: Duration,
-    /// Rounds of requests/s runs through all paths; the median is kept.
+    /// Rounds of measurements through all paths; the median is kept.
     pub rounds: usize,
     /// The fixed request rate of the latency run.
     pub latency_rate: u32,
-    /// The latency run.
+    /// The latency run of each path, split over the rounds.
     pub latency_duration: Duration,
     /// Size of the upload and of the download.
     pub bulk_bytes: u64,
@@ -34,7 +34,7 @@ impl Mode {
             rps_duration: Duration::from_secs(5),
             rounds: 3,
             latency_rate: 5_000,
-            latency_duration: Duration::from_secs(15),
+            latency_duration: Duration::from_secs(12),
             bulk_bytes: 256 << 20,
             idle_connections: 2_000,
         }
@@ -47,8 +47,8 @@ impl Mode {
             rps_duration: Duration::from_secs(2),
             rounds: 1,
             latency_rate: 1_000,
-            latency_duration: Duration::from_secs(2),
-            bulk_bytes: 16 << 20,
+            latency_duration: Duration::from_secs(1),
+            bulk_bytes: 8 << 20,
             idle_connections: 200,
         }
     }
@@ -65,6 +65,8 @@ pub struct Figures {
     pub latency: Option<Latency>,
     /// Cluster-side CPU time per request of the HTTP/1.1 run, µs.
     pub cpu_us_per_request: Option<f64>,
+    /// Laptop-side (tunnel client) CPU time per request of the HTTP/1.1 run, µs.
+    pub laptop_cpu_us_per_request: Option<f64>,
     /// Cluster-side RSS after start-up and one request, MB.
     pub rss_idle: Option<f64>,
     /// Peak cluster-side RSS during the HTTP/1.1 run, MB.
@@ -168,23 +170,25 @@ impl Report {
             md,
             "## One worker: NGINX `worker_processes 1`, cz-proxy `--worker-threads 1`\n\n\
              Cluster side (NGINX, rathole server, cz-proxy) pinned to CPU 0; load generators, the app and \
-             the laptop side (rathole client, czctl) to CPU 1. Requests/s and CPU: 64 connections, median \
-             of {} rounds of {} s going through all paths in turn; latency at {} req/s over 32 \
-             connections; bulk {} MiB each way on one connection; memory of the cluster side.\n",
+             the laptop side (rathole client, czctl) to CPU 1. Every figure is measured in {} rounds going \
+             through all paths in turn. Requests/s and CPU: 64 connections, {} s per round, median; \
+             latency: {} req/s over 32 connections, {:.1} s per round, all samples pooled; bulk: {} MiB \
+             each way on one connection, median; memory: the cluster side's.\n",
             mode.rounds,
             mode.rps_duration.as_secs(),
             mode.latency_rate,
+            mode.latency_duration.as_secs_f64() / mode.rounds as f64,
             mode.bulk_bytes >> 20
         );
         let _ = writeln!(
             md,
-            "| path | HTTP/1.1 req/s | HTTP/2 req/s | p50 µs | p99 µs | p99.9 µs | added p50 / p99 µs | CPU µs/req | \
+            "| path | HTTP/1.1 req/s | HTTP/2 req/s | p50 µs | p99 µs | p99.9 µs | added p50 / p99 µs | CPU µs/req | laptop CPU µs/req | \
              RSS idle MB | RSS load MB | RSS {} conns MB | upload MB/s | download MB/s | errors |",
             mode.idle_connections
         );
         let _ = writeln!(
             md,
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for kind in PathKind::ALL {
             let Some(f) = self.get(1, kind) else { continue };
@@ -196,13 +200,14 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {kind} | {} | {} | {} | {} | {} | {added} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {kind} | {} | {} | {} | {} | {} | {added} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(f.h1_rps(), 0),
                 num(f.h2_rps(), 0),
                 num(f.latency.map(|l| l.p50), 0),
                 num(f.latency.map(|l| l.p99), 0),
                 num(f.latency.map(|l| l.p999), 0),
                 num(f.cpu_us_per_request, 1),
+                num(f.laptop_cpu_us_per_request, 1),
                 num(f.rss_idle, 1),
                 num(f.rss_load, 1),
                 num(f.rss_idle_connections, 1),
@@ -223,11 +228,16 @@ impl Report {
              |---|--:|--:|--:|--:|"
         );
         type Figure = fn(&Figures) -> Option<f64>;
-        let rows: [(&str, Figure, bool); 8] = [
+        let rows: [(&str, Figure, bool); 9] = [
             ("HTTP/1.1 req/s", Figures::h1_rps, true),
             ("HTTP/2 req/s", Figures::h2_rps, true),
             ("p99 latency", |f| f.latency.map(|l| l.p99), true),
             ("CPU per request", |f| f.cpu_us_per_request, false),
+            (
+                "laptop CPU per request",
+                |f| f.laptop_cpu_us_per_request,
+                false,
+            ),
             ("RSS idle", |f| f.rss_idle, false),
             ("RSS under load", |f| f.rss_load, false),
             ("upload MB/s", |f| f.bulk.map(|b| b.upload), true),
@@ -348,7 +358,8 @@ impl Report {
              - The app is cz-bench's own fixed-response server (hyper, HTTP/1.1 and h2c): `{}` bytes for \
              small requests, `/bytes/N` for downloads, uploads drained. The same app behind every path.\n\
              - CPU per request: utime + stime of the cluster-side processes (and their children) from \
-             /proc/PID/stat over the HTTP/1.1 run, divided by the requests wrk completed. RSS: VmRSS from \
+             /proc/PID/stat over the HTTP/1.1 run, divided by the requests wrk completed; the laptop side \
+             (rathole client, czctl) likewise. RSS: VmRSS from \
              /proc/PID/status, summed over those processes (NGINX: master and workers; NGINX + rathole: \
              also the rathole server).\n\
              - Latency: cz-bench sends at a fixed rate, each request timed from when it was due (so \
