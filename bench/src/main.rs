@@ -32,7 +32,7 @@ struct Args {
     /// Short runs (under 2 minutes) proving the suite works; figures are rough.
     #[arg(long)]
     quick: bool,
-    /// Rounds of requests/s runs (the median is kept); overrides the mode's 3 (full) or 1 (quick).
+    /// Rounds through all paths (medians kept); overrides the mode's 3 (full) or 1 (quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     rounds: Option<u16>,
     /// Also write the markdown report to this file.

@@ -362,11 +362,14 @@ impl Report {
              (rathole client, czctl) likewise. RSS: VmRSS from \
              /proc/PID/status, summed over those processes (NGINX: master and workers; NGINX + rathole: \
              also the rathole server).\n\
-             - Latency: cz-bench sends at a fixed rate, each request timed from when it was due (so \
-             stalls are not hidden). HTTP/2 through NGINX reaches the app as HTTP/1.1 (NGINX's proxy \
+             - Latency: cz-bench sends at a fixed rate; a request held back by a slow predecessor is timed \
+             from when it was due, so stalls are not hidden. HTTP/2 through NGINX reaches the app as HTTP/1.1 (NGINX's proxy \
              speaks only that); cz-proxy keeps HTTP/2.\n\
              - Bulk figure of the ratios line: mean of upload and download MB/s. rathole uses its Noise \
              transport, so both tunnels are encrypted.\n\
+             - The NGINX and rathole configurations are written by bench/src/paths.rs (NGINX: `map` on the \
+             header, `underscores_in_headers on`, upstream keepalive 64, forwarding headers as cz-proxy \
+             adds them, request and response buffering off as cz-proxy streams).\n\
              - Only ratios within one run mean anything on a shared 2-core machine.\n\n\
              ## Command lines\n\n```",
             String::from_utf8_lossy(crate::app::SMALL_RESPONSE).trim_end()
