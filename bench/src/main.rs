@@ -35,6 +35,9 @@ struct Args {
     /// Rounds through all paths (medians kept); overrides the mode's 3 (full) or 1 (quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     rounds: Option<u16>,
+    /// Fixed request rate of the latency runs; overrides the mode's 5000 (full) or 1000 (quick).
+    #[arg(long, value_name = "REQ_PER_S", value_parser = clap::value_parser!(u32).range(32..))]
+    latency_rate: Option<u32>,
     /// Also write the markdown report to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -71,6 +74,9 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(rounds) = args.rounds {
         mode.rounds = rounds.into();
+    }
+    if let Some(rate) = args.latency_rate {
+        mode.latency_rate = rate;
     }
     // The suite's own load (latency, bulk, idle connections) runs beside the load generators.
     let pinned = Command::new("taskset")
