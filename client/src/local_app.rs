@@ -83,6 +83,9 @@ impl LocalApp {
                 return debug!(%error, "upgrade request cut short");
             }
             (Either::Right(Empty::new()), Some(reader))
+        } else if reader.take_empty_body() {
+            // Passed on as a request without a body, not as a body of unknown length.
+            (Either::Right(Empty::new()), None)
         } else {
             (Either::Left(reader.into_body()), None)
         };
@@ -212,8 +215,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<cz_shared::stream::BoxError>,
 {
-    writer.write_response_head(&head).await?;
-    let sent = writer.write_body(body).await?;
+    let sent = writer.write_response(&head, body).await?;
     Ok((head.status, sent))
 }
 

@@ -74,6 +74,21 @@ pub struct Config {
     /// How long connecting to the upstream may take before the request gets 504.
     #[arg(long, env = "CZ_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
+
+    /// HTTP worker threads (NGINX's worker_processes), each an event loop of its own with its own
+    /// upstream connections; one per CPU when unset.
+    #[arg(long, env = "CZ_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+}
+
+impl Config {
+    /// How many HTTP workers to run: `--worker-threads`, or one per CPU.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        )
+    }
 }
 
 /// A raw TCP port forward: `LISTEN_PORT=HOST:PORT`.

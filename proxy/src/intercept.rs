@@ -34,11 +34,11 @@ pub async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let mut writer = FrameWriter::new(send);
-    writer.write_request_head(&parts).await?;
     let mut reader = FrameReader::new(recv);
 
     let upgrade_writer = if upgrade || body.is_end_stream() {
-        writer.write_end().await?;
+        // One write: the laptop never sees a head whose body has yet to end.
+        writer.write_request_head_and_end(&parts).await?;
         if !upgrade {
             writer.finish();
             None
@@ -46,6 +46,7 @@ pub async fn forward(
             Some(writer)
         }
     } else {
+        writer.write_request_head(&parts).await?;
         tokio::spawn(async move {
             match writer.write_body(body).await {
                 Ok(_) => writer.finish(),

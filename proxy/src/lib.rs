@@ -56,6 +56,9 @@ pub enum StartError {
     /// `--upstream` is not HOST:PORT.
     #[error("--upstream {0:?} is not HOST:PORT")]
     Upstream(String),
+    /// The HTTP workers could not be started.
+    #[error("could not start the HTTP workers: {0}")]
+    Workers(#[source] io::Error),
     /// The QUIC endpoint could not be created.
     #[error("could not start the tunnel listener: {0}")]
     Tunnel(#[source] io::Error),
@@ -151,16 +154,39 @@ pub async fn run(
         );
         tokio::spawn(serve);
     }
-    let router = Arc::new(server::Router {
-        routes,
-        upstream,
-        metrics,
-        reconnect_grace: config.reconnect_grace,
-    });
+    let router = |upstream| {
+        Arc::new(server::Router {
+            routes: routes.clone(),
+            upstream,
+            metrics: metrics.clone(),
+            reconnect_grace: config.reconnect_grace,
+        })
+    };
+    let mut workers = Vec::new();
+    let http_listener = listeners.http.into_std().map_err(StartError::Workers)?;
+    for worker in 1..config.workers() {
+        let listener = http_listener.try_clone().map_err(StartError::Workers)?;
+        let upstream = upstream::Upstream::new(&config.upstream, config.upstream_connect_timeout)
+            .map_err(|_| StartError::Upstream(config.upstream.clone()))?;
+        let serve = server::serve_on_own_thread(
+            worker,
+            listener,
+            router(upstream),
+            config.clone(),
+            shutdown.clone(),
+        );
+        workers.push(serve.map_err(StartError::Workers)?);
+    }
+    let http_listener = TcpListener::from_std(http_listener).map_err(StartError::Workers)?;
     ready.store(true, Ordering::Relaxed);
-    info!(rule = %config.header, upstream = %config.upstream, "serving");
+    info!(rule = %config.header, upstream = %config.upstream, workers = config.workers(), "serving");
 
-    let http = server::serve(listeners.http, router, &config, shutdown.clone());
+    let http = async {
+        server::serve(http_listener, router(upstream), &config, shutdown.clone()).await;
+        for worker in workers {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+    };
     let passthrough_drained = async {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Relaxed);

@@ -20,7 +20,9 @@ fn main() -> anyhow::Result<()> {
             config.tls_dir.display()
         )
     })?;
-    tokio::runtime::Builder::new_multi_thread()
+    // The first HTTP worker, the tunnel, the admin port and pass-through ports run here; `run`
+    // starts the other workers, each on a thread and event loop of its own.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?

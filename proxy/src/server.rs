@@ -72,6 +72,31 @@ impl Router {
     }
 }
 
+/// Runs [`serve`] on a thread of its own with its own single-threaded event loop, as one more
+/// HTTP worker. Workers share nothing on the request path but the route table and the metrics:
+/// each has its own upstream connections, so a request never waits for another thread.
+pub fn serve_on_own_thread(
+    worker: usize,
+    listener: std::net::TcpListener,
+    router: Arc<Router>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("http-worker-{worker}"))
+        .spawn(move || {
+            runtime.block_on(async {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, router, &config, shutdown).await,
+                    Err(error) => warn!(%error, worker, "HTTP worker could not listen"),
+                }
+            });
+        })
+}
+
 /// Serves the intercepted port until `shutdown`, then lets in-flight requests finish for up to
 /// `drain_timeout`.
 pub async fn serve(

@@ -73,6 +73,33 @@ impl FrameWriter {
         self.flush().await
     }
 
+    /// Sends a request head and the end of its (empty) body in one write, for requests without
+    /// a body and upgrade requests: the peer gets both at once.
+    pub async fn write_request_head_and_end(
+        &mut self,
+        parts: &http::request::Parts,
+    ) -> Result<(), StreamError> {
+        protocol::put_request_head(&mut self.buf, parts);
+        self.write_end().await
+    }
+
+    /// Sends a response: its head, then `body` as [`write_body`](Self::write_body) does. The head
+    /// goes out in one write with the first body frame when that frame is ready at once (as a
+    /// small or empty body is), on its own otherwise, so a slow body never holds the head back.
+    /// Returns the number of body bytes sent.
+    pub async fn write_response<B>(
+        &mut self,
+        parts: &http::response::Parts,
+        body: B,
+    ) -> Result<u64, StreamError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        protocol::put_response_head(&mut self.buf, parts);
+        self.write_body(body).await
+    }
+
     /// Sends an end-of-body frame without a body, as upgrade requests have.
     pub async fn write_end(&mut self) -> Result<(), StreamError> {
         protocol::put_end(&mut self.buf);
@@ -81,8 +108,9 @@ impl FrameWriter {
 
     /// Streams `body` as data frames followed by trailers or an end frame. Each chunk is handed
     /// to QUIC without a copy, and the next one is polled only once QUIC has taken it, so a slow
-    /// reader slows the writer down instead of filling memory. If the body fails, the stream is
-    /// reset so the peer sees a cancelled request, not a complete one.
+    /// reader slows the writer down instead of filling memory. The end frame goes out with the
+    /// last chunk when the body knows it has ended. If the body fails, the stream is reset so the
+    /// peer sees a cancelled request, not a complete one.
     /// Returns the number of body bytes sent.
     pub async fn write_body<B>(&mut self, body: B) -> Result<u64, StreamError>
     where
@@ -92,7 +120,23 @@ impl FrameWriter {
         let mut body = pin!(body);
         let mut sent = 0;
         loop {
-            let frame = match body.frame().await {
+            // Bytes already buffered (a head) wait for the next frame only if it is ready now.
+            let ready_now = std::future::poll_fn(|cx| {
+                Poll::Ready(match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(frame) => Some(frame),
+                    Poll::Pending => None,
+                })
+            });
+            let frame = match ready_now.await {
+                Some(frame) => frame,
+                None => {
+                    if !self.buf.is_empty() {
+                        self.flush().await?;
+                    }
+                    body.frame().await
+                }
+            };
+            let frame = match frame {
                 None => return self.write_end().await.map(|()| sent),
                 Some(Ok(frame)) => frame,
                 Some(Err(error)) => {
@@ -110,6 +154,12 @@ impl FrameWriter {
                     self.buf.extend_from_slice(&header.encode());
                     let header = self.buf.split().freeze();
                     sent += data.len() as u64;
+                    if body.is_end_stream() {
+                        protocol::put_end(&mut self.buf);
+                        let end = self.buf.split().freeze();
+                        self.send.write_all_chunks(&mut [header, data, end]).await?;
+                        return Ok(sent);
+                    }
                     self.send.write_all_chunks(&mut [header, data]).await?;
                 }
                 Err(frame) => {
@@ -244,6 +294,23 @@ impl FrameReader {
                 }
             }
         }
+    }
+
+    /// Right after the head: whether the body is known to be empty from what was already read,
+    /// the next frame being the end frame (then consumed). Lets a bodiless request be passed on as one, not as a body of
+    /// unknown length.
+    pub fn take_empty_body(&mut self) -> bool {
+        if !self.body_done && self.data_left == 0 {
+            if let Ok(Some(FrameHeader {
+                kind: FrameKind::End,
+                ..
+            })) = FrameHeader::decode(&self.buf)
+            {
+                self.buf.advance(FRAME_HEADER_LEN);
+                self.body_done = true;
+            }
+        }
+        self.body_done
     }
 
     /// Reads the body to its end frame, discarding it: for upgrade requests, which have none.

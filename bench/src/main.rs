@@ -1,0 +1,272 @@
+//! `cz-bench`: measures cz-proxy and its tunnel side by side with a direct connection, NGINX and
+//! NGINX + rathole, in one run, and prints a markdown report ending in a `ratios:` line.
+//!
+//! `cargo build --release -p cz-proxy -p czctl -p cz-bench && target/release/cz-bench [--quick]`;
+//! see bench/README.md for what is measured and how.
+
+mod app;
+mod load;
+mod paths;
+mod procs;
+mod report;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::load::{Bulk, Latency, Throughput};
+use crate::paths::{PathKind, Placement};
+use crate::procs::{CommandLog, Cpus};
+use crate::report::{Figures, Mode, Report};
+use crate::tools::Tools;
+
+/// Benchmark of cz-proxy and the QUIC tunnel against a direct connection, NGINX, and NGINX plus
+/// a rathole tunnel. Needs nginx, wrk, h2load and rathole; installs nothing.
+#[derive(Debug, Parser)]
+#[command(name = "cz-bench")]
+struct Args {
+    /// Short runs (under 2 minutes) proving the suite works; figures are rough.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds through all paths (medians kept); overrides the mode's 3 (full) or 1 (quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: Option<u16>,
+    /// Fixed request rate of the latency runs; overrides the mode's 5000 (full) or 1000 (quick).
+    #[arg(long, value_name = "REQ_PER_S", value_parser = clap::value_parser!(u32).range(32..))]
+    latency_rate: Option<u32>,
+    /// Also write the markdown report to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Internal>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// The fixed-response app every path ends at (started by the suite itself).
+    #[command(hide = true)]
+    App {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Internal::App { port, threads }) = args.command {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+            .block_on(app::serve(port));
+    }
+    let tools = Tools::find()?;
+    let mut mode = if args.quick {
+        Mode::quick()
+    } else {
+        Mode::full()
+    };
+    if let Some(rounds) = args.rounds {
+        mode.rounds = rounds.into();
+    }
+    if let Some(rate) = args.latency_rate {
+        mode.latency_rate = rate;
+    }
+    // The suite's own load (latency, bulk, idle connections) runs beside the load generators.
+    let pinned = Command::new("taskset")
+        .args(["-a", "-c", "-p", "1", &std::process::id().to_string()])
+        .output()
+        .context("taskset (util-linux) is needed to pin processes")?;
+    anyhow::ensure!(pinned.status.success(), "could not pin cz-bench to CPU 1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = std::env::temp_dir().join(format!("cz-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let mut log = CommandLog::default();
+    let mut report = Report::new(mode.clone(), tools.versions());
+    for placement in [
+        Placement {
+            workers: 1,
+            cluster: Cpus::Pin(0),
+            rest: Cpus::Pin(1),
+        },
+        Placement {
+            workers: 2,
+            cluster: Cpus::All,
+            rest: Cpus::All,
+        },
+    ] {
+        let setting = Setting {
+            placement,
+            mode: &mode,
+            tools: &tools,
+            started,
+        };
+        let figures = runtime
+            .block_on(setting.measure(&dir, &mut log))
+            .with_context(|| format!("measuring with {} worker(s)", placement.workers))?;
+        for (kind, figures) in figures {
+            report.add(placement.workers, kind, figures);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    report.commands = log.0;
+    report.elapsed = started.elapsed();
+    let text = report.markdown();
+    if let Some(out) = args.out {
+        std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    print!("{text}");
+    println!("{}", report.ratios_line());
+    Ok(())
+}
+
+/// One worker setting of a run.
+struct Setting<'a> {
+    placement: Placement,
+    mode: &'a Mode,
+    tools: &'a Tools,
+    started: Instant,
+}
+
+impl Setting<'_> {
+    /// Starts every path and measures them. Every figure is measured in rounds that go through
+    /// all paths in turn (the median is kept; latency samples of all rounds are pooled), so that
+    /// load from elsewhere on the machine falls on every path alike. The one-worker setting also
+    /// measures latency, bulk transfers and memory with idle connections.
+    async fn measure(
+        &self,
+        dir: &std::path::Path,
+        log: &mut CommandLog,
+    ) -> anyhow::Result<Vec<(PathKind, Figures)>> {
+        let (placement, mode, tools) = (self.placement, self.mode, self.tools);
+        let mut running = Vec::new();
+        for kind in PathKind::ALL {
+            let path_dir = dir.join(format!("{kind:?}-{}", placement.workers));
+            std::fs::create_dir_all(&path_dir)?;
+            let path = paths::start(kind, placement, tools, &path_dir, log)
+                .with_context(|| format!("starting {kind}"))?;
+            load::wait_until_served(path.target)
+                .await
+                .with_context(|| format!("{kind} does not serve"))?;
+            let figures = Figures {
+                rss_idle: (!path.measured.is_empty()).then(|| procs::rss_mb(&path.measured)),
+                ..Figures::default()
+            };
+            running.push((kind, path, figures));
+        }
+        self.progress("warm-up");
+        for (_, path, _) in &running {
+            // Connection pools, allocator arenas, CPU frequency.
+            load::wrk(
+                log,
+                &tools.wrk,
+                placement.rest,
+                path.target,
+                Duration::from_secs(1),
+            )?;
+        }
+        let mut h1_samples = vec![Vec::new(); running.len()];
+        let mut h2_samples = vec![Vec::new(); running.len()];
+        for round in 1..=mode.rounds {
+            self.progress(&format!("requests/s, round {round} of {}", mode.rounds));
+            for ((_, path, _), samples) in running.iter().zip(&mut h1_samples) {
+                let cpu_before = procs::cpu_seconds(&path.measured);
+                let laptop_cpu_before = procs::cpu_seconds(&path.laptop);
+                let sampler = procs::RssSampler::start(path.measured.clone());
+                let h1 = load::wrk(
+                    log,
+                    &tools.wrk,
+                    placement.rest,
+                    path.target,
+                    mode.rps_duration,
+                )?;
+                let rss = sampler.stop();
+                let per_request = |cpu: f64| cpu * 1e6 / h1.requests.max(1) as f64;
+                let cpu = per_request(procs::cpu_seconds(&path.measured) - cpu_before);
+                let laptop_cpu = per_request(procs::cpu_seconds(&path.laptop) - laptop_cpu_before);
+                samples.push((h1, cpu, rss, laptop_cpu));
+            }
+            for ((_, path, _), samples) in running.iter().zip(&mut h2_samples) {
+                samples.push(load::h2load(
+                    log,
+                    &tools.h2load,
+                    placement.rest,
+                    path.target,
+                    mode.rps_duration,
+                )?);
+            }
+        }
+        for (((_, path, figures), h1), h2) in running.iter_mut().zip(h1_samples).zip(h2_samples) {
+            figures.h1 = Some(Throughput::median(h1.iter().map(|s| s.0).collect()));
+            figures.h2 = Some(Throughput::median(h2));
+            if !path.measured.is_empty() {
+                figures.cpu_us_per_request = Some(median(h1.iter().map(|s| s.1).collect()));
+                figures.rss_load = h1.iter().map(|s| s.2).reduce(f64::max);
+            }
+            if !path.laptop.is_empty() {
+                figures.laptop_cpu_us_per_request = Some(median(h1.iter().map(|s| s.3).collect()));
+            }
+        }
+        if placement.workers == 1 {
+            let mut latencies = vec![Vec::new(); running.len()];
+            let mut bulks = vec![Vec::new(); running.len()];
+            let round_duration = mode.latency_duration / mode.rounds as u32;
+            for round in 1..=mode.rounds {
+                self.progress(&format!(
+                    "latency and bulk, round {round} of {}",
+                    mode.rounds
+                ));
+                for ((_, path, _), samples) in running.iter().zip(&mut latencies) {
+                    let rate = mode.latency_rate;
+                    samples.extend(load::latency_at_rate(path.target, rate, round_duration).await?);
+                }
+                for ((_, path, _), samples) in running.iter().zip(&mut bulks) {
+                    samples.push(load::bulk(path.target, mode.bulk_bytes).await?);
+                }
+            }
+            self.progress("idle connections");
+            for (((_, path, figures), latency), bulk) in
+                running.iter_mut().zip(latencies).zip(bulks)
+            {
+                figures.latency = Some(Latency::of(latency));
+                figures.bulk = Some(Bulk {
+                    upload: median(bulk.iter().map(|b| b.upload).collect()),
+                    download: median(bulk.iter().map(|b| b.download).collect()),
+                });
+                if !path.measured.is_empty() && !path.target.intercept {
+                    let idle = load::idle_connections(path.target, mode.idle_connections).await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    figures.rss_idle_connections = Some(procs::rss_mb(&path.measured));
+                    drop(idle);
+                }
+            }
+        }
+        Ok(running
+            .into_iter()
+            .map(|(kind, _, figures)| (kind, figures))
+            .collect())
+    }
+
+    fn progress(&self, what: &str) {
+        eprintln!(
+            "[{:>4.0}s] {} worker(s): {what}",
+            self.started.elapsed().as_secs_f64(),
+            self.placement.workers
+        );
+    }
+}
+
+/// The median of some figures.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}

@@ -1,0 +1,318 @@
+//! The five paths the suite compares, each started from scratch with its own processes:
+//! direct, NGINX and cz-proxy pass-through, NGINX + rathole and cz-proxy + QUIC tunnel intercepted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::load::Target;
+use crate::procs::{free_tcp_port, free_udp_port, wait_for_port, CommandLog, Cpus, Process};
+use crate::tools::Tools;
+
+/// A way from the load generator to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Load generator → app.
+    Direct,
+    /// NGINX (header map, upstream keepalive) → app.
+    NginxPassthrough,
+    /// cz-proxy → app.
+    CzPassthrough,
+    /// NGINX → rathole server ⇒ (Noise-encrypted TCP) ⇒ rathole client → app.
+    NginxTunnel,
+    /// cz-proxy ⇒ (QUIC, mutual TLS) ⇒ czctl → app.
+    CzTunnel,
+}
+
+impl PathKind {
+    /// Every path, in table order.
+    pub const ALL: [Self; 5] = [
+        Self::Direct,
+        Self::NginxPassthrough,
+        Self::CzPassthrough,
+        Self::NginxTunnel,
+        Self::CzTunnel,
+    ];
+
+    /// The path it is compared with: NGINX's counterpart of a cz-proxy path.
+    pub fn nginx_counterpart(self) -> Option<Self> {
+        match self {
+            Self::CzPassthrough => Some(Self::NginxPassthrough),
+            Self::CzTunnel => Some(Self::NginxTunnel),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Direct => "direct",
+            Self::NginxPassthrough => "NGINX pass-through",
+            Self::CzPassthrough => "cz-proxy pass-through",
+            Self::NginxTunnel => "NGINX + rathole intercepted",
+            Self::CzTunnel => "cz-proxy + QUIC intercepted",
+        })
+    }
+}
+
+/// How the processes of a path are placed.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// Worker processes of NGINX, runtime threads of cz-proxy.
+    pub workers: u8,
+    /// Where the cluster side (NGINX, rathole server, cz-proxy) runs.
+    pub cluster: Cpus,
+    /// Where everything else runs: load generators, the app, the laptop side of the tunnel.
+    pub rest: Cpus,
+}
+
+/// The running processes of one path.
+pub struct RunningPath {
+    /// Where the load goes.
+    pub target: Target,
+    /// The cluster-side processes whose CPU and memory are measured (none for direct).
+    pub measured: Vec<u32>,
+    /// The laptop side of a tunnel (rathole client, czctl), whose CPU is measured too.
+    pub laptop: Vec<u32>,
+    _processes: Vec<Process>,
+}
+
+/// Starts `kind` in `dir`, with an app of its own, and waits until it serves.
+pub fn start(
+    kind: PathKind,
+    placement: Placement,
+    tools: &Tools,
+    dir: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<RunningPath> {
+    let mut processes = Vec::new();
+    let app_port = free_tcp_port()?;
+    let own = std::env::current_exe()?;
+    let app_args = [
+        "app".into(),
+        "--port".into(),
+        app_port.to_string(),
+        "--threads".into(),
+        placement.workers.to_string(),
+    ];
+    let mut app = Process::spawn("app", log.command(placement.rest, &own, &app_args))?;
+    wait_for_port(&mut app, app_port)?;
+    processes.push(app);
+    let intercept = matches!(kind, PathKind::NginxTunnel | PathKind::CzTunnel);
+    let mut laptop = Vec::new();
+    let (h1_port, h2_port, measured) = match kind {
+        PathKind::Direct => (app_port, app_port, Vec::new()),
+        PathKind::NginxPassthrough | PathKind::NginxTunnel => {
+            let mut measured = Vec::new();
+            let laptop_port = if intercept {
+                let (server, client, visitor_port) =
+                    start_rathole(tools, placement, app_port, dir, log)?;
+                measured.push(server.pid());
+                laptop.push(client.pid());
+                processes.extend([client, server]);
+                visitor_port
+            } else {
+                app_port
+            };
+            let (h1, h2) = (free_tcp_port()?, free_tcp_port()?);
+            let conf = nginx_conf(dir, placement.workers, h1, h2, app_port, laptop_port)?;
+            let args = [
+                "-p".into(),
+                dir.display().to_string(),
+                "-c".into(),
+                conf.display().to_string(),
+            ];
+            let mut nginx =
+                Process::spawn("nginx", log.command(placement.cluster, &tools.nginx, &args))?;
+            wait_for_port(&mut nginx, h1)?;
+            measured.push(nginx.pid());
+            processes.push(nginx);
+            (h1, h2, measured)
+        }
+        PathKind::CzPassthrough | PathKind::CzTunnel => {
+            let certs = dir.join("certs");
+            if !certs.join("proxy").exists() {
+                let args = [
+                    "tunnel".into(),
+                    "certs".into(),
+                    "--out".into(),
+                    certs.display().to_string(),
+                ];
+                let status = log.command(Cpus::All, &tools.czctl, &args).output()?;
+                anyhow::ensure!(status.status.success(), "czctl tunnel certs failed");
+            }
+            let (http, tunnel, admin) = (free_tcp_port()?, free_udp_port()?, free_tcp_port()?);
+            let args = [
+                "--bind-ip=127.0.0.1".into(),
+                format!("--http-port={http}"),
+                format!("--upstream=127.0.0.1:{app_port}"),
+                format!("--tunnel-port={tunnel}"),
+                format!("--admin-port={admin}"),
+                format!("--tls-dir={}", certs.join("proxy").display()),
+                format!("--worker-threads={}", placement.workers),
+            ];
+            let mut command = log.command(placement.cluster, &tools.cz_proxy, &args);
+            command.env("RUST_LOG", "warn");
+            let mut proxy = Process::spawn("cz-proxy", command)?;
+            wait_for_port(&mut proxy, http)?;
+            let measured = vec![proxy.pid()];
+            processes.push(proxy);
+            if intercept {
+                let args = [
+                    "tunnel".into(),
+                    "connect".into(),
+                    format!("--endpoint=127.0.0.1:{tunnel}"),
+                    format!("--identity-dir={}", certs.join("laptop").display()),
+                    format!("--localPort={app_port}"),
+                    "-q".into(),
+                ];
+                let mut command = log.command(placement.rest, &tools.czctl, &args);
+                command.env("RUST_LOG", "warn");
+                let czctl = Process::spawn("czctl", command)?;
+                laptop.push(czctl.pid());
+                processes.insert(1, czctl);
+            }
+            (http, http, measured)
+        }
+    };
+    Ok(RunningPath {
+        target: Target {
+            h1_port,
+            h2_port,
+            intercept,
+        },
+        measured,
+        laptop,
+        _processes: processes,
+    })
+}
+
+/// NGINX configured as the issue's reference: a `map` on the intercept header choosing between
+/// two keep-alive upstream pools, forwarding headers like cz-proxy's, bodies streamed both ways
+/// (cz-proxy does not buffer either).
+fn nginx_conf(
+    dir: &Path,
+    workers: u8,
+    h1_port: u16,
+    h2_port: u16,
+    cluster_port: u16,
+    laptop_port: u16,
+) -> anyhow::Result<PathBuf> {
+    let d = dir.display();
+    let conf = format!(
+        r#"daemon off;
+worker_processes {workers};
+worker_rlimit_nofile 16384;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    underscores_in_headers on;
+    keepalive_requests 1000000;
+    map $http_x_c6o_intercept $backend {{
+        default cluster;
+        "~*^\s*yes\s*$" laptop;
+    }}
+    upstream cluster {{ server 127.0.0.1:{cluster_port}; keepalive 64; keepalive_requests 1000000; }}
+    upstream laptop {{ server 127.0.0.1:{laptop_port}; keepalive 64; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{h1_port};
+        listen 127.0.0.1:{h2_port} http2;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://$backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    Ok(path)
+}
+
+/// rathole with its Noise transport (encrypted, as the QUIC tunnel is): the server on the
+/// cluster side, the client beside the app. Returns both and the port NGINX forwards to.
+fn start_rathole(
+    tools: &Tools,
+    placement: Placement,
+    app_port: u16,
+    dir: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<(Process, Process, u16)> {
+    let keys = std::process::Command::new(&tools.rathole)
+        .arg("--genkey")
+        .output()
+        .context("rathole --genkey")?;
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    let key_after = |label: &str| {
+        let mut lines = keys.lines().skip_while(|l| !l.contains(label)).skip(1);
+        lines
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+    };
+    let private = key_after("Private Key").context("no private key from rathole --genkey")?;
+    let public = key_after("Public Key").context("no public key from rathole --genkey")?;
+    let (control, visitor) = (free_tcp_port()?, free_tcp_port()?);
+    let server_conf = dir.join("rathole-server.toml");
+    std::fs::write(
+        &server_conf,
+        format!(
+            r#"[server]
+bind_addr = "127.0.0.1:{control}"
+[server.transport]
+type = "noise"
+[server.transport.noise]
+local_private_key = "{private}"
+[server.services.app]
+token = "bench"
+bind_addr = "127.0.0.1:{visitor}"
+nodelay = true
+"#
+        ),
+    )?;
+    let client_conf = dir.join("rathole-client.toml");
+    std::fs::write(
+        &client_conf,
+        format!(
+            r#"[client]
+remote_addr = "127.0.0.1:{control}"
+[client.transport]
+type = "noise"
+[client.transport.noise]
+remote_public_key = "{public}"
+[client.services.app]
+token = "bench"
+local_addr = "127.0.0.1:{app_port}"
+nodelay = true
+"#
+        ),
+    )?;
+    let args = ["--server".into(), server_conf.display().to_string()];
+    let mut command = log.command(placement.cluster, &tools.rathole, &args);
+    command.env("RUST_LOG", "warn");
+    let mut server = Process::spawn("rathole server", command)?;
+    wait_for_port(&mut server, control)?;
+    let args = ["--client".into(), client_conf.display().to_string()];
+    let mut command = log.command(placement.rest, &tools.rathole, &args);
+    command.env("RUST_LOG", "warn");
+    let client = Process::spawn("rathole client", command)?;
+    Ok((server, client, visitor))
+}

@@ -1,0 +1,241 @@
+//! The processes of a run: started pinned with `taskset`, recorded as exact command lines,
+//! measured through /proc, and stopped when dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Where a process may run: one CPU, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cpus {
+    /// Pinned to this CPU.
+    Pin(u8),
+    /// Anywhere.
+    All,
+}
+
+/// The command lines of a run, in the order they ran.
+#[derive(Default)]
+pub struct CommandLog(pub Vec<String>);
+
+impl CommandLog {
+    /// Builds `program args…` under `taskset` when pinned, and logs it.
+    pub fn command(&mut self, cpus: Cpus, program: &Path, args: &[String]) -> Command {
+        // Always through taskset: a child would otherwise inherit cz-bench's own pinning.
+        let cpu_list = match cpus {
+            Cpus::Pin(cpu) => cpu.to_string(),
+            Cpus::All => online_cpus(),
+        };
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(&cpu_list).arg(program).args(args);
+        let mut line = format!("taskset -c {cpu_list} {}", program.display());
+        for arg in args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        if !self.0.contains(&line) {
+            self.0.push(line);
+        }
+        command
+    }
+}
+
+/// The machine's CPUs as a taskset list, e.g. `0-1`.
+fn online_cpus() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map_or_else(|_| "0-1".to_owned(), |list| list.trim().to_owned())
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// A process of the run, killed (with its children) when dropped.
+pub struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `command` with its output discarded.
+    pub fn spawn(name: &'static str, mut command: Command) -> anyhow::Result<Self> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("could not start {name}"))?;
+        Ok(Self { name, child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the process has exited already.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early: {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM first, so NGINX's master stops its workers; then make sure.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for programs configured by port number).
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on `port`, or fails after 10 s.
+pub fn wait_for_port(process: &mut Process, port: u16) -> anyhow::Result<()> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        process.check_running()?;
+        if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} is not listening on {port} after 10 s", process.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pids of `roots` and of all their descendants (NGINX's workers, `taskset`'s exec).
+fn tree(roots: &[u32]) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Some(fields) = stat_fields(pid) {
+                if let Some(ppid) = fields.get(1).and_then(|p| p.parse().ok()) {
+                    parents.push((pid, ppid));
+                }
+            }
+        }
+    }
+    let mut pids = roots.to_vec();
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        pids.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    pids
+}
+
+/// The fields of /proc/PID/stat after the command name: state, ppid, ….
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    Some(after_name.split(' ').map(str::to_owned).collect())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU time (user + system) used so far by `roots` and their descendants, in seconds.
+pub fn cpu_seconds(roots: &[u32]) -> f64 {
+    let ticks: u64 = tree(roots)
+        .into_iter()
+        .filter_map(stat_fields)
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        .map(|f| f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0))
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// Resident memory (VmRSS) of `roots` and their descendants, in MB.
+pub fn rss_mb(roots: &[u32]) -> f64 {
+    let kib: u64 = tree(roots)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum();
+    kib as f64 / 1024.0
+}
+
+/// Samples the resident memory of some processes every 50 ms on a thread of its own, keeping
+/// the peak.
+pub struct RssSampler {
+    stop_tx: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pids` and their descendants.
+    pub fn start(pids: Vec<u32>) -> Self {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            loop {
+                peak = peak.max(rss_mb(&pids));
+                match stop_rx.recv_timeout(Duration::from_millis(50)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return peak,
+                }
+            }
+        });
+        Self { stop_tx, thread }
+    }
+
+    /// The peak seen, in MB.
+    pub fn stop(self) -> f64 {
+        let _ = self.stop_tx.send(());
+        self.thread.join().unwrap_or(0.0)
+    }
+}
