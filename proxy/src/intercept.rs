@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cz_shared::stream::{FrameReader, FrameWriter};
+use cz_shared::stream::{FrameReader, FrameWriter, StreamError};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -38,7 +38,7 @@ pub async fn forward(
 
     let upgrade_writer = if upgrade || body.is_end_stream() {
         // One write: the laptop never sees a head whose body has yet to end.
-        writer.write_request_head_and_end(&parts).await?;
+        tolerate_stop(writer.write_request_head_and_end(&parts).await)?;
         if !upgrade {
             writer.finish();
             None
@@ -46,7 +46,7 @@ pub async fn forward(
             Some(writer)
         }
     } else {
-        writer.write_request_head(&parts).await?;
+        tolerate_stop(writer.write_request_head(&parts).await)?;
         tokio::spawn(async move {
             match writer.write_body(body).await {
                 Ok(_) => writer.finish(),
@@ -72,4 +72,17 @@ pub async fn forward(
         _ => ProxyBody::Tunnel(reader.into_body(), active),
     };
     Ok(Response::from_parts(head, body))
+}
+
+/// The laptop may stop reading a request before its end — its app answered early, as HTTP
+/// servers may — and still be sending the response; so a stopped stream is not a failure of
+/// the request: the response (or its absence, as a truncated stream) decides.
+fn tolerate_stop(written: Result<(), StreamError>) -> Result<(), StreamError> {
+    match written {
+        Err(error) if error.is_stopped() => {
+            debug!(%error, "the laptop stopped reading the request early");
+            Ok(())
+        }
+        other => other,
+    }
 }

@@ -40,6 +40,13 @@ pub enum StreamError {
     Body(#[source] BoxError),
 }
 
+impl StreamError {
+    /// Whether the peer stopped reading (STOP_SENDING): it wants no more of this message.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, Self::Write(quinn::WriteError::Stopped(_)))
+    }
+}
+
 /// Writes frames to a QUIC send stream.
 pub struct FrameWriter {
     send: SendStream,
