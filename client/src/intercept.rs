@@ -115,6 +115,9 @@ pub enum InterceptError {
     /// The session certificates could not be made.
     #[error(transparent)]
     Certificates(#[from] TlsError),
+    /// Interrupted (Ctrl-C or SIGTERM) while setting up.
+    #[error("interrupted while setting up; everything czctl created was removed")]
+    Interrupted,
     /// The tunnel could not connect.
     #[error("the tunnel to the proxy failed: {0}; the intercept was undone")]
     Tunnel(Arc<TunnelError>),
@@ -247,11 +250,13 @@ impl Intercept {
         }
     }
 
-    /// Starts the intercept; on any failure, undoes what it did before returning the error.
+    /// Starts the intercept; on any failure, or when `interrupted` completes first (Ctrl-C
+    /// during set-up), undoes what it did before returning the error.
     pub async fn start(
         client: kube::Client,
         options: InterceptOptions,
         mut progress: impl FnMut(Progress),
+        interrupted: impl std::future::Future<Output = ()>,
     ) -> Result<Self, InterceptError> {
         let target = target::resolve(
             &client,
@@ -266,7 +271,10 @@ impl Intercept {
         });
         let names = SessionNames::new(&options.namespace, &options.service);
         let record = Self::new_record(&names, &target, &options);
-        let result = Self::set_up(&client, &names, &target, &record, &options, &mut progress).await;
+        let result = tokio::select! {
+            result = Self::set_up(&client, &names, &target, &record, &options, &mut progress) => result,
+            () = interrupted => Err(InterceptError::Interrupted),
+        };
         match result {
             Ok(tunnel) => Ok(Self {
                 client,

@@ -472,12 +472,15 @@ async fn a_crash_half_way_through_set_up_is_cleaned_up_by_session_close() {
     .spawn()
     .expect("spawn");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut killed = false;
     while let Some(line) = lines.next_line().await.expect("read") {
         if line.contains("created shadow service") {
             child.kill().await.expect("SIGKILL");
+            killed = true;
             break;
         }
     }
+    assert!(killed, "czctl ended before creating the shadow service");
     assert!(
         !leftovers(&setup.client).await.is_empty(),
         "the crash left objects behind"
@@ -618,7 +621,11 @@ async fn a_selector_changed_by_someone_else_is_left_as_they_set_it() {
         .await
         .expect("stops")
         .expect("output");
-    assert!(output.status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let service = services.get("echo").await.expect("service");
     let selector = service.spec.and_then(|s| s.selector).expect("selector");
     assert_eq!(

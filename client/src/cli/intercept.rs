@@ -64,6 +64,8 @@ pub struct InterceptArgs {
 
 /// Runs the intercept until Ctrl-C or SIGTERM, then restores everything.
 pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
+    let mut interrupts =
+        super::Interrupts::catch().context("could not catch Ctrl-C and SIGTERM")?;
     let output = Output { quiet: args.quiet };
     let (client, context_namespace) = args.cluster.connect().await?;
     let namespace = args.namespace.clone().unwrap_or(context_namespace);
@@ -112,7 +114,8 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let intercept = Intercept::start(client, options, |step| output.step(step)).await?;
+    let intercept =
+        Intercept::start(client, options, |step| output.step(step), interrupts.recv()).await?;
     let record = intercept.record();
     output.info(format_args!(
         "Intercepting {namespace}/{} port {}: requests with header {} go to localhost:{}; all others keep going to the cluster. Press Ctrl-C to stop.",
@@ -126,7 +129,7 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
             }
         }
     });
-    super::interrupted().await;
+    interrupts.recv().await;
     printer.abort();
     output.info("stopping: restoring the service first");
     intercept.stop(|step| output.step(step)).await?;

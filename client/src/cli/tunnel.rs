@@ -47,6 +47,8 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         )
     })?;
     let local_app = SocketAddr::from((Ipv4Addr::LOCALHOST, args.local_port));
+    let mut interrupts =
+        super::Interrupts::catch().context("could not catch Ctrl-C and SIGTERM")?;
     let tunnel = Tunnel::start(TunnelConfig {
         proxy: args.endpoint.clone(),
         identity,
@@ -60,16 +62,14 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     });
     let connected = tokio::select! {
         connected = tunnel.connected() => Some(connected),
-        _ = tokio::signal::ctrl_c() => None,
+        () = interrupts.recv() => None,
     };
     if let Some(connected) = connected {
         connected.map_err(|error| anyhow::anyhow!("{error}"))?;
         output.info(format_args!(
             "intercepted requests now go to {local_app}; press Ctrl-C to stop"
         ));
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        interrupts.recv().await;
     }
     tunnel.close().await;
     printer.abort();
