@@ -10,6 +10,7 @@
 //! [`run`] takes already-bound listeners, so tests run the whole proxy in-process on ephemeral
 //! ports, and `main` only parses flags, binds and waits for SIGTERM.
 
+pub mod accept;
 pub mod admin;
 pub mod body;
 pub mod config;

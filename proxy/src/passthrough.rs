@@ -17,17 +17,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     loop {
-        let (mut downstream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((mut downstream, peer)) = crate::accept::next(&listener, &shutdown).await else {
+            break;
         };
         let target = target.clone();
         let span = tracing::debug_span!("passthrough", %peer, %target);

@@ -117,18 +117,8 @@ pub async fn serve(
         .max_header_list_size(config.max_header_bytes);
     let graceful = GracefulShutdown::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::accept::next(&listener, &shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let client = Arc::new(ClientAddr::new(peer));
