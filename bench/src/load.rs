@@ -52,6 +52,22 @@ impl Throughput {
     }
 }
 
+/// The arguments wrk and h2load share: threads (one per CPU used), 64 connections, the tool's
+/// own `extra` flags, the intercept header when the path is intercepted, and the URL.
+fn load_args(cpus: Cpus, target: Target, extra: &[String], port: u16) -> Vec<String> {
+    let threads = if cpus == Cpus::All { 2 } else { 1 };
+    let mut args = vec![format!("-t{threads}"), "-c64".into()];
+    args.extend_from_slice(extra);
+    if target.intercept {
+        args.extend([
+            "-H".into(),
+            format!("{}: {}", INTERCEPT_HEADER.0, INTERCEPT_HEADER.1),
+        ]);
+    }
+    args.push(format!("http://127.0.0.1:{port}/"));
+    args
+}
+
 /// Runs wrk with 64 connections for `duration`.
 pub fn wrk(
     log: &mut CommandLog,
@@ -60,19 +76,12 @@ pub fn wrk(
     target: Target,
     duration: Duration,
 ) -> anyhow::Result<Throughput> {
-    let threads = if cpus == Cpus::All { 2 } else { 1 };
-    let mut args = vec![
-        format!("-t{threads}"),
-        "-c64".into(),
-        format!("-d{}s", duration.as_secs()),
-    ];
-    if target.intercept {
-        args.extend([
-            "-H".into(),
-            format!("{}: {}", INTERCEPT_HEADER.0, INTERCEPT_HEADER.1),
-        ]);
-    }
-    args.push(format!("http://127.0.0.1:{}/", target.h1_port));
+    let args = load_args(
+        cpus,
+        target,
+        &[format!("-d{}s", duration.as_secs())],
+        target.h1_port,
+    );
     let output = log
         .command(cpus, wrk, &args)
         .output()
@@ -116,20 +125,8 @@ pub fn h2load(
     target: Target,
     duration: Duration,
 ) -> anyhow::Result<Throughput> {
-    let threads = if cpus == Cpus::All { 2 } else { 1 };
-    let mut args = vec![
-        format!("-t{threads}"),
-        "-c64".into(),
-        "-m1".into(),
-        format!("-D{}", duration.as_secs()),
-    ];
-    if target.intercept {
-        args.extend([
-            "-H".into(),
-            format!("{}: {}", INTERCEPT_HEADER.0, INTERCEPT_HEADER.1),
-        ]);
-    }
-    args.push(format!("http://127.0.0.1:{}/", target.h2_port));
+    let duration = format!("-D{}", duration.as_secs());
+    let args = load_args(cpus, target, &["-m1".into(), duration], target.h2_port);
     let output = log
         .command(cpus, h2load, &args)
         .output()
