@@ -55,17 +55,21 @@ impl Route {
         })
     }
 
+    /// The laptop's connection, if one is connected now.
+    pub fn connected_laptop(&self) -> Option<quinn::Connection> {
+        self.laptop
+            .borrow()
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
     /// The laptop's connection, waiting up to `grace` for one to (re)connect.
     pub async fn laptop(&self, grace: Duration) -> Option<quinn::Connection> {
         let usable =
             |c: &Option<quinn::Connection>| c.as_ref().is_some_and(|c| c.close_reason().is_none());
-        if let Some(connection) = self
-            .laptop
-            .borrow()
-            .as_ref()
-            .filter(|c| c.close_reason().is_none())
-        {
-            return Some(connection.clone());
+        if let Some(connection) = self.connected_laptop() {
+            return Some(connection);
         }
         let mut laptop_rx = self.laptop.subscribe();
         let connected = tokio::time::timeout(grace, laptop_rx.wait_for(usable)).await;
@@ -153,8 +157,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiting_for_a_laptop_gives_up_after_the_grace_period() {
+    async fn waiting_for_a_laptop_gives_up_after_the_grace_period_not_before() {
         let route = Route::new(InterceptRule::default());
-        assert!(route.laptop(Duration::from_millis(20)).await.is_none());
+        let grace = Duration::from_millis(300);
+        let started = tokio::time::Instant::now();
+        let waited = tokio::time::timeout(Duration::from_secs(20), route.laptop(grace))
+            .await
+            .expect("the wait ends once the grace period is over");
+        assert!(waited.is_none(), "no laptop ever connected");
+        assert!(
+            started.elapsed() >= grace,
+            "gave up after {:?}, before the {grace:?} grace period",
+            started.elapsed()
+        );
+        assert!(route.connected_laptop().is_none());
     }
 }
