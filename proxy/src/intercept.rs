@@ -25,10 +25,16 @@ pub async fn forward(
     grace: Duration,
     metrics: &Metrics,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let laptop = route
-        .laptop(grace)
-        .await
-        .ok_or(ProxyError::TunnelDisconnected)?;
+    let laptop = match route.connected_laptop() {
+        Some(laptop) => laptop,
+        None => {
+            let _waiting = metrics.waiting_for_laptop();
+            route
+                .laptop(grace)
+                .await
+                .ok_or(ProxyError::TunnelDisconnected)?
+        }
+    };
     let (send, recv) = laptop.open_bi().await?;
     let active = metrics.stream_opened();
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));

@@ -37,6 +37,7 @@ pub struct Metrics {
     tunnel_latency: Histogram,
     tunnel_connected: Gauge,
     active_streams: Gauge,
+    waiting_requests: Gauge,
 }
 
 impl Metrics {
@@ -70,6 +71,12 @@ impl Metrics {
             "Intercepted requests currently carried by the tunnel",
             active_streams.clone(),
         );
+        let waiting_requests = Gauge::default();
+        registry.register(
+            "tunnel_waiting_requests",
+            "Intercepted requests waiting for the developer's laptop to (re)connect",
+            waiting_requests.clone(),
+        );
         Self {
             upstream_latency: latency.get_or_create_owned(&RouteLabels {
                 route: Route::Upstream,
@@ -81,6 +88,7 @@ impl Metrics {
             requests,
             tunnel_connected,
             active_streams,
+            waiting_requests,
         }
     }
 
@@ -104,7 +112,13 @@ impl Metrics {
     /// Counts a tunnel stream as active until the returned guard is dropped.
     pub fn stream_opened(&self) -> ActiveStream {
         self.active_streams.inc();
-        ActiveStream(self.active_streams.clone())
+        InFlight(self.active_streams.clone())
+    }
+
+    /// Counts a request as waiting for a laptop until the returned guard is dropped.
+    pub fn waiting_for_laptop(&self) -> InFlight {
+        self.waiting_requests.inc();
+        InFlight(self.waiting_requests.clone())
     }
 
     /// The metrics in Prometheus text format.
@@ -122,10 +136,13 @@ impl Default for Metrics {
     }
 }
 
-/// An intercepted request in flight; see [`Metrics::stream_opened`].
-pub struct ActiveStream(Gauge);
+/// Something counted in a gauge while it lasts; dropping it uncounts it.
+pub struct InFlight(Gauge);
 
-impl Drop for ActiveStream {
+/// An intercepted request in flight; see [`Metrics::stream_opened`].
+pub type ActiveStream = InFlight;
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -142,6 +159,7 @@ mod tests {
         metrics.observe(Route::Upstream, 503, Duration::from_millis(1));
         metrics.set_tunnel_connected(true);
         let stream = metrics.stream_opened();
+        let waiting = metrics.waiting_for_laptop();
         let text = metrics.encode();
         assert!(
             text.contains(r#"cz_proxy_requests_total{route="Tunnel",status="200"} 1"#),
@@ -154,12 +172,19 @@ mod tests {
         assert!(text.contains("cz_proxy_tunnel_connected 1"), "{text}");
         assert!(text.contains("cz_proxy_tunnel_active_streams 1"), "{text}");
         assert!(
+            text.contains("cz_proxy_tunnel_waiting_requests 1"),
+            "{text}"
+        );
+        assert!(
             text.contains(r#"cz_proxy_request_duration_seconds_count{route="Tunnel"} 1"#),
             "{text}"
         );
-        drop(stream);
-        assert!(metrics
-            .encode()
-            .contains("cz_proxy_tunnel_active_streams 0"));
+        drop((stream, waiting));
+        let text = metrics.encode();
+        assert!(text.contains("cz_proxy_tunnel_active_streams 0"), "{text}");
+        assert!(
+            text.contains("cz_proxy_tunnel_waiting_requests 0"),
+            "{text}"
+        );
     }
 }
