@@ -122,8 +122,12 @@ impl FromStr for Passthrough {
 mod tests {
     use super::*;
 
+    /// Held by tests that set `CZ_*` variables or check defaults: the environment is the process's.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn parses_flags_and_defaults() {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
         let config = Config::try_parse_from([
             "cz-proxy",
             "--http-port=8080",
@@ -163,19 +167,100 @@ mod tests {
         assert!(error.to_string().contains("NAME:VALUE"), "{error}");
     }
 
+    /// Every flag, the variable that also sets it, and a value other than its default.
+    const EVERY_FLAG: [(&str, &str, &str); 14] = [
+        ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
+        ("http-port", "CZ_HTTP_PORT", "8081"),
+        ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
+        ("passthrough", "CZ_PASSTHROUGH", "9090=a:90,9091=b:91"),
+        ("tunnel-port", "CZ_TUNNEL_PORT", "7444"),
+        ("admin-port", "CZ_ADMIN_PORT", "9902"),
+        ("tls-dir", "CZ_TLS_DIR", "/env/tls"),
+        ("header", "CZ_HEADER", "x-env:on"),
+        ("reconnect-grace", "CZ_RECONNECT_GRACE", "7s"),
+        ("drain-timeout", "CZ_DRAIN_TIMEOUT", "8s"),
+        ("header-read-timeout", "CZ_HEADER_READ_TIMEOUT", "9s"),
+        ("max-header-bytes", "CZ_MAX_HEADER_BYTES", "10000"),
+        (
+            "upstream-connect-timeout",
+            "CZ_UPSTREAM_CONNECT_TIMEOUT",
+            "11s",
+        ),
+        ("worker-threads", "CZ_WORKER_THREADS", "3"),
+    ];
+
+    /// Asserts that `config` holds the values of [`EVERY_FLAG`].
+    fn assert_every_value(config: &Config, source: &str) {
+        let passthrough = [("9090", "a:90"), ("9091", "b:91")].map(|(port, target)| Passthrough {
+            listen_port: port.parse().expect("port"),
+            target: target.to_owned(),
+        });
+        assert_eq!(config.bind_ip.to_string(), "127.0.0.9", "{source}");
+        assert_eq!(config.http_port, 8081, "{source}");
+        assert_eq!(config.upstream, "shadow.env:81", "{source}");
+        assert_eq!(config.passthrough, passthrough, "{source}");
+        assert_eq!(config.tunnel_port, 7444, "{source}");
+        assert_eq!(config.admin_port, 9902, "{source}");
+        assert_eq!(config.tls_dir, PathBuf::from("/env/tls"), "{source}");
+        assert_eq!(config.header.to_string(), "x-env:on", "{source}");
+        assert_eq!(config.reconnect_grace, Duration::from_secs(7), "{source}");
+        assert_eq!(config.drain_timeout, Duration::from_secs(8), "{source}");
+        assert_eq!(
+            config.header_read_timeout,
+            Duration::from_secs(9),
+            "{source}"
+        );
+        assert_eq!(config.max_header_bytes, 10000, "{source}");
+        let connect_timeout = config.upstream_connect_timeout;
+        assert_eq!(connect_timeout, Duration::from_secs(11), "{source}");
+        assert_eq!(config.worker_threads, Some(3), "{source}");
+    }
+
     #[test]
-    fn help_documents_every_flag_with_its_variable() {
+    fn every_flag_is_documented_with_its_variable() {
         use clap::CommandFactory;
+        let command = Config::command();
+        let documented: Vec<_> = command
+            .get_arguments()
+            .filter_map(|arg| Some((arg.get_long()?, arg.get_env()?.to_str()?)))
+            .collect();
+        let expected: Vec<_> = EVERY_FLAG.iter().map(|(f, v, _)| (*f, *v)).collect();
+        assert_eq!(documented, expected);
         let help = Config::command().render_long_help().to_string();
-        for variable in [
-            "CZ_HTTP_PORT",
-            "CZ_UPSTREAM",
-            "CZ_PASSTHROUGH",
-            "CZ_TLS_DIR",
-            "CZ_HEADER",
-            "CZ_DRAIN_TIMEOUT",
-        ] {
-            assert!(help.contains(variable), "{variable} missing from --help");
+        for (flag, variable, _) in EVERY_FLAG {
+            assert!(help.contains(&format!("--{flag}")), "--{flag} missing");
+            assert!(
+                help.contains(&format!("[env: {variable}")),
+                "{variable} missing"
+            );
         }
+    }
+
+    #[test]
+    fn every_flag_takes_effect() {
+        let mut args = vec!["cz-proxy".to_owned()];
+        for (flag, _, value) in EVERY_FLAG {
+            for value in value.split(',').filter(|_| flag == "passthrough") {
+                args.push(format!("--{flag}={value}"));
+            }
+            if flag != "passthrough" {
+                args.push(format!("--{flag}={value}"));
+            }
+        }
+        let config = Config::try_parse_from(args).expect("valid flags");
+        assert_every_value(&config, "flags");
+    }
+
+    #[test]
+    fn every_variable_takes_effect() {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, variable, value) in EVERY_FLAG {
+            std::env::set_var(variable, value);
+        }
+        let config = Config::try_parse_from(["cz-proxy"]);
+        for (_, variable, _) in EVERY_FLAG {
+            std::env::remove_var(variable);
+        }
+        assert_every_value(&config.expect("valid variables"), "variables");
     }
 }
