@@ -202,16 +202,7 @@ impl Identity {
     /// The proxy's QUIC server configuration: presents this identity and accepts only client
     /// certificates issued by the session CA.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
-        let provider = crypto_provider();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone()).build()?;
-        let (chain, key) = self.chain_and_key()?;
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?;
-        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
-        tls.max_early_data_size = 0;
+        let tls = self.server_tls()?;
         let mut config =
             quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
         // The laptop opens only the control stream; requests flow on streams the proxy opens.
@@ -224,12 +215,7 @@ impl Identity {
     /// The laptop's QUIC client configuration: presents this identity and accepts only the
     /// session's proxy.
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
-        let (chain, key) = self.chain_and_key()?;
-        let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(chain, key)?;
-        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
+        let tls = self.client_tls()?;
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         let mut transport = transport_config();
         transport.max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into());
@@ -237,6 +223,32 @@ impl Identity {
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
         config.transport_config(Arc::new(transport));
         Ok(config)
+    }
+
+    /// The TLS half of [`server_config`](Self::server_config).
+    fn server_tls(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = crypto_provider();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone()).build()?;
+        let (chain, key) = self.chain_and_key()?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
+        tls.max_early_data_size = 0;
+        Ok(tls)
+    }
+
+    /// The TLS half of [`client_config`](Self::client_config).
+    fn client_tls(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let (chain, key) = self.chain_and_key()?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(chain, key)?;
+        tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
+        Ok(tls)
     }
 }
 
@@ -276,14 +288,112 @@ fn transport_config() -> quinn::TransportConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn identities_build_tls_configs() {
-        let ca = SessionCa::generate().expect("CA");
-        let proxy = ca.issue_proxy().expect("proxy identity");
-        let client = ca.issue_client().expect("client identity");
-        assert_eq!(proxy.ca_cert_pem, ca.certificate_pem());
-        proxy.server_config().expect("server config");
-        client.client_config().expect("client config");
+    /// ALPN a peer of a later major version would offer: its own, and the hello-only fallback.
+    const NEXT_MAJOR: [&[u8]; 2] = [b"cz-tunnel/2", ALPN_HELLO_ONLY];
+
+    fn quic_server(tls: rustls::ServerConfig) -> quinn::ServerConfig {
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).expect("QUIC")))
+    }
+
+    fn quic_client(tls: rustls::ClientConfig) -> quinn::ClientConfig {
+        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).expect("QUIC")))
+    }
+
+    /// What each side of a QUIC handshake on loopback made of it: the server's view (the ALPN it
+    /// chose, or why it refused) and whether the client accepted the server.
+    async fn handshake(
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> (Result<Vec<u8>, String>, Result<(), String>) {
+        let server = quinn::Endpoint::server(server, ([127, 0, 0, 1], 0).into()).expect("server");
+        let address = server.local_addr().expect("addr");
+        let client_end = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("client");
+        let accepted = async {
+            let incoming = server.accept().await.expect("an incoming connection");
+            let connection = incoming.await.map_err(|e| e.to_string())?;
+            let data = connection.handshake_data().expect("handshake data");
+            let data = data
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .expect("rustls");
+            Ok(data.protocol.unwrap_or_default())
+        };
+        let connected = async {
+            let connecting = client_end
+                .connect_with(client, address, SERVER_NAME)
+                .expect("connect");
+            connecting.await.map(drop).map_err(|e| e.to_string())
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(accepted, connected)
+        })
+        .await
+        .expect("the handshake finishes, one way or the other");
+        server.close(0u32.into(), b"");
+        client_end.close(0u32.into(), b"");
+        outcome
+    }
+
+    #[tokio::test]
+    async fn only_the_session_s_own_ends_complete_a_handshake() {
+        let session = SessionCa::generate().expect("CA");
+        let stranger = SessionCa::generate().expect("CA");
+        let proxy = session.issue_proxy().expect("proxy");
+        let laptop = session.issue_client().expect("laptop");
+
+        let (server, client) = handshake(
+            proxy.server_config().expect("server config"),
+            laptop.client_config().expect("client config"),
+        )
+        .await;
+        assert_eq!(server.expect("the proxy accepts its laptop"), ALPN);
+        client.expect("the laptop accepts its proxy");
+
+        // Another CA's client certificate, even one trusting this session's proxy.
+        let mut intruder = stranger.issue_client().expect("intruder");
+        intruder.ca_cert_pem = session.certificate_pem().to_owned();
+        let (server, _) = handshake(
+            proxy.server_config().expect("server config"),
+            intruder.client_config().expect("client config"),
+        )
+        .await;
+        server.expect_err("the proxy refuses a certificate its session did not issue");
+
+        // Another CA's proxy, even one trusting this session's laptop.
+        let mut impostor = stranger.issue_proxy().expect("impostor");
+        impostor.ca_cert_pem = session.certificate_pem().to_owned();
+        let (_, client) = handshake(
+            impostor.server_config().expect("server config"),
+            laptop.client_config().expect("client config"),
+        )
+        .await;
+        client.expect_err("the laptop refuses a proxy its session did not issue");
+    }
+
+    #[tokio::test]
+    async fn peers_of_another_major_version_meet_on_the_hello_only_alpn() {
+        let session = SessionCa::generate().expect("CA");
+        let proxy = session.issue_proxy().expect("proxy");
+        let laptop = session.issue_client().expect("laptop");
+
+        let mut next_laptop = laptop.client_tls().expect("tls");
+        next_laptop.alpn_protocols = NEXT_MAJOR.map(<[u8]>::to_vec).to_vec();
+        let (server, client) = handshake(
+            proxy.server_config().expect("server config"),
+            quic_client(next_laptop),
+        )
+        .await;
+        assert_eq!(server.expect("a newer laptop is heard"), ALPN_HELLO_ONLY);
+        client.expect("and accepts the proxy");
+
+        let mut next_proxy = proxy.server_tls().expect("tls");
+        next_proxy.alpn_protocols = NEXT_MAJOR.map(<[u8]>::to_vec).to_vec();
+        let (server, client) = handshake(
+            quic_server(next_proxy),
+            laptop.client_config().expect("client config"),
+        )
+        .await;
+        assert_eq!(server.expect("a newer proxy hears us"), ALPN_HELLO_ONLY);
+        client.expect("and we accept it");
     }
 
     #[test]
