@@ -1,8 +1,9 @@
 //! Small HTTP/1.1 + h2c servers standing in for the in-cluster pods and the developer's app.
 //!
 //! The default handler says who answered (`x-served-by`) and what it saw (`x-seen-*` headers),
-//! echoes `/echo` bodies back as they stream in (ending with gRPC-style trailers), and echoes
-//! WebSocket messages prefixed with its name.
+//! echoes `/echo` bodies back as they stream in (ending with the request's trailers and a
+//! gRPC-style `grpc-status`), lists the request's headers on `/headers`, and echoes WebSocket
+//! messages prefixed with its name.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,9 +54,15 @@ pub fn text_body(text: impl Into<Bytes>) -> TestBody {
         .boxed()
 }
 
-/// Starts an app on 127.0.0.1; `handler` answers every request (the default when `None`).
+/// Starts an app on 127.0.0.1 with pinned socket buffers ([`crate::buffers::pinned_listener`]);
+/// `handler` answers every request (the default when `None`).
 pub async fn spawn_app(name: &'static str, handler: Option<Handler>) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+    let (listener, _) = crate::buffers::pinned_listener();
+    spawn_app_on(listener, name, handler)
+}
+
+/// Like [`spawn_app`], on a listener the caller bound.
+pub fn spawn_app_on(listener: TcpListener, name: &'static str, handler: Option<Handler>) -> App {
     let addr = listener.local_addr().expect("addr");
     let handler = handler.unwrap_or_else(|| echo_handler(name));
     let task = tokio::spawn(async move {
@@ -140,6 +147,9 @@ async fn echo(name: &'static str, mut request: Request<Incoming>) -> Response<Te
         headers.extend(seen);
         return response;
     }
+    if request.uri().path() == "/headers" {
+        return headers_response(&request, seen);
+    }
     let body = if request.uri().path() == "/echo" {
         echo_body(request.into_body())
     } else {
@@ -154,26 +164,49 @@ async fn echo(name: &'static str, mut request: Request<Incoming>) -> Response<Te
     response
 }
 
-/// Streams `body` back chunk by chunk as it arrives, then trailers `grpc-status: 0`.
+/// Lists every request header in the body, one `name: value` line each, and answers with
+/// hop-by-hop headers of its own (`connection: x-app-hop`, `x-app-hop`, `keep-alive`) that no
+/// proxy may pass on.
+fn headers_response(request: &Request<Incoming>, seen: HeaderMap) -> Response<TestBody> {
+    let mut listing = String::new();
+    for (name, value) in request.headers() {
+        listing.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    let mut response = Response::new(text_body(listing));
+    let headers = response.headers_mut();
+    headers.extend(seen);
+    if request.version() < http::Version::HTTP_2 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-app-hop"));
+        headers.insert("x-app-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    }
+    response
+}
+
+/// Streams `body` back chunk by chunk as it arrives, then the request's trailers (if any) with
+/// `grpc-status: 0` added.
 fn echo_body(mut body: Incoming) -> TestBody {
     let (frames_tx, frames_rx) =
         mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
     tokio::spawn(async move {
+        let mut trailers = HeaderMap::new();
         while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) if frame.is_data() => {
+            match frame.map(Frame::into_trailers) {
+                Ok(Ok(request_trailers)) => trailers.extend(request_trailers),
+                Ok(Err(frame)) => {
                     if frames_tx.send(Ok(frame)).await.is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     let _ = frames_tx.send(Err(error.into())).await;
                     return;
                 }
             }
         }
-        let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
         let _ = frames_tx.send(Ok(Frame::trailers(trailers))).await;
     });

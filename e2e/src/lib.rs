@@ -3,7 +3,9 @@
 //! pods and the developer's local app. Used by the end-to-end tests and the loopback demo.
 
 pub mod app;
+pub mod buffers;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;
@@ -17,6 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 pub use app::{spawn_app, App, Handler};
 pub use cz_testkit::eventually;
+
+/// Awaits `future`, failing the test with "`what` did not happen within `limit`" if it takes
+/// longer: a regression fails instead of hanging the suite.
+pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what} did not happen within {limit:?}"),
+    }
+}
+
+/// How long a test waits for something that should happen at once on loopback; generous, since
+/// the suite runs on busy machines.
+pub const PROMPTLY: Duration = Duration::from_secs(20);
 
 /// Installs a test log subscriber once per process; `RUST_LOG` picks what it shows.
 pub fn init_tracing() {
@@ -72,6 +87,11 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// Whether [`cz_proxy::run`] has returned.
+    pub fn has_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Asks the proxy to shut down (as SIGTERM does) without waiting.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
@@ -113,7 +133,8 @@ pub fn proxy_config(upstream: SocketAddr, extra: &[&str]) -> Config {
 }
 
 /// Starts a proxy on ephemeral 127.0.0.1 ports (the tunnel on `tunnel_port`, 0 for any).
-/// `passthrough` targets get one listener each.
+/// `passthrough` targets get one listener each. The HTTP port's socket buffers are pinned
+/// ([`buffers::pinned_listener`]), so what the proxy's accepted connections may hold is known.
 pub async fn spawn_proxy(
     config: Config,
     identity: &Identity,
@@ -127,7 +148,7 @@ pub async fn spawn_proxy(
     }
     let tunnel = bind_udp(tunnel_port).await;
     let listeners = Listeners {
-        http: bind().await.expect("bind http"),
+        http: buffers::pinned_listener().0,
         passthrough: forwards,
         tunnel,
         admin: bind().await.expect("bind admin"),
@@ -177,6 +198,53 @@ pub fn start_tunnel(proxy: SocketAddr, identity: &Identity, local_app: SocketAdd
         local_app,
     })
     .expect("tunnel starts")
+}
+
+/// The value of the proxy's metric `name` (a line `name value` of `/metrics` on `admin`).
+pub async fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let text = client::get(admin, "/metrics", &[]).await.body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
+/// An address on 127.0.0.1 where connecting hangs, as with a host that is down: a listener with
+/// a backlog of 0 whose queued connection is never accepted, so the kernel drops further SYNs.
+/// Connecting hangs as long as this lives.
+pub struct Unresponsive {
+    /// Where connecting hangs.
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<tokio::net::TcpStream>,
+}
+
+impl Unresponsive {
+    /// Binds the listener and fills its accept queue.
+    pub async fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = Vec::new();
+        // Connections complete until the queue is full; the first that hangs shows it is.
+        for _ in 0..8 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_secs(1), connect).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(error)) => panic!("connecting to the filling listener: {error}"),
+                Err(_) => {
+                    return Self {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    }
+                }
+            }
+        }
+        panic!("the kernel kept accepting connections on a listener with a backlog of 0");
+    }
 }
 
 /// A port on 127.0.0.1 with nothing listening on it.

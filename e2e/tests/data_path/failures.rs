@@ -2,13 +2,13 @@
 //! HTTP; and the proxy's other duties: raw TCP ports, admin endpoints, draining on SIGTERM.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cz_e2e::app::{text_body, Handler};
 use cz_e2e::client::get;
 use cz_e2e::{
-    closed_port, eventually, init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel,
-    Session,
+    closed_port, eventually, init_tracing, metric, proxy_config, spawn_app, spawn_proxy,
+    start_tunnel, within, Session, PROMPTLY,
 };
 use czctl::{SessionCa, TunnelError, TunnelEvent};
 use http::{Response, StatusCode};
@@ -21,20 +21,37 @@ use crate::intercept_with;
 const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
 
 #[tokio::test]
-async fn without_a_laptop_intercepted_requests_wait_briefly_then_get_503() {
+async fn without_a_laptop_intercepted_requests_wait_the_grace_period_then_get_503() {
+    const GRACE: Duration = Duration::from_secs(1);
     init_tracing();
     let session = Session::new();
     let cluster = spawn_app("cluster", None).await;
-    let laptop = spawn_app("laptop", None).await;
     let proxy = spawn_proxy(
-        proxy_config(cluster.addr, &["--reconnect-grace=300ms"]),
+        proxy_config(cluster.addr, &["--reconnect-grace=1s"]),
         &session.proxy,
         0,
         &[],
     )
     .await;
 
-    let answer = get(proxy.http, "/", &[INTERCEPT]).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(get(proxy.http, "/", &[INTERCEPT]));
+    wait_until_held(proxy.admin).await;
+    assert_eq!(
+        within(
+            PROMPTLY,
+            "a request without the header answered",
+            get(proxy.http, "/", &[])
+        )
+        .await
+        .served_by(),
+        "cluster",
+        "other requests are unaffected while one waits"
+    );
+    let answer = within(PROMPTLY, "the waiting request answered", waiting)
+        .await
+        .expect("task");
+    let waited = started.elapsed();
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.headers["x-cz-proxy-error"], "tunnel-disconnected");
     assert!(
@@ -42,24 +59,43 @@ async fn without_a_laptop_intercepted_requests_wait_briefly_then_get_503() {
         "{}",
         answer.body
     );
-    assert_eq!(
-        get(proxy.http, "/", &[]).await.served_by(),
-        "cluster",
-        "other requests are unaffected"
+    assert!(
+        waited >= GRACE,
+        "answered after {waited:?}, without waiting the {GRACE:?} grace period"
     );
+}
 
-    // A request that arrives while the laptop is away is served once it (re)connects in time.
+#[tokio::test]
+async fn a_request_waiting_for_the_laptop_is_served_once_it_connects() {
+    init_tracing();
+    let session = Session::new();
+    let cluster = spawn_app("cluster", None).await;
+    let laptop = spawn_app("laptop", None).await;
+    // The grace outlasts the test's own patience: only the laptop connecting can end the wait.
     let proxy = spawn_proxy(
-        proxy_config(cluster.addr, &["--reconnect-grace=10s"]),
+        proxy_config(cluster.addr, &["--reconnect-grace=10m"]),
         &session.proxy,
         0,
         &[],
     )
     .await;
     let waiting = tokio::spawn(get(proxy.http, "/", &[INTERCEPT]));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_held(proxy.admin).await;
     let _tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
-    assert_eq!(waiting.await.expect("task").served_by(), "laptop");
+    let answer = within(PROMPTLY, "the held request served by the laptop", waiting)
+        .await
+        .expect("task");
+    assert_eq!(answer.served_by(), "laptop");
+}
+
+/// Waits until the proxy holds one intercepted request, waiting for a laptop.
+async fn wait_until_held(admin: std::net::SocketAddr) {
+    eventually(
+        "the proxy to hold the request for a laptop",
+        PROMPTLY,
+        || async { (metric(admin, "cz_proxy_tunnel_waiting_requests").await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -89,8 +125,7 @@ async fn closed_local_port_gives_502_naming_it_and_warns_once() {
     let listener = TcpListener::bind(local)
         .await
         .expect("rebind the local port");
-    drop(listener);
-    let _app = spawn_app_on(local).await;
+    let _app = cz_e2e::app::spawn_app_on(listener, "laptop", None);
     assert_eq!(
         get(proxy.http, "/", &[INTERCEPT]).await.served_by(),
         "laptop"
@@ -115,31 +150,6 @@ async fn closed_local_port_gives_502_naming_it_and_warns_once() {
     );
 }
 
-/// The default app, on a given address.
-async fn spawn_app_on(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    let listener = TcpListener::bind(addr).await.expect("bind");
-    let handler = cz_e2e::app::echo_handler("laptop");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = handler(request);
-                    async move { Ok::<_, std::convert::Infallible>(response.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            });
-        }
-    })
-}
-
 #[tokio::test]
 async fn certificates_of_another_session_are_refused_both_ways() {
     init_tracing();
@@ -147,34 +157,49 @@ async fn certificates_of_another_session_are_refused_both_ways() {
     let stranger = SessionCa::generate().expect("CA");
     let cluster = spawn_app("cluster", None).await;
     let laptop = spawn_app("laptop", None).await;
-    let proxy = spawn_proxy(
-        proxy_config(cluster.addr, &["--reconnect-grace=300ms"]),
-        &session.proxy,
-        0,
-        &[],
-    )
-    .await;
+    let intruder_app = spawn_app("intruder", None).await;
+    let config = proxy_config(cluster.addr, &["--reconnect-grace=300ms"]);
 
-    // A client certificate from another CA, even one that trusts this session's proxy.
+    // The proxy refuses a client certificate of another CA, even one that trusts this proxy.
+    let proxy = spawn_proxy(config.clone(), &session.proxy, 0, &[]).await;
     let mut intruder = stranger.issue_client().expect("identity");
     intruder.ca_cert_pem = session.ca.certificate_pem().to_owned();
-    // A laptop of another session, which must not trust this proxy either.
-    let other_laptop = stranger.issue_client().expect("identity");
-    for identity in [intruder, other_laptop] {
-        let tunnel = start_tunnel(proxy.tunnel, &identity, laptop.addr);
-        let error = tunnel.connected().await.expect_err("refused");
-        assert!(matches!(*error, TunnelError::Rejected { .. }), "{error}");
-        assert!(
-            error.to_string().contains("czctl session close"),
-            "says what to do: {error}"
-        );
-    }
+    let intruder_tunnel = start_tunnel(proxy.tunnel, &intruder, intruder_app.addr);
+    let error = within(
+        PROMPTLY,
+        "the intruder's verdict",
+        intruder_tunnel.connected(),
+    )
+    .await
+    .expect_err("the proxy refuses the intruder");
+    assert!(matches!(*error, TunnelError::Rejected { .. }), "{error}");
+    assert!(
+        error.to_string().contains("czctl session close"),
+        "says what to do: {error}"
+    );
     let answer = get(proxy.http, "/", &[INTERCEPT]).await;
     assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no stranger got the traffic"
+        (answer.status, answer.served_by()),
+        (StatusCode::SERVICE_UNAVAILABLE, "proxy"),
+        "no intruder got the traffic"
     );
+
+    // The laptop refuses a proxy of another session, even one that would accept the laptop.
+    let mut impostor = stranger.issue_proxy().expect("identity");
+    impostor.ca_cert_pem = session.ca.certificate_pem().to_owned();
+    let impostor_proxy = spawn_proxy(config, &impostor, 0, &[]).await;
+    let tunnel = start_tunnel(impostor_proxy.tunnel, &session.laptop, laptop.addr);
+    let error = within(PROMPTLY, "the laptop's verdict", tunnel.connected())
+        .await
+        .expect_err("the laptop refuses the impostor");
+    assert!(matches!(*error, TunnelError::Rejected { .. }), "{error}");
+    let answer = get(impostor_proxy.http, "/", &[INTERCEPT]).await;
+    assert_eq!(
+        (answer.status, answer.served_by()),
+        (StatusCode::SERVICE_UNAVAILABLE, "proxy"),
+        "the impostor got no laptop to send traffic to"
+    );
+    drop((intruder_tunnel, tunnel));
 }
 
 #[tokio::test]
@@ -216,6 +241,21 @@ async fn other_ports_pass_through_as_raw_tcp() {
     init_tracing();
     let session = Session::new();
     let cluster = spawn_app("cluster", None).await;
+    let proxy = spawn_proxy(
+        proxy_config(cluster.addr, &[]),
+        &session.proxy,
+        0,
+        &[spawn_tcp_echo().await],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.passthrough[0])
+        .await
+        .expect("connect");
+    echo_through(&mut stream, b"\x00raw bytes, not HTTP\xff").await;
+}
+
+/// A raw TCP server that sends back whatever it receives; returns its address.
+async fn spawn_tcp_echo() -> std::net::SocketAddr {
     let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let echo_addr = echo.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -226,21 +266,7 @@ async fn other_ports_pass_through_as_raw_tcp() {
             });
         }
     });
-    let proxy = spawn_proxy(
-        proxy_config(cluster.addr, &[]),
-        &session.proxy,
-        0,
-        &[echo_addr],
-    )
-    .await;
-    let mut stream = TcpStream::connect(proxy.passthrough[0])
-        .await
-        .expect("connect");
-    let payload = b"\x00raw bytes, not HTTP\xff";
-    stream.write_all(payload).await.expect("write");
-    let mut echoed = vec![0; payload.len()];
-    stream.read_exact(&mut echoed).await.expect("read");
-    assert_eq!(&echoed, payload);
+    echo_addr
 }
 
 /// Sends raw bytes on a new connection and returns what comes back until the proxy closes it.
@@ -364,7 +390,12 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
     .await;
     let http = setup.proxy.http;
     let in_flight = tokio::spawn(get(http, "/slow", &[INTERCEPT]));
-    arrived.notified().await;
+    within(
+        PROMPTLY,
+        "the request to reach the laptop app",
+        arrived.notified(),
+    )
+    .await;
 
     setup.proxy.begin_shutdown();
     eventually(
@@ -379,10 +410,155 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
     );
 
     release.notify_one();
-    let answer = in_flight.await.expect("task");
+    let answer = within(PROMPTLY, "the drained request answered", in_flight)
+        .await
+        .expect("task");
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "finished")
     );
     setup.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_and_unresponsive_upstreams_get_502_and_504() {
+    init_tracing();
+    let session = Session::new();
+    let refused = closed_port().await;
+    let proxy = spawn_proxy(proxy_config(refused, &[]), &session.proxy, 0, &[]).await;
+    let answer = within(PROMPTLY, "an answer", get(proxy.http, "/", &[])).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.headers["x-cz-proxy-error"], "upstream-unreachable");
+    assert!(
+        answer.body.contains(&refused.to_string()),
+        "{}",
+        answer.body
+    );
+
+    let unresponsive = cz_e2e::Unresponsive::new().await;
+    let config = proxy_config(unresponsive.addr, &["--upstream-connect-timeout=500ms"]);
+    let proxy = spawn_proxy(config, &session.proxy, 0, &[]).await;
+    let answer = within(PROMPTLY, "an answer", get(proxy.http, "/", &[])).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.headers["x-cz-proxy-error"], "upstream-timeout");
+    assert!(
+        answer.body.contains("did not accept a connection in time"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_local_app_that_drops_the_request_gets_502_local_app_failed() {
+    init_tracing();
+    // Accepts, reads the request, and hangs up without answering.
+    let rude = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let rude_addr = rude.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = rude.accept().await {
+            let mut head = [0; 1024];
+            let _ = stream.read(&mut head).await;
+        }
+    });
+    let session = Session::new();
+    let cluster = spawn_app("cluster", None).await;
+    let proxy = spawn_proxy(proxy_config(cluster.addr, &[]), &session.proxy, 0, &[]).await;
+    let tunnel = start_tunnel(proxy.tunnel, &session.laptop, rude_addr);
+    within(PROMPTLY, "the tunnel to connect", tunnel.connected())
+        .await
+        .expect("connected");
+    let answer = within(PROMPTLY, "an answer", get(proxy.http, "/", &[INTERCEPT])).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.headers["x-cz-proxy-error"], "local-app-failed");
+    assert!(answer.body.contains("failed to answer"), "{}", answer.body);
+}
+
+#[tokio::test]
+async fn a_tunnel_lost_before_the_answer_gives_502_tunnel_failed() {
+    let arrived = Arc::new(Notify::new());
+    let handler: Handler = {
+        let arrived = arrived.clone();
+        Arc::new(move |_| {
+            let arrived = arrived.clone();
+            Box::pin(async move {
+                arrived.notify_one();
+                std::future::pending::<Response<cz_e2e::app::TestBody>>().await
+            })
+        })
+    };
+    let setup = intercept_with(
+        spawn_app("cluster", None).await,
+        spawn_app("laptop", Some(handler)).await,
+        &["--reconnect-grace=300ms"],
+    )
+    .await;
+    let waiting = tokio::spawn(get(setup.proxy.http, "/", &[INTERCEPT]));
+    within(
+        PROMPTLY,
+        "the request to reach the laptop app",
+        arrived.notified(),
+    )
+    .await;
+    within(PROMPTLY, "czctl to close the tunnel", setup.tunnel.close()).await;
+    let answer = within(PROMPTLY, "an answer", waiting).await.expect("task");
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.headers["x-cz-proxy-error"], "tunnel-failed");
+    assert!(
+        answer.body.contains("tunnel to the developer's laptop"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_open_pass_through_connections() {
+    init_tracing();
+    let session = Session::new();
+    let cluster = spawn_app("cluster", None).await;
+    let proxy = spawn_proxy(
+        proxy_config(cluster.addr, &["--drain-timeout=10m"]),
+        &session.proxy,
+        0,
+        &[spawn_tcp_echo().await],
+    )
+    .await;
+    let port = proxy.passthrough[0];
+    let mut open = TcpStream::connect(port).await.expect("connect");
+    echo_through(&mut open, b"before").await;
+
+    proxy.begin_shutdown();
+    eventually(
+        "the pass-through port to stop accepting",
+        PROMPTLY,
+        || async { TcpStream::connect(port).await.is_err().then_some(()) },
+    )
+    .await;
+    echo_through(&mut open, b"while draining").await;
+    let mut stopping = tokio::spawn(proxy.stop());
+    // Not an ordering sleep: nothing may end the proxy while the connection is open, so any
+    // window shows a proxy that stops too early.
+    let stopped_early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
+    assert!(
+        stopped_early.is_err(),
+        "the proxy stopped with a pass-through connection open"
+    );
+    echo_through(&mut open, b"still").await;
+    drop(open);
+    within(
+        PROMPTLY,
+        "the proxy to stop once the last connection closed",
+        stopping,
+    )
+    .await
+    .expect("proxy task");
+}
+
+/// Sends `payload` on a pass-through connection to an echo server and checks it comes back.
+async fn echo_through(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).await.expect("write");
+    let mut echoed = vec![0; payload.len()];
+    within(PROMPTLY, "the echo", stream.read_exact(&mut echoed))
+        .await
+        .expect("read");
+    assert_eq!(echoed, payload);
 }

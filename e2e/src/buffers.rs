@@ -1,0 +1,110 @@
+//! What a data path may legitimately hold of a body nobody reads, so bounded-buffering tests
+//! derive their limit from the path instead of trusting a figure that holds on one machine.
+//!
+//! The tests pin the socket buffers of the sockets they own (clients, apps, the proxy's HTTP
+//! listener, whose accepted connections inherit them) and read back what the kernel granted;
+//! sockets the product opens itself (czctl's connection to the local app, the proxy's to the
+//! upstream) are autotuned, so they count at the kernel's ceiling, read from `/proc`.
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// The socket buffer size tests ask for on the sockets they own (the kernel doubles it for its
+/// bookkeeping; [`Pinned::held`] reports what it granted).
+pub const PINNED_REQUEST: u32 = 64 * 1024;
+
+/// Most of a body one HTTP/1 connection buffers in user space per direction: hyper's default
+/// `max_buf_size` (8 KiB + 100 × 4 KiB), plus one chunk in hand while the buffer drains.
+pub const HYPER_BUFFER: u64 = 8192 + 4096 * 100 + crate::bulk::CHUNK as u64;
+
+/// The tunnel's flow-control window per stream (`cz_shared::tls`): a QUIC sender may have at most
+/// this much of one stream unread by the receiving side.
+pub const QUIC_STREAM_WINDOW: u64 = 2 * 1024 * 1024;
+
+/// What a tunnel stream's frame reader holds after taking bytes out of QUIC (`READ_SIZE` 64 KiB,
+/// at most twice while a frame header straddles reads).
+pub const FRAME_READER_BUFFER: u64 = 2 * 64 * 1024;
+
+/// Socket buffer sizes the kernel granted a socket whose buffers were pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned {
+    /// Bytes it may hold received but unread (SO_RCVBUF as granted).
+    pub receive: u64,
+    /// Bytes it may hold written but unsent (SO_SNDBUF as granted).
+    pub send: u64,
+}
+
+impl Pinned {
+    /// Both directions: an upper bound on what the socket holds of a stream, whichever way it flows.
+    pub fn held(&self) -> u64 {
+        self.receive + self.send
+    }
+}
+
+fn pinned_socket() -> (TcpSocket, Pinned) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(PINNED_REQUEST)
+        .expect("SO_RCVBUF");
+    socket
+        .set_send_buffer_size(PINNED_REQUEST)
+        .expect("SO_SNDBUF");
+    let pinned = Pinned {
+        receive: u64::from(socket.recv_buffer_size().expect("SO_RCVBUF")),
+        send: u64::from(socket.send_buffer_size().expect("SO_SNDBUF")),
+    };
+    (socket, pinned)
+}
+
+/// A listener on 127.0.0.1 whose accepted connections inherit pinned socket buffers (Linux copies
+/// SO_RCVBUF/SO_SNDBUF, and the lock against autotuning, from the listener).
+pub fn pinned_listener() -> (TcpListener, Pinned) {
+    let (socket, pinned) = pinned_socket();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    (socket.listen(1024).expect("listen"), pinned)
+}
+
+/// A connection to `addr` with pinned socket buffers.
+pub async fn pinned_connect(addr: SocketAddr) -> (TcpStream, Pinned) {
+    let (socket, pinned) = pinned_socket();
+    (socket.connect(addr).await.expect("connect"), pinned)
+}
+
+/// The most the kernel lets an autotuned (unpinned) TCP socket hold: its receive or send buffer
+/// grows up to `tcp_rmem`/`tcp_wmem`'s maximum, or, set by the program, up to twice
+/// `net.core.rmem_max`/`wmem_max`.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelCeiling {
+    /// Received but unread.
+    pub receive: u64,
+    /// Written but unsent.
+    pub send: u64,
+}
+
+impl KernelCeiling {
+    /// Reads this machine's settings.
+    pub fn read() -> Self {
+        let field = |path: &str, index: usize| -> u64 {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            text.split_whitespace()
+                .nth(index)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{path}: unexpected {text:?}"))
+        };
+        Self {
+            receive: field("/proc/sys/net/ipv4/tcp_rmem", 2)
+                .max(2 * field("/proc/sys/net/core/rmem_max", 0)),
+            send: field("/proc/sys/net/ipv4/tcp_wmem", 2)
+                .max(2 * field("/proc/sys/net/core/wmem_max", 0)),
+        }
+    }
+
+    /// One unpinned connection, both ends inside the product (e.g. czctl → local app, counted
+    /// from czctl's side): what its sending end may hold plus what its receiving end may hold.
+    pub fn connection(&self) -> u64 {
+        self.receive + self.send
+    }
+}
