@@ -42,6 +42,11 @@ impl Pinned {
     }
 }
 
+/// What the kernel grants a socket pinned by these helpers (the same for every one of them).
+pub fn pinned() -> Pinned {
+    pinned_socket().1
+}
+
 fn pinned_socket() -> (TcpSocket, Pinned) {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
@@ -101,10 +106,31 @@ impl KernelCeiling {
                 .max(2 * field("/proc/sys/net/core/wmem_max", 0)),
         }
     }
+}
 
-    /// One unpinned connection, both ends inside the product (e.g. czctl → local app, counted
-    /// from czctl's side): what its sending end may hold plus what its receiving end may hold.
-    pub fn connection(&self) -> u64 {
-        self.receive + self.send
+/// The most a path may hold of a body nobody reads, as a sum of named parts, so a failure says
+/// which figures the limit came from.
+#[derive(Debug, Default)]
+pub struct Allowance(Vec<(&'static str, u64)>);
+
+impl Allowance {
+    /// Adds what one part of the path may hold.
+    pub fn plus(mut self, part: &'static str, bytes: u64) -> Self {
+        self.0.push((part, bytes));
+        self
+    }
+
+    /// The whole allowance.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, bytes)| bytes).sum()
+    }
+}
+
+impl std::fmt::Display for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (part, bytes) in &self.0 {
+            writeln!(f, "  {bytes:>10}  {part}")?;
+        }
+        write!(f, "  {:>10}  in all", self.total())
     }
 }

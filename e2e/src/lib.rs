@@ -292,7 +292,16 @@ pub mod client {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        http1_over(TcpStream::connect(addr).await.expect("connect")).await
+    }
+
+    /// An HTTP/1.1 connection over `stream`.
+    pub async fn http1_over<B>(stream: TcpStream) -> http1::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .expect("h1 handshake");
@@ -388,17 +397,30 @@ pub mod bulk {
         )))
     }
 
-    /// Waits until `counter` stops growing for half a second (bounded by 20 s), and returns it.
-    pub async fn settled(counter: &AtomicU64) -> u64 {
+    /// Waits until the producer counting into `counter` stalls (no growth for half a second),
+    /// failing the moment it has produced more than `limit`: a path that buffers what it should
+    /// not is caught however long it takes to stall, and a correct one can never fail, since
+    /// the pause only decides when the test has seen enough. Returns where it stalled.
+    pub async fn stalls_below(counter: &AtomicU64, limit: u64, what: &str) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let mut last = counter.load(Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut still_since = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             let now = counter.load(Ordering::SeqCst);
-            if now == last || tokio::time::Instant::now() > deadline {
+            assert!(
+                now <= limit,
+                "{what}: {now} bytes produced while nothing read them, more than the {limit} the path may hold"
+            );
+            if now != last {
+                (last, still_since) = (now, tokio::time::Instant::now());
+            } else if now > 0 && still_since.elapsed() >= Duration::from_millis(500) {
                 return now;
             }
-            last = now;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the producer never stalled (at {now} bytes)"
+            );
         }
     }
 }

@@ -6,7 +6,8 @@ mod routing;
 mod streaming;
 
 use cz_e2e::{
-    init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, App, ProxyHandle, Session,
+    init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, within, App, ProxyHandle,
+    Session, PROMPTLY,
 };
 use czctl::Tunnel;
 
@@ -33,7 +34,9 @@ pub async fn intercept_with(cluster: App, laptop: App, extra: &[&str]) -> Interc
     let session = Session::new();
     let proxy = spawn_proxy(proxy_config(cluster.addr, extra), &session.proxy, 0, &[]).await;
     let tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
-    tunnel.connected().await.expect("tunnel connects");
+    within(PROMPTLY, "the tunnel to connect", tunnel.connected())
+        .await
+        .expect("tunnel connects");
     Intercept {
         cluster,
         laptop,

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use cz_e2e::client::{answer, get, http1, http2};
+use cz_e2e::{within, PROMPTLY};
 use http::{Request, Version};
 use http_body_util::Empty;
 
@@ -120,5 +121,61 @@ async fn host_is_preserved_and_forwarding_headers_added_on_both_routes() {
             "{}",
             answer.served_by()
         );
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set_on_both_routes() {
+    let setup = intercept(&[]).await;
+    for headers in [vec![("x-c6o-intercept", "yes")], vec![]] {
+        let mut headers = headers;
+        headers.extend([
+            ("connection", "keep-alive, x-client-hop"),
+            ("x-client-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-end-to-end", "stays"),
+        ]);
+        let answer = within(
+            PROMPTLY,
+            "an answer",
+            get(setup.proxy.http, "/headers", &headers),
+        )
+        .await;
+        let who = answer.served_by().to_owned();
+        let seen: Vec<(&str, &str)> = answer
+            .body
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .collect();
+        let value = |name: &str| seen.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        for hop in ["x-client-hop", "keep-alive", "proxy-connection", "te"] {
+            assert_eq!(
+                value(hop),
+                None,
+                "{who} saw the hop-by-hop header {hop}: {seen:?}"
+            );
+        }
+        assert!(
+            value("connection").is_none_or(|v| !v.contains("x-client-hop")),
+            "{who}: {seen:?}"
+        );
+        assert_eq!(value("x-end-to-end"), Some("stays"), "{who}: {seen:?}");
+        assert_eq!(value("x-real-ip"), Some("127.0.0.1"), "{who}: {seen:?}");
+        assert_eq!(value("x-forwarded-proto"), Some("http"), "{who}: {seen:?}");
+        assert_eq!(
+            value("forwarded"),
+            Some("for=127.0.0.1;proto=http"),
+            "{who}: {seen:?}"
+        );
+        // The app's own hop-by-hop headers stop at the proxy too.
+        for hop in ["x-app-hop", "keep-alive"] {
+            assert!(
+                !answer.headers.contains_key(hop),
+                "the client got {who}'s hop-by-hop header {hop}: {:?}",
+                answer.headers
+            );
+        }
     }
 }
