@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod buffers;
+pub mod next_major;
 
 use std::future::Future;
 use std::net::SocketAddr;

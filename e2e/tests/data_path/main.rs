@@ -4,6 +4,7 @@
 mod failures;
 mod routing;
 mod streaming;
+mod versions;
 
 use cz_e2e::{
     init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, within, App, ProxyHandle,
