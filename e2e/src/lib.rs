@@ -336,15 +336,24 @@ pub mod client {
         }
     }
 
-    /// `GET path` with `headers` on a new HTTP/1.1 connection.
+    /// `GET path` with `headers` on a new HTTP/1.1 connection, answered within
+    /// [`PROMPTLY`](crate::PROMPTLY).
     pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut sender = http1::<Empty<Bytes>>(addr).await;
-        let mut request = Request::get(path).header("host", "svc.test");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Empty::new()).expect("request");
-        answer(sender.send_request(request).await.expect("response")).await
+        let exchange = async {
+            let mut sender = http1::<Empty<Bytes>>(addr).await;
+            let mut request = Request::get(path).header("host", "svc.test");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Empty::new()).expect("request");
+            answer(sender.send_request(request).await.expect("response")).await
+        };
+        crate::within(
+            crate::PROMPTLY,
+            &format!("an answer to GET {path}"),
+            exchange,
+        )
+        .await
     }
 }
 
