@@ -22,12 +22,12 @@ const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
 
 #[tokio::test]
 async fn without_a_laptop_intercepted_requests_wait_the_grace_period_then_get_503() {
-    const GRACE: Duration = Duration::from_secs(1);
+    const GRACE: Duration = Duration::from_secs(2);
     init_tracing();
     let session = Session::new();
     let cluster = spawn_app("cluster", None).await;
     let proxy = spawn_proxy(
-        proxy_config(cluster.addr, &["--reconnect-grace=1s"]),
+        proxy_config(cluster.addr, &["--reconnect-grace=2s"]),
         &session.proxy,
         0,
         &[],
