@@ -34,10 +34,16 @@ pub struct TunnelConfig {
     pub local_app: SocketAddr,
 }
 
+/// Why a [`ProxyResolver`] found no address.
+pub type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Finds the proxy's current tunnel address; asked before every (re)connect, so a proxy that
 /// moved (e.g. a replaced pod with a new IP) is found again.
-pub type ProxyResolver =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<SocketAddr, String>> + Send>> + Send + Sync>;
+pub type ProxyResolver = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<SocketAddr, ResolveError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Why a tunnel could not be (re-)established.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +55,13 @@ pub enum TunnelError {
     #[error("could not open a UDP socket for the tunnel: {0}")]
     Socket(#[source] std::io::Error),
     /// The proxy address did not resolve.
-    #[error("could not resolve the proxy address {proxy}: {reason}")]
+    #[error("could not resolve the proxy address {proxy}: {source}")]
     Resolve {
         /// The address given.
         proxy: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: ResolveError,
     },
     /// The proxy could not be reached or the connection broke during set-up.
     #[error("could not connect to the proxy at {proxy}: {reason}")]
@@ -296,16 +303,16 @@ impl Dialer {
             Some(resolve) => resolve().await,
             None => tokio::net::lookup_host(&self.proxy)
                 .await
-                .map_err(|error| error.to_string())
                 .and_then(|mut addresses| {
-                    addresses
-                        .next()
-                        .ok_or_else(|| "no address found".to_owned())
-                }),
+                    addresses.next().ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no address found")
+                    })
+                })
+                .map_err(Into::into),
         };
-        let proxy = resolved.map_err(|reason| TunnelError::Resolve {
+        let proxy = resolved.map_err(|source| TunnelError::Resolve {
             proxy: self.proxy.clone(),
-            reason,
+            source,
         })?;
         let connecting =
             self.endpoint

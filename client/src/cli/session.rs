@@ -1,7 +1,7 @@
 //! `czctl session close` and `czctl session list`.
 
 use clap::Args;
-use czctl::k8s::session;
+use czctl::session;
 
 use super::cluster::ClusterArgs;
 use super::output::Output;
@@ -41,7 +41,7 @@ pub async fn close(args: SessionArgs) -> anyhow::Result<()> {
     .await?;
     let scope = namespace.map_or("all namespaces".to_owned(), |ns| format!("namespace {ns}"));
     output.info(format_args!(
-        "{closed} intercept(s) closed in {scope}; nothing czctl created is left"
+        "{closed} intercept(s) closed in {scope}; every object verified as created by czctl was removed"
     ));
     Ok(())
 }

@@ -12,14 +12,19 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::names::SessionNames;
 use super::target::Target;
-use super::{SessionNames, ADMIN_PORT, TUNNEL_PORT};
+
+/// Port of the proxy's QUIC tunnel (UDP) when the Service does not use it.
+const TUNNEL_PORT: u16 = 7443;
+/// Port of the proxy's admin endpoints when the Service does not use it.
+const ADMIN_PORT: u16 = 9901;
 
 /// Where the Secret is mounted in the proxy.
-pub const TLS_DIR: &str = "/etc/cz-proxy/tls";
+pub(crate) const TLS_DIR: &str = "/etc/cz-proxy/tls";
 
 /// What the Deployment needs beyond the session's names.
-pub struct ProxySpec<'a> {
+pub(crate) struct ProxySpec<'a> {
     /// The Service being intercepted.
     pub target: &'a Target,
     /// The shadow Service's ClusterIP (the upstream).
@@ -40,7 +45,7 @@ fn free_port(preferred: u16, target: &Target) -> u16 {
 }
 
 /// The tunnel (UDP) and admin ports the proxy will use.
-pub fn proxy_ports(target: &Target) -> (u16, u16) {
+pub(crate) fn proxy_ports(target: &Target) -> (u16, u16) {
     (
         free_port(TUNNEL_PORT, target),
         free_port(ADMIN_PORT, target),
@@ -48,7 +53,7 @@ pub fn proxy_ports(target: &Target) -> (u16, u16) {
 }
 
 /// The proxy Deployment.
-pub fn build(
+pub(crate) fn build(
     names: &SessionNames,
     spec: &ProxySpec<'_>,
     owner: Option<OwnerReference>,
