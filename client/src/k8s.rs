@@ -10,6 +10,7 @@ pub(crate) mod api_error;
 pub(crate) mod cleanup;
 pub(crate) mod names;
 pub(crate) mod owned;
+pub(crate) mod proxy_admin;
 pub(crate) mod proxy_deployment;
 pub(crate) mod proxy_pod;
 pub(crate) mod record;

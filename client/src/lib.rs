@@ -23,6 +23,7 @@ mod local_app;
 mod progress;
 mod tunnel;
 
+pub use cz_shared::contract::ProxyState;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
@@ -39,6 +40,7 @@ pub mod errors {
     pub use crate::k8s::cleanup::{CleanupError, FailedDelete};
     pub use crate::k8s::names::NoRandomness;
     pub use crate::k8s::owned::{ObjectRef, SessionObject};
+    pub use crate::k8s::proxy_admin::AdminError;
     pub use crate::k8s::proxy_pod::ProxyPodError;
     pub use crate::k8s::selector::SelectorError;
     pub use crate::k8s::target::TargetError;

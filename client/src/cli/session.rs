@@ -59,10 +59,13 @@ pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
         "SERVICE", "HEADER", "PORT", "LOCAL PORT", "OWNER", "AGE"
     );
     for info in sessions {
-        let connected = match session::laptop_connected(&client, &info).await {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
+        let connected = match session::proxy_state(&client, &info).await {
+            Ok(state) if state.laptop_connected => "yes",
+            Ok(_) => "no",
+            Err(error) => {
+                tracing::debug!(%error, service = %info.service, "could not read the proxy's state");
+                "unknown"
+            }
         };
         let age = humantime::parse_rfc3339(&info.record.since)
             .ok()

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use cz_shared::contract::ProxyState;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
@@ -19,6 +20,7 @@ use super::api_error::{ApiCallError, CallContext};
 use super::cleanup::{self, CleanupError};
 use super::names::SessionNames;
 use super::owned;
+use super::proxy_admin::{self, AdminError};
 use super::record::Record;
 use super::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_LABEL, SESSION_LABEL};
 use crate::progress::Progress;
@@ -176,52 +178,16 @@ pub async fn close(
     }
 }
 
-/// Whether a laptop is connected to `session`'s proxy, read from the proxy's metrics through a
-/// port-forward to its admin port; `None` when the proxy cannot be asked.
-pub async fn laptop_connected(client: &kube::Client, session: &SessionInfo) -> Option<bool> {
-    use k8s_openapi::api::core::v1::Pod;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let pods = Api::<Pod>::namespaced(client.clone(), &session.namespace);
+/// The state of `session`'s proxy (whether a laptop is connected), read from its admin port
+/// through a port-forward.
+pub async fn proxy_state(
+    client: &kube::Client,
+    session: &SessionInfo,
+) -> Result<ProxyState, AdminError> {
     let names = SessionNames::existing(
         &session.namespace,
         &session.service,
         session.record.session.clone(),
     );
-    let pod = pods
-        .list(&ListParams::default().labels_from(&names.proxy_pods()))
-        .await
-        .ok()?
-        .items
-        .into_iter()
-        .next()?;
-    let admin_port = pod
-        .spec
-        .as_ref()?
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some("cz-admin"))?
-        .container_port as u16;
-    let mut forwarder = pods
-        .portforward(pod.metadata.name.as_deref()?, &[admin_port])
-        .await
-        .ok()?;
-    let mut stream = forwarder.take_stream(admin_port)?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: cz-proxy\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut metrics = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.read_to_string(&mut metrics),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    Some(
-        metrics
-            .lines()
-            .any(|line| line.trim() == "cz_proxy_tunnel_connected 1"),
-    )
+    proxy_admin::proxy_state(client, &names).await
 }
