@@ -10,6 +10,7 @@
 
 pub mod contract;
 pub mod headers;
+pub mod hello;
 pub mod protocol;
 pub mod rule;
 pub mod stream;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cz_shared::protocol::{CloseCode, Hello, Side, VersionMismatch, ALPN, SERVER_NAME};
-use cz_shared::stream::{read_hello, StreamError};
+use cz_shared::hello::{laptop_hello, HelloError};
+use cz_shared::protocol::{CloseCode, Hello, ALPN, SERVER_NAME};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -158,29 +158,10 @@ impl Dialer {
     }
 }
 
-enum HelloError {
-    Stream(StreamError),
-    Mismatch(VersionMismatch),
-}
-
-impl<E: Into<StreamError>> From<E> for HelloError {
-    fn from(error: E) -> Self {
-        Self::Stream(error.into())
-    }
-}
-
-/// Sends our hello on a control stream and checks the proxy's.
+/// Exchanges hellos as the laptop.
 async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloError> {
     let ours = Hello::new(env!("CARGO_PKG_VERSION"));
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| StreamError::Read(e.into()))?;
-    send.write_all(&ours.encode()).await?;
-    let _ = send.finish();
-    let proxy = read_hello(&mut recv).await?;
-    ours.check_compatible(Side::Client, &proxy)
-        .map_err(HelloError::Mismatch)?;
+    laptop_hello(connection, &ours).await?;
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
