@@ -8,7 +8,7 @@ use kube::Api;
 
 use super::api_error::ApiCallError;
 use super::names::SessionNames;
-use super::owned::{self, Deleted, ObjectRef};
+use super::owned::{self, Deleted, ObjectRef, SessionObject};
 use super::selector::{self, Restored, SelectorError};
 use crate::progress::Progress;
 
@@ -99,6 +99,15 @@ pub struct Cleaned {
     pub removed: Vec<ObjectRef>,
 }
 
+/// `objects` in the order they must go: the proxy first (it drains its in-flight requests
+/// through the shadow Service, with the Secret mounted), then the shadow Service, then the
+/// Secret — whatever order they were created or found in.
+fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
+    SessionObject::ALL
+        .into_iter()
+        .flat_map(move |kind| objects.iter().filter(move |o| o.kind == kind))
+}
+
 /// Restores the selector recorded by session `names` (if it is still recorded), then deletes
 /// `objects`, which must be the session's own (created by it, or verified by
 /// [`owned::find`]). Idempotent.
@@ -124,7 +133,7 @@ pub(crate) async fn clean_up(
         Restored::Nothing => {}
     }
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
-    for object in objects {
+    for object in deletion_order(objects) {
         match owned::delete(client, object).await {
             Ok(Deleted::Removed) => {
                 progress(Progress::Deleted(object.to_string()));
@@ -148,8 +157,26 @@ pub(crate) async fn clean_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::owned::SessionObject;
     use k8s_openapi::api::apps::v1::Deployment;
+
+    #[test]
+    fn the_proxy_goes_first_and_the_secret_last() {
+        let object = |kind| ObjectRef {
+            kind,
+            namespace: "demo".into(),
+            name: format!("{kind:?}"),
+            uid: "u".into(),
+        };
+        // The order an intercept creates them in.
+        let created = [
+            object(SessionObject::Secret),
+            object(SessionObject::ShadowService),
+            object(SessionObject::ProxyDeployment),
+        ];
+        let kinds: Vec<SessionObject> = deletion_order(&created).map(|o| o.kind).collect();
+        assert_eq!(kinds, SessionObject::ALL);
+        assert_eq!(kinds[0], SessionObject::ProxyDeployment);
+    }
 
     #[test]
     fn a_failed_delete_is_reported_with_its_kubectl_command() {
