@@ -82,13 +82,17 @@ pub struct IdentityDir {
     pub path: PathBuf,
 }
 
-/// Ctrl-C and SIGTERM, caught from the moment this is created (so a signal that arrives while
-/// czctl is busy is not lost, and never kills it half-way).
+/// Ctrl-C (every OS) and SIGTERM (Unix), caught from the moment this is created (so a signal
+/// that arrives while czctl is busy is not lost, and never kills it half-way).
 pub struct Interrupts {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+    #[cfg(windows)]
+    ctrl_break: tokio::signal::windows::CtrlBreak,
 }
 
 impl Interrupts {
@@ -102,18 +106,26 @@ impl Interrupts {
                 terminate: signal(SignalKind::terminate())?,
             })
         }
-        #[cfg(not(unix))]
-        Ok(Self {})
+        #[cfg(windows)]
+        {
+            Ok(Self {
+                ctrl_c: tokio::signal::windows::ctrl_c()?,
+                ctrl_break: tokio::signal::windows::ctrl_break()?,
+            })
+        }
     }
 
-    /// Waits for the next Ctrl-C or SIGTERM.
+    /// Waits for the next Ctrl-C (or SIGTERM, or Ctrl-Break on Windows).
     pub async fn recv(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(windows)]
+        tokio::select! {
+            _ = self.ctrl_c.recv() => {}
+            _ = self.ctrl_break.recv() => {}
+        }
     }
 }

@@ -6,20 +6,42 @@
 //! app, reconnecting whenever the connection is lost. [`Tunnel::events`] reports what happens,
 //! request by request.
 //!
-//! [`intercept::Intercept`] does the whole `czctl service intercept` through kube-rs: it creates
-//! the session's proxy in the cluster, switches the Service to it, connects the tunnel, and
-//! restores everything when stopped; [`k8s::session`] lists and closes sessions, including those
-//! a crash left behind.
+//! [`Intercept`] does the whole `czctl service intercept` through kube-rs: it creates the
+//! session's proxy in the cluster, switches the Service to it, connects the tunnel, and restores
+//! everything when stopped; [`session`] lists and closes sessions, including those a crash left
+//! behind. `examples/intercept.rs` shows both.
+//!
+//! Layers point one way: the `czctl` binary's CLI → [`intercept`] (the order of the steps) →
+//! one module per Kubernetes object and operation → kube-rs.
 
 #![warn(missing_docs)]
 
 mod events;
 pub mod intercept;
-pub mod k8s;
+mod k8s;
 mod local_app;
+mod progress;
 mod tunnel;
 
+pub use cz_shared::contract::ProxyState;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
-pub use tunnel::{ProxyResolver, Tunnel, TunnelConfig, TunnelError, TunnelState};
+pub use intercept::{Intercept, InterceptError, InterceptOptions, Plan};
+pub use k8s::record::Record;
+pub use k8s::{session, INTERCEPT_ANNOTATION};
+pub use progress::Progress;
+pub use tunnel::{ProxyResolver, ResolveError, Tunnel, TunnelConfig, TunnelError, TunnelState};
+
+/// The errors of the Kubernetes steps, as [`InterceptError`] and [`session::SessionError`]
+/// carry them.
+pub mod errors {
+    pub use crate::k8s::api_error::{ApiCallError, RBAC_MANIFEST};
+    pub use crate::k8s::cleanup::{CleanupError, FailedDelete};
+    pub use crate::k8s::names::NoRandomness;
+    pub use crate::k8s::owned::{ObjectRef, SessionObject};
+    pub use crate::k8s::proxy_admin::AdminError;
+    pub use crate::k8s::proxy_pod::ProxyPodError;
+    pub use crate::k8s::selector::SelectorError;
+    pub use crate::k8s::target::TargetError;
+}

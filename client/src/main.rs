@@ -27,8 +27,24 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("{}", render(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: what happened`, then one `caused by:` line per cause that adds something.
+fn render(error: &anyhow::Error) -> String {
+    let mut chain = error.chain();
+    let mut text = format!(
+        "error: {}",
+        chain.next().map(ToString::to_string).unwrap_or_default()
+    );
+    for cause in chain {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+    }
+    text
 }

@@ -1,10 +1,12 @@
 //! The admin port: `/healthz` (the process serves), `/readyz` (it accepts traffic; 503 while
-//! draining) and Prometheus `/metrics`.
+//! draining), `/state` (the typed, versioned [`ProxyState`] czctl reads, as JSON) and Prometheus
+//! `/metrics`. The paths are part of the contract in `cz_shared::contract`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cz_shared::contract::{ProxyState, HEALTH_PATH, METRICS_PATH, READY_PATH, STATE_PATH};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -54,24 +56,28 @@ fn answer(
     metrics: &Metrics,
     ready: &AtomicBool,
 ) -> Response<ProxyBody> {
+    let ready = ready.load(Ordering::Relaxed);
     let (status, body, content_type) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        (&Method::GET, "/readyz") if ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n".to_owned(), "text/plain")
-        }
-        (&Method::GET, "/readyz") => (
+        (&Method::GET, HEALTH_PATH) => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        (&Method::GET, READY_PATH) if ready => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
+        (&Method::GET, READY_PATH) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining\n".to_owned(),
             "text/plain",
         ),
-        (&Method::GET, "/metrics") => (
+        (&Method::GET, STATE_PATH) => (
+            StatusCode::OK,
+            ProxyState::new(metrics.tunnel_connected(), ready).to_json(),
+            "application/json",
+        ),
+        (&Method::GET, METRICS_PATH) => (
             StatusCode::OK,
             metrics.encode(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n".to_owned(),
+            format!("not found: try {HEALTH_PATH}, {READY_PATH}, {STATE_PATH} or {METRICS_PATH}\n"),
             "text/plain",
         ),
     };

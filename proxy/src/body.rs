@@ -32,6 +32,12 @@ impl ProxyBody {
     }
 }
 
+impl From<Bytes> for ProxyBody {
+    fn from(text: Bytes) -> Self {
+        Self::message(text)
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;

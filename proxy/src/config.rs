@@ -2,11 +2,14 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use cz_shared::contract::{self, env, flag};
 use cz_shared::{InterceptRule, DEFAULT_RULE};
+
+/// A raw TCP port forward: `LISTEN_PORT=HOST:PORT` (the form czctl writes).
+pub type Passthrough = contract::PassthroughArg;
 
 /// The in-cluster proxy of a czctl intercept session.
 ///
@@ -23,34 +26,34 @@ pub struct Config {
     pub bind_ip: IpAddr,
 
     /// TCP port of the intercepted HTTP port (the container port the Service targets).
-    #[arg(long, env = "CZ_HTTP_PORT")]
+    #[arg(long = flag::HTTP_PORT, env = env::HTTP_PORT)]
     pub http_port: u16,
 
     /// Where requests without the intercept header go, as HOST:PORT: the original pods, behind
     /// the session's shadow Service.
-    #[arg(long, env = "CZ_UPSTREAM")]
+    #[arg(long = flag::UPSTREAM, env = env::UPSTREAM)]
     pub upstream: String,
 
     /// Another port of the Service, passed through as raw TCP: LISTEN_PORT=HOST:PORT. Repeat
     /// the flag, or separate entries with commas in the environment variable.
-    #[arg(long = "passthrough", env = "CZ_PASSTHROUGH", value_delimiter = ',')]
+    #[arg(long = flag::PASSTHROUGH, env = env::PASSTHROUGH, value_delimiter = ',')]
     pub passthrough: Vec<Passthrough>,
 
     /// UDP port of the QUIC tunnel the developer's czctl dials.
-    #[arg(long, env = "CZ_TUNNEL_PORT", default_value_t = 7443)]
+    #[arg(long = flag::TUNNEL_PORT, env = env::TUNNEL_PORT, default_value_t = contract::DEFAULT_TUNNEL_PORT)]
     pub tunnel_port: u16,
 
-    /// TCP port of /healthz, /readyz and Prometheus /metrics.
-    #[arg(long, env = "CZ_ADMIN_PORT", default_value_t = 9901)]
+    /// TCP port of /healthz, /readyz, /state (JSON) and Prometheus /metrics.
+    #[arg(long = flag::ADMIN_PORT, env = env::ADMIN_PORT, default_value_t = contract::DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
 
     /// Directory holding the session's ca.crt, tls.crt and tls.key (a mounted Secret).
-    #[arg(long, env = "CZ_TLS_DIR", default_value = "/etc/cz-proxy/tls")]
+    #[arg(long = flag::TLS_DIR, env = env::TLS_DIR, default_value = contract::TLS_DIR)]
     pub tls_dir: PathBuf,
 
     /// Intercept rule NAME:VALUE: requests carrying this header go to the laptop. Names match
     /// case-insensitively with `_` equal to `-`; values case-insensitively after trimming.
-    #[arg(long, env = "CZ_HEADER", default_value = DEFAULT_RULE)]
+    #[arg(long = flag::HEADER, env = env::HEADER, default_value = DEFAULT_RULE)]
     pub header: InterceptRule,
 
     /// How long a matching request waits for the laptop to reconnect before it gets 503.
@@ -88,33 +91,6 @@ impl Config {
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         )
-    }
-}
-
-/// A raw TCP port forward: `LISTEN_PORT=HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passthrough {
-    /// Port the proxy listens on.
-    pub listen_port: u16,
-    /// Where connections go.
-    pub target: String,
-}
-
-impl FromStr for Passthrough {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{text:?} is not LISTEN_PORT=HOST:PORT, e.g. 9090=shadow.ns:9090");
-        let (port, target) = text.split_once('=').ok_or_else(usage)?;
-        let listen_port = port.trim().parse().map_err(|_| usage())?;
-        let target = target.trim();
-        match target.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Self {
-                listen_port,
-                target: target.to_owned(),
-            }),
-            _ => Err(usage()),
-        }
     }
 }
 
@@ -214,6 +190,40 @@ mod tests {
         let connect_timeout = config.upstream_connect_timeout;
         assert_eq!(connect_timeout, Duration::from_secs(11), "{source}");
         assert_eq!(config.worker_threads, Some(3), "{source}");
+    }
+
+    #[test]
+    fn parses_the_args_czctl_gives_its_deployment() {
+        let sent = contract::ProxyArgs {
+            http_port: 8080,
+            upstream: "10.96.0.7:80".into(),
+            passthrough: vec![
+                Passthrough {
+                    listen_port: 9090,
+                    target: "10.96.0.7:9090".into(),
+                },
+                Passthrough {
+                    listen_port: 9091,
+                    target: "10.96.0.7:91".into(),
+                },
+            ],
+            tunnel_port: 7444,
+            admin_port: 9902,
+            header: "x-my-header:me".into(),
+        };
+        let config =
+            Config::try_parse_from(std::iter::once("cz-proxy".to_owned()).chain(sent.to_args()))
+                .expect("cz-proxy accepts what czctl writes");
+        let received = contract::ProxyArgs {
+            http_port: config.http_port,
+            upstream: config.upstream,
+            passthrough: config.passthrough,
+            tunnel_port: config.tunnel_port,
+            admin_port: config.admin_port,
+            header: config.header.to_string(),
+        };
+        assert_eq!(received, sent);
+        assert_eq!(config.tls_dir, PathBuf::from(contract::TLS_DIR));
     }
 
     #[test]

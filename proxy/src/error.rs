@@ -1,8 +1,7 @@
 //! Every way a proxied request can fail, and the one place failures become HTTP responses.
 
-use cz_shared::headers::ERROR_HEADER;
 use cz_shared::stream::StreamError;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
 
@@ -47,7 +46,7 @@ impl ProxyError {
         }
     }
 
-    /// A short name for the [`ERROR_HEADER`] header and logs.
+    /// A short name for the [`cz_forward::ERROR_HEADER`] header and logs.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UpstreamUnreachable { .. } => "upstream-unreachable",
@@ -59,14 +58,6 @@ impl ProxyError {
 
     /// The response the client gets: the status, a plain-text explanation and the header.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let mut response = Response::new(ProxyBody::message(format!("{self}\n")));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        response
+        cz_forward::error_response(self.status(), self.code(), format!("{self}\n"))
     }
 }

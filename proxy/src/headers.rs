@@ -1,56 +1,17 @@
-//! Header rewriting on the way through: hop-by-hop headers (RFC 9110 §7.6.1) are dropped, and the
+//! Header rewriting on the way through: hop-by-hop headers are dropped (the rule lives in the
+//! forwarding core, `cz_forward`), and the
 //! `X-Forwarded-*` / `Forwarded` headers NGINX users configure are added.
 
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-pub use cz_shared::headers::is_upgrade;
+pub use cz_forward::{is_upgrade, strip_hop_by_hop};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Removes hop-by-hop headers. For an upgrade, `Upgrade` and `Connection: upgrade` stay, since
-/// the next hop must see them to switch protocols too. `TE: trailers` stays (gRPC needs it).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for token in listed
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        {
-            let token = token.trim_ascii();
-            if !token.eq_ignore_ascii_case(b"upgrade") {
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    headers.remove(name);
-                }
-            }
-        }
-        headers.remove(header::CONNECTION);
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if headers
-        .get(header::TE)
-        .is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(header::TE);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
-}
 
 /// The downstream client of one connection, with its forwarding header values made once per
 /// connection rather than once per request.
@@ -131,41 +92,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut headers = map(&[
-            ("connection", "keep-alive, x-secret-hop"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret-hop", "1"),
-            ("transfer-encoding", "chunked"),
-            ("te", "gzip"),
-            ("upgrade", "websocket"),
-            ("x-end-to-end", "stays"),
-        ]);
-        strip_hop_by_hop(&mut headers, false);
-        assert_eq!(headers, map(&[("x-end-to-end", "stays")]));
-    }
-
-    #[test]
-    fn upgrade_and_te_trailers_survive() {
-        let mut headers = map(&[
-            ("connection", "Upgrade, keep-alive"),
-            ("upgrade", "websocket"),
-            ("te", "trailers"),
-        ]);
-        assert!(is_upgrade(&headers));
-        strip_hop_by_hop(&mut headers, true);
-        assert_eq!(
-            headers,
-            map(&[
-                ("connection", "upgrade"),
-                ("upgrade", "websocket"),
-                ("te", "trailers")
-            ])
-        );
-        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
     }
 
     #[test]

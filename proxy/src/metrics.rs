@@ -109,6 +109,11 @@ impl Metrics {
         self.tunnel_connected.set(i64::from(connected));
     }
 
+    /// Whether a laptop is connected.
+    pub fn tunnel_connected(&self) -> bool {
+        self.tunnel_connected.get() > 0
+    }
+
     /// Counts a tunnel stream as active until the returned guard is dropped.
     pub fn stream_opened(&self) -> ActiveStream {
         self.active_streams.inc();

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cz_shared::protocol::{CloseCode, Hello, Side};
-use cz_shared::stream::read_hello;
+use cz_shared::hello::{proxy_hello, HelloError};
+use cz_shared::protocol::{CloseCode, Hello};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -66,16 +66,14 @@ async fn serve_laptop(incoming: quinn::Incoming, route: Arc<Route>, metrics: Arc
 
 /// Reads the laptop's hello and answers with ours. On a version mismatch the laptop, having
 /// both versions, reports it and closes; we wait for that (briefly) so our hello reaches it.
-async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), anyhow::Error> {
-    let (mut send, mut recv) = connection.accept_bi().await?;
-    let laptop = read_hello(&mut recv).await?;
+async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloError> {
     let ours = Hello::new(env!("CARGO_PKG_VERSION"));
-    send.write_all(&ours.encode()).await?;
-    send.finish()?;
-    if let Err(mismatch) = ours.check_compatible(Side::Proxy, &laptop) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
-        connection.close(CloseCode::VersionMismatch.into(), b"version mismatch");
-        return Err(mismatch.into());
+    match proxy_hello(connection, &ours).await {
+        Err(HelloError::Mismatch(mismatch)) => {
+            let _closed = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+            connection.close(CloseCode::VersionMismatch.into(), b"version mismatch");
+            Err(mismatch.into())
+        }
+        other => other.map(drop),
     }
-    Ok(())
 }

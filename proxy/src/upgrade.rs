@@ -1,12 +1,11 @@
-//! Protocol upgrades (WebSocket and friends): once both sides agreed to switch, bytes are copied
-//! both ways until either side closes.
+//! Protocol upgrades (WebSocket and friends) on a task of their own: the downstream client's
+//! upgraded connection spliced to the next hop by the forwarding core's [`cz_forward::splice`].
 
 use std::future::Future;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
 
 /// Copies bytes between the downstream client's upgraded connection and `next_hop` (the
 /// upstream's upgraded connection, or a tunnel stream) on a task of its own. `guard` lives as
@@ -22,17 +21,7 @@ pub fn spawn_splice<T, E, G>(
 {
     tokio::spawn(async move {
         let _guard = guard;
-        let downstream = match downstream.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => return debug!(%error, "downstream upgrade failed"),
-        };
-        let mut next_hop = match next_hop.await {
-            Ok(io) => io,
-            Err(error) => return debug!(%error, "next hop upgrade failed"),
-        };
-        match tokio::io::copy_bidirectional(&mut TokioIo::new(downstream), &mut next_hop).await {
-            Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
-            Err(error) => debug!(%error, "upgraded connection failed"),
-        }
+        let downstream = async move { downstream.await.map(TokioIo::new) };
+        cz_forward::splice(downstream, next_hop).await;
     });
 }

@@ -1,5 +1,6 @@
 //! What `cz-proxy` (in the cluster) and `czctl` (on the laptop) share: the tunnel's wire protocol,
-//! the intercept rule and the session certificates.
+//! the intercept rule, the session certificates, and the [`contract`] of the proxy czctl deploys
+//! (flags, ports, paths, admin state).
 //!
 //! The wire is QUIC: [`protocol`] defines the handshake and frames, [`stream`] moves them over
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
@@ -7,7 +8,9 @@
 
 #![warn(missing_docs)]
 
+pub mod contract;
 pub mod headers;
+pub mod hello;
 pub mod protocol;
 pub mod rule;
 pub mod stream;

@@ -2,10 +2,11 @@
 
 use serde_json::Value;
 
-/// A parsed `labelSelector` plus `fieldSelector` (only `metadata.name` and `metadata.namespace`).
+/// A parsed `labelSelector` plus `fieldSelector` (the fields in [`FIELDS`]).
 #[derive(Debug, Default, Clone)]
 pub struct Selector {
     labels: Vec<Requirement>,
+    /// (JSON pointer, equal or not, value).
     fields: Vec<(String, bool, String)>,
 }
 
@@ -18,6 +19,15 @@ enum Requirement {
     Exists(String),
     NotExists(String),
 }
+
+/// The field selectors served, with the JSON pointer each reads: the metadata fields every kind
+/// supports, and the `involvedObject` fields a real API server supports on Events.
+const FIELDS: [(&str, &str); 4] = [
+    ("metadata.name", "/metadata/name"),
+    ("metadata.namespace", "/metadata/namespace"),
+    ("involvedObject.name", "/involvedObject/name"),
+    ("involvedObject.kind", "/involvedObject/kind"),
+];
 
 /// Splits on commas outside parentheses.
 fn split_terms(text: &str) -> Vec<&str> {
@@ -82,14 +92,16 @@ impl Selector {
                 return Err(format!("invalid field selector {term:?}"));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
+            let Some((_, pointer)) = FIELDS.iter().find(|(name, _)| *name == field) else {
+                let supported: Vec<&str> = FIELDS.iter().map(|(name, _)| *name).collect();
                 return Err(format!(
-                    "field selector {field:?} is not supported (the loopback cluster supports metadata.name and metadata.namespace)"
+                    "field selector {field:?} is not supported (the loopback cluster supports {})",
+                    supported.join(", ")
                 ));
-            }
+            };
             selector
                 .fields
-                .push((field.to_owned(), equal, value.trim().to_owned()));
+                .push(((*pointer).to_owned(), equal, value.trim().to_owned()));
         }
         Ok(selector)
     }
@@ -122,12 +134,7 @@ impl Selector {
             Requirement::NotExists(k) => label(k).is_none(),
         });
         labels_match
-            && self.fields.iter().all(|(field, equal, value)| {
-                let pointer = if field == "metadata.name" {
-                    "/metadata/name"
-                } else {
-                    "/metadata/namespace"
-                };
+            && self.fields.iter().all(|(pointer, equal, value)| {
                 (object.pointer(pointer).and_then(Value::as_str) == Some(value)) == *equal
             })
     }
@@ -154,5 +161,21 @@ mod tests {
         assert!(!yes("", "metadata.name=b"));
         assert!(yes("", "metadata.namespace=demo,metadata.name!=b"));
         assert!(Selector::parse(None, Some("spec.nodeName=x")).is_err());
+    }
+
+    #[test]
+    fn events_select_by_involved_object() {
+        let event = json!({"metadata": {"name": "e1", "namespace": "demo"},
+            "involvedObject": {"kind": "Pod", "name": "cz-proxy-1"}});
+        let selects = |f: &str| {
+            Selector::parse(None, Some(f))
+                .expect("parses")
+                .matches(&event)
+        };
+        assert!(selects(
+            "involvedObject.name=cz-proxy-1,involvedObject.kind=Pod"
+        ));
+        assert!(!selects("involvedObject.name=other"));
+        assert!(!selects("involvedObject.kind=Deployment"));
     }
 }

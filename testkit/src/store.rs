@@ -2,7 +2,7 @@
 //! changes for watches to resume from, and the API server's write semantics (optimistic
 //! concurrency, generation, garbage collection of dependents).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
@@ -127,6 +127,8 @@ struct State {
     history: VecDeque<Change>,
     next_name: u64,
     next_cluster_ip: u32,
+    /// (group, plural, namespace) whose objects may not be deleted, as if RBAC denied it.
+    refused_deletes: BTreeSet<(&'static str, &'static str, String)>,
 }
 
 /// The cluster's objects.
@@ -181,6 +183,7 @@ impl Store {
                 history: VecDeque::new(),
                 next_name: 0,
                 next_cluster_ip: 0,
+                refused_deletes: BTreeSet::new(),
             }),
             changes_tx: broadcast::channel(HISTORY).0,
         }
@@ -454,6 +457,15 @@ impl Store {
         }
     }
 
+    /// From now on, refuses to delete `kind` objects in `namespace` with 403 Forbidden, as an API
+    /// server does when RBAC grants no `delete` on them: for tests of what a refused clean-up
+    /// reports.
+    pub fn refuse_deletes(&self, kind: &'static Kind, namespace: &str) {
+        self.lock()
+            .refused_deletes
+            .insert((kind.group, kind.plural, namespace.to_owned()));
+    }
+
     /// Deletes an object and, unless orphaned, everything it owns; deleting a namespace deletes
     /// everything in it.
     pub fn delete(
@@ -464,6 +476,22 @@ impl Store {
         propagation: Propagation,
     ) -> Result<Arc<Value>, ApiError> {
         let mut state = self.lock();
+        if state
+            .refused_deletes
+            .contains(&(kind.group, kind.plural, namespace.to_owned()))
+        {
+            let (group, plural) = (kind.group, kind.plural);
+            let resource = if group.is_empty() {
+                plural.to_owned()
+            } else {
+                format!("{plural}.{group}")
+            };
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("{resource} \"{name}\" is forbidden: User \"cz-testkit\" cannot delete resource \"{plural}\" in API group \"{group}\" in the namespace \"{namespace}\""),
+            ));
+        }
         let object = state
             .objects
             .remove(&key(kind, namespace, name))

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args};
-use czctl::intercept::{Intercept, InterceptOptions};
-use czctl::k8s::session;
-use czctl::{InterceptRule, TunnelEvent, DEFAULT_RULE};
+use czctl::{session, Intercept, InterceptOptions, InterceptRule, TunnelEvent, DEFAULT_RULE};
 
 use super::cluster::ClusterArgs;
 use super::output::Output;
@@ -78,7 +76,7 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
         )
         .await?;
         output.info(format_args!(
-            "cleaned up {namespace}/{}: {closed} intercept(s) restored, leftovers removed",
+            "cleaned up {namespace}/{}: {closed} intercept(s) closed, and every object verified as created by czctl for it was removed",
             args.service
         ));
         return Ok(());
@@ -98,7 +96,7 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
         let plan = Intercept::plan(&client, &options).await?;
         let patch = serde_json::json!({
             "service": format!("{namespace}/{}", args.service),
-            "patch": {"spec": {"selector": plan.record.proxy_selector}, "metadata": {"annotations": {czctl::k8s::INTERCEPT_ANNOTATION: "<the record below>"}}},
+            "patch": {"spec": {"selector": plan.record.proxy_selector}, "metadata": {"annotations": {czctl::INTERCEPT_ANNOTATION: "<the record below>"}}},
             "record": plan.record,
         });
         for document in [

@@ -24,7 +24,7 @@ impl Output {
     }
 
     /// A step of setting up or tearing down an intercept.
-    pub fn step(&self, step: czctl::intercept::Progress) {
+    pub fn step(&self, step: czctl::Progress) {
         self.info(format_args!("✓ {step}"));
     }
 

@@ -1,7 +1,7 @@
 //! `czctl session close` and `czctl session list`.
 
 use clap::Args;
-use czctl::k8s::session;
+use czctl::session;
 
 use super::cluster::ClusterArgs;
 use super::output::Output;
@@ -41,7 +41,7 @@ pub async fn close(args: SessionArgs) -> anyhow::Result<()> {
     .await?;
     let scope = namespace.map_or("all namespaces".to_owned(), |ns| format!("namespace {ns}"));
     output.info(format_args!(
-        "{closed} intercept(s) closed in {scope}; nothing czctl created is left"
+        "{closed} intercept(s) closed in {scope}; every object verified as created by czctl was removed"
     ));
     Ok(())
 }
@@ -59,10 +59,13 @@ pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
         "SERVICE", "HEADER", "PORT", "LOCAL PORT", "OWNER", "AGE"
     );
     for info in sessions {
-        let connected = match session::laptop_connected(&client, &info).await {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
+        let connected = match session::proxy_state(&client, &info).await {
+            Ok(state) if state.laptop_connected => "yes",
+            Ok(_) => "no",
+            Err(error) => {
+                tracing::debug!(%error, service = %info.service, "could not read the proxy's state");
+                "unknown"
+            }
         };
         let age = humantime::parse_rfc3339(&info.record.since)
             .ok()

@@ -12,14 +12,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::target::Target;
-use super::{SessionNames, ADMIN_PORT, TUNNEL_PORT};
+use super::names::SessionNames;
+use cz_shared::contract::{
+    self, PassthroughArg, ProxyArgs, ADMIN_PORT_NAME, READY_PATH, TLS_DIR, TUNNEL_PORT_NAME,
+};
 
-/// Where the Secret is mounted in the proxy.
-pub const TLS_DIR: &str = "/etc/cz-proxy/tls";
+use super::target::Target;
 
 /// What the Deployment needs beyond the session's names.
-pub struct ProxySpec<'a> {
+pub(crate) struct ProxySpec<'a> {
     /// The Service being intercepted.
     pub target: &'a Target,
     /// The shadow Service's ClusterIP (the upstream).
@@ -40,15 +41,15 @@ fn free_port(preferred: u16, target: &Target) -> u16 {
 }
 
 /// The tunnel (UDP) and admin ports the proxy will use.
-pub fn proxy_ports(target: &Target) -> (u16, u16) {
+pub(crate) fn proxy_ports(target: &Target) -> (u16, u16) {
     (
-        free_port(TUNNEL_PORT, target),
-        free_port(ADMIN_PORT, target),
+        free_port(contract::DEFAULT_TUNNEL_PORT, target),
+        free_port(contract::DEFAULT_ADMIN_PORT, target),
     )
 }
 
 /// The proxy Deployment.
-pub fn build(
+pub(crate) fn build(
     names: &SessionNames,
     spec: &ProxySpec<'_>,
     owner: Option<OwnerReference>,
@@ -56,22 +57,27 @@ pub fn build(
     let target = spec.target;
     let (tunnel_port, admin_port) = proxy_ports(target);
     let intercepted = target.port();
-    let mut args = vec![
-        format!("--http-port={}", intercepted.container_port),
-        format!("--upstream={}:{}", spec.shadow_ip, intercepted.port.port),
-        format!("--tunnel-port={tunnel_port}"),
-        format!("--admin-port={admin_port}"),
-        format!("--tls-dir={TLS_DIR}"),
-        format!("--header={}", spec.header),
-    ];
-    for (index, port) in target.ports.iter().enumerate() {
-        if index != target.intercepted && port.port.protocol.as_deref().unwrap_or("TCP") == "TCP" {
-            args.push(format!(
-                "--passthrough={}={}:{}",
-                port.container_port, spec.shadow_ip, port.port.port
-            ));
-        }
+    let args = ProxyArgs {
+        http_port: intercepted.container_port,
+        upstream: format!("{}:{}", spec.shadow_ip, intercepted.port.port),
+        passthrough: target
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(index, port)| {
+                *index != target.intercepted
+                    && port.port.protocol.as_deref().unwrap_or("TCP") == "TCP"
+            })
+            .map(|(_, port)| PassthroughArg {
+                listen_port: port.container_port,
+                target: format!("{}:{}", spec.shadow_ip, port.port.port),
+            })
+            .collect(),
+        tunnel_port,
+        admin_port,
+        header: spec.header.to_owned(),
     }
+    .to_args();
     let mut ports: Vec<ContainerPort> = target
         .ports
         .iter()
@@ -85,13 +91,13 @@ pub fn build(
     ports.sort_by_key(|p| p.container_port);
     ports.dedup_by_key(|p| p.container_port);
     ports.push(ContainerPort {
-        name: Some("cz-tunnel".into()),
+        name: Some(TUNNEL_PORT_NAME.into()),
         container_port: i32::from(tunnel_port),
         protocol: Some("UDP".into()),
         ..Default::default()
     });
     ports.push(ContainerPort {
-        name: Some("cz-admin".into()),
+        name: Some(ADMIN_PORT_NAME.into()),
         container_port: i32::from(admin_port),
         protocol: Some("TCP".into()),
         ..Default::default()
@@ -104,7 +110,7 @@ pub fn build(
         ports: Some(ports),
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
-                path: Some("/readyz".into()),
+                path: Some(READY_PATH.into()),
                 port: IntOrString::Int(i32::from(admin_port)),
                 ..Default::default()
             }),

@@ -5,11 +5,15 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 
-use super::SessionNames;
+use super::names::SessionNames;
 use cz_shared::tls::{Identity, CA_CERT_FILE, CERT_FILE, KEY_FILE};
 
 /// The Secret holding `proxy`'s identity.
-pub fn build(names: &SessionNames, proxy: &Identity, owner: Option<OwnerReference>) -> Secret {
+pub(crate) fn build(
+    names: &SessionNames,
+    proxy: &Identity,
+    owner: Option<OwnerReference>,
+) -> Secret {
     Secret {
         metadata: names.metadata(names.secret(), owner),
         type_: Some("kubernetes.io/tls".to_owned()),

@@ -1,15 +1,29 @@
 //! Sessions as the cluster records them: listing them, and closing them — restoring every
-//! intercepted Service and deleting everything czctl created — whatever state a crash left.
+//! intercepted Service and deleting what each session created — whatever state a crash left.
+//!
+//! A session's objects are found by the names derived from its id and Service, and each is
+//! checked to be the session's own (see [`owned::is_sessions`]) before it is deleted: labels
+//! only point at candidate sessions (one that crashed before recording itself on its Service),
+//! so a user's object that carries czctl's labels is never deleted.
 
+use std::collections::BTreeSet;
+
+use cz_shared::contract::ProxyState;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::ListParams;
+use kube::core::{Expression, Selector};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
-use super::selector::{self, Record, Restored};
-use super::{MANAGED_BY, SERVICE_LABEL};
-use crate::intercept::{InterceptError, Progress};
+use super::api_error::{ApiCallError, CallContext};
+use super::cleanup::{self, CleanupError};
+use super::names::SessionNames;
+use super::owned;
+use super::proxy_admin::{self, AdminError};
+use super::record::Record;
+use super::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_LABEL, SESSION_LABEL};
+use crate::progress::Progress;
 
 /// An intercept recorded on a Service.
 #[derive(Debug, Clone)]
@@ -20,6 +34,28 @@ pub struct SessionInfo {
     pub service: String,
     /// What the Service's annotation records.
     pub record: Record,
+}
+
+/// Why closing sessions is not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Looking for sessions failed.
+    #[error(transparent)]
+    Api(#[from] ApiCallError),
+    /// Some sessions could not be cleaned up completely.
+    #[error("{}", describe(failures))]
+    Incomplete {
+        /// One entry per session that was not cleaned up completely.
+        failures: Vec<CleanupError>,
+    },
+}
+
+fn describe(failures: &[CleanupError]) -> String {
+    failures
+        .iter()
+        .map(|failure| cleanup::with_causes(failure))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
@@ -39,10 +75,11 @@ where
 pub async fn list(
     client: &kube::Client,
     namespace: Option<&str>,
-) -> Result<Vec<SessionInfo>, InterceptError> {
+) -> Result<Vec<SessionInfo>, ApiCallError> {
     let services = api::<Service>(client, namespace)
         .list(&ListParams::default())
-        .await?;
+        .await
+        .during::<Service>("list", namespace)?;
     Ok(services
         .items
         .iter()
@@ -56,112 +93,101 @@ pub async fn list(
         .collect())
 }
 
-/// Closes every session in `namespace` (all when `None`), or only those of `service`: restores
-/// the Services and deletes what czctl created. Safe to run when nothing is left.
-pub async fn close(
+/// Sessions named by the labels of objects of kind `K`: candidates only, verified later.
+async fn labelled_sessions<K>(
     client: &kube::Client,
     namespace: Option<&str>,
-    service: Option<&str>,
-    progress: &mut impl FnMut(Progress),
-) -> Result<usize, InterceptError> {
-    let mut closed = 0;
-    for session in list(client, namespace).await? {
-        if service.is_some_and(|s| s != session.service) {
-            continue;
-        }
-        let services = Api::<Service>::namespaced(client.clone(), &session.namespace);
-        match selector::restore(&services, &session.service, None).await? {
-            Restored::Selector => progress(Progress::Restored),
-            Restored::LeftAsChanged(selector) => {
-                progress(Progress::LeftAsChanged(format!("{selector:?}")))
-            }
-            Restored::Nothing => {}
-        }
-        closed += 1;
-    }
-    let mut labels = format!("app.kubernetes.io/managed-by={MANAGED_BY}");
-    if let Some(service) = service {
-        labels.push_str(&format!(",{SERVICE_LABEL}={service}"));
-    }
-    let params = ListParams::default().labels(&labels);
-    delete_all::<Deployment>(client, namespace, &params, "proxy deployment", progress).await?;
-    delete_all::<Service>(client, namespace, &params, "shadow service", progress).await?;
-    delete_all::<Secret>(client, namespace, &params, "secret", progress).await?;
-    Ok(closed)
-}
-
-async fn delete_all<K>(
-    client: &kube::Client,
-    namespace: Option<&str>,
-    params: &ListParams,
-    what: &str,
-    progress: &mut impl FnMut(Progress),
-) -> Result<(), InterceptError>
+    labels: &Selector,
+) -> Result<Vec<SessionNames>, ApiCallError>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    for object in api::<K>(client, namespace).list(params).await?.items {
-        let (Some(ns), Some(name)) = (object.meta().namespace.clone(), object.meta().name.clone())
-        else {
-            continue;
-        };
-        match Api::<K>::namespaced(client.clone(), &ns)
-            .delete(&name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => progress(Progress::Deleted(format!("{what} {ns}/{name}"))),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
+    let objects = api::<K>(client, namespace)
+        .list(&ListParams::default().labels_from(labels))
+        .await
+        .during::<K>("list", namespace)?;
+    Ok(objects
+        .items
+        .iter()
+        .filter_map(|object| {
+            let meta = object.meta();
+            let labels = meta.labels.as_ref()?;
+            Some(SessionNames::existing(
+                meta.namespace.as_deref()?,
+                labels.get(SERVICE_LABEL)?,
+                labels.get(SESSION_LABEL)?.clone(),
+            ))
+        })
+        .collect())
 }
 
-/// Whether a laptop is connected to `session`'s proxy, read from the proxy's metrics through a
-/// port-forward to its admin port; `None` when the proxy cannot be asked.
-pub async fn laptop_connected(client: &kube::Client, session: &SessionInfo) -> Option<bool> {
-    use k8s_openapi::api::core::v1::Pod;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let pods = Api::<Pod>::namespaced(client.clone(), &session.namespace);
-    let selector = format!("{}={}", super::SESSION_LABEL, session.record.session);
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .ok()?
-        .items
+/// Closes every session in `namespace` (all when `None`), or only those of `service`: restores
+/// the Services and deletes what each session created. Safe to run when nothing is left.
+/// Returns how many intercepts (sessions recorded on a Service) were closed.
+pub async fn close(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    service: Option<&str>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<usize, SessionError> {
+    let recorded: Vec<SessionInfo> = list(client, namespace)
+        .await?
         .into_iter()
-        .next()?;
-    let admin_port = pod
-        .spec
-        .as_ref()?
-        .containers
+        .filter(|session| service.is_none_or(|s| s == session.service))
+        .collect();
+    let mut sessions: BTreeSet<SessionNames> = recorded
         .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some("cz-admin"))?
-        .container_port as u16;
-    let mut forwarder = pods
-        .portforward(pod.metadata.name.as_deref()?, &[admin_port])
-        .await
-        .ok()?;
-    let mut stream = forwarder.take_stream(admin_port)?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: cz-proxy\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut metrics = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.read_to_string(&mut metrics),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    Some(
-        metrics
-            .lines()
-            .any(|line| line.trim() == "cz_proxy_tunnel_connected 1"),
-    )
+        .map(|s| SessionNames::existing(&s.namespace, &s.service, s.record.session.clone()))
+        .collect();
+    // Sessions that crashed before recording themselves on their Service.
+    let mut labels: Selector = [(MANAGED_BY_LABEL, MANAGED_BY)].into_iter().collect();
+    labels.extend([Expression::Exists(SESSION_LABEL.to_owned())]);
+    if let Some(service) = service {
+        labels.extend([Expression::Equal(
+            SERVICE_LABEL.to_owned(),
+            service.to_owned(),
+        )]);
+    }
+    sessions.extend(labelled_sessions::<Deployment>(client, namespace, &labels).await?);
+    sessions.extend(labelled_sessions::<Service>(client, namespace, &labels).await?);
+    sessions.extend(labelled_sessions::<Secret>(client, namespace, &labels).await?);
+
+    let mut failures = Vec::new();
+    for names in &sessions {
+        let intercepted = Api::<Service>::namespaced(client.clone(), &names.namespace)
+            .get_opt(&names.service)
+            .await
+            .during::<Service>("get", Some(&names.namespace))?;
+        // Without the Service, nothing can be verified as the session's; its objects are owned
+        // by the Service, so the cluster's garbage collector removes them.
+        let Some(uid) = intercepted.and_then(|s| s.metadata.uid) else {
+            continue;
+        };
+        let objects = owned::find(client, names, &uid).await?;
+        if let Err(failure) = cleanup::clean_up(client, names, &objects, progress).await {
+            failures.push(failure);
+        }
+    }
+    if failures.is_empty() {
+        Ok(recorded.len())
+    } else {
+        Err(SessionError::Incomplete { failures })
+    }
+}
+
+/// The state of `session`'s proxy (whether a laptop is connected), read from its admin port
+/// through a port-forward.
+pub async fn proxy_state(
+    client: &kube::Client,
+    session: &SessionInfo,
+) -> Result<ProxyState, AdminError> {
+    let names = SessionNames::existing(
+        &session.namespace,
+        &session.service,
+        session.record.session.clone(),
+    );
+    proxy_admin::proxy_state(client, &names).await
 }

@@ -4,11 +4,15 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use super::names::SessionNames;
 use super::target::Target;
-use super::SessionNames;
 
 /// The shadow of `target`'s Service.
-pub fn build(names: &SessionNames, target: &Target, owner: Option<OwnerReference>) -> Service {
+pub(crate) fn build(
+    names: &SessionNames,
+    target: &Target,
+    owner: Option<OwnerReference>,
+) -> Service {
     let spec = target.service.spec.clone().unwrap_or_default();
     Service {
         metadata: names.metadata(names.shadow(), owner),

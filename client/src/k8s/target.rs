@@ -3,14 +3,74 @@
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
+use kube::core::Selector;
 use kube::Api;
 
-use super::selector::Record;
-use crate::intercept::InterceptError;
+use super::api_error::{ApiCallError, CallContext};
+use super::record::Record;
+
+/// Why a Service cannot be intercepted as asked. Messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// No such Service.
+    #[error("service \"{name}\" not found in namespace \"{namespace}\"{}", match candidates.as_slice() {
+        [] => "; it has no services (pick another namespace with -n)".to_owned(),
+        some => format!("; services there, closest first: {}", some.join(", ")),
+    })]
+    ServiceNotFound {
+        /// Namespace searched.
+        namespace: String,
+        /// Service asked for.
+        name: String,
+        /// Services of the namespace, closest names first.
+        candidates: Vec<String>,
+    },
+    /// The Service selects no pods by label.
+    #[error("service {namespace}/{name} has no selector (its endpoints are managed by hand or by another controller), so czctl cannot redirect it; intercept the Service that selects your pods instead")]
+    NoSelector {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        name: String,
+    },
+    /// Someone intercepts it already.
+    #[error("service {namespace}/{name} is already intercepted by {} since {} (session {}, header {}); if that session is gone, clean up with: czctl service intercept {name} -n {namespace} --clean", record.owner, record.since, record.session, record.header)]
+    AlreadyIntercepted {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        name: String,
+        /// The other session.
+        record: Box<Record>,
+    },
+    /// The port is ambiguous or wrong.
+    #[error("service {namespace}/{name} {}: {}; choose one with -r/--remotePort", given.map_or("has several ports".to_owned(), |p| format!("has no port {p}")), ports.join(", "))]
+    PortNeeded {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        name: String,
+        /// The port given, if any.
+        given: Option<u16>,
+        /// The Service's ports.
+        ports: Vec<String>,
+    },
+    /// A named targetPort matches no container port.
+    #[error("service {name} targets the port named \"{port_name}\", but no pod it selects declares a container port with that name; start the workload, or intercept by number with -r")]
+    UnresolvedPort {
+        /// Service.
+        name: String,
+        /// The port name.
+        port_name: String,
+    },
+    /// The API call failed.
+    #[error(transparent)]
+    Api(#[from] ApiCallError),
+}
 
 /// A Service port, with the container port its pods listen on.
 #[derive(Debug, Clone)]
-pub struct TargetPort {
+pub(crate) struct TargetPort {
     /// The Service port.
     pub port: ServicePort,
     /// The container port number behind it.
@@ -21,7 +81,7 @@ pub struct TargetPort {
 
 /// A Service that can be intercepted, and the port to intercept.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The Service as read (its resourceVersion is the precondition for the switch).
     pub service: Service,
     /// Every port, resolved.
@@ -38,30 +98,35 @@ impl Target {
 }
 
 /// Reads `namespace/name` and checks it can be intercepted on `remote_port`.
-pub async fn resolve(
+pub(crate) async fn resolve(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     remote_port: Option<u16>,
-) -> Result<Target, InterceptError> {
+) -> Result<Target, TargetError> {
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let Some(service) = services.get_opt(name).await? else {
+    let Some(service) = services
+        .get_opt(name)
+        .await
+        .during::<Service>("get", Some(namespace))?
+    else {
         let mut names: Vec<String> = services
             .list(&ListParams::default())
-            .await?
+            .await
+            .during::<Service>("list", Some(namespace))?
             .items
             .into_iter()
             .filter_map(|s| s.metadata.name)
             .collect();
-        names.sort_by_key(|candidate| distance(candidate, name));
-        return Err(InterceptError::ServiceNotFound {
+        names.sort_by_key(|candidate| strsim::levenshtein(candidate, name));
+        return Err(TargetError::ServiceNotFound {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             candidates: names,
         });
     };
     if let Some(record) = Record::read(&service) {
-        return Err(InterceptError::AlreadyIntercepted {
+        return Err(TargetError::AlreadyIntercepted {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             record: Box::new(record),
@@ -70,7 +135,7 @@ pub async fn resolve(
     let spec = service.spec.clone().unwrap_or_default();
     let selector = spec.selector.clone().unwrap_or_default();
     if selector.is_empty() {
-        return Err(InterceptError::NoSelector {
+        return Err(TargetError::NoSelector {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         });
@@ -84,7 +149,7 @@ pub async fn resolve(
         (None, _) => None,
     };
     let Some(intercepted) = intercepted else {
-        return Err(InterceptError::PortNeeded {
+        return Err(TargetError::PortNeeded {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             given: remote_port,
@@ -92,15 +157,12 @@ pub async fn resolve(
         });
     };
     // Named target ports resolve through the pods the Service selects now.
-    let label_selector = selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selects: Selector = selector.into_iter().collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = pods
-        .list(&ListParams::default().labels(&label_selector).limit(1))
-        .await?
+        .list(&ListParams::default().labels_from(&selects).limit(1))
+        .await
+        .during::<Pod>("list", Some(namespace))?
         .items
         .into_iter()
         .next();
@@ -120,7 +182,7 @@ pub async fn resolve(
                             .find(|p| p.name.as_deref() == Some(port_name))
                     })
                     .map(|p| p.container_port as u16)
-                    .ok_or_else(|| InterceptError::UnresolvedPort {
+                    .ok_or_else(|| TargetError::UnresolvedPort {
                         name: name.to_owned(),
                         port_name: port_name.clone(),
                     })?;
@@ -141,7 +203,7 @@ pub async fn resolve(
 }
 
 /// `80 (http → 8080/TCP)`.
-pub fn describe_port(port: &ServicePort) -> String {
+pub(crate) fn describe_port(port: &ServicePort) -> String {
     let target = match &port.target_port {
         Some(IntOrString::Int(n)) => n.to_string(),
         Some(IntOrString::String(s)) => s.clone(),
@@ -159,30 +221,12 @@ pub fn describe_port(port: &ServicePort) -> String {
     )
 }
 
-/// Edit distance, to list the closest Service names first.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = (previous + usize::from(ca != cb))
-                .min(row[j] + 1)
-                .min(current + 1);
-            previous = current;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn closest_names_first() {
         let mut names = ["payments", "echo", "ech0-v2", "frontend"];
-        names.sort_by_key(|n| super::distance(n, "ecoh"));
+        names.sort_by_key(|n| strsim::levenshtein(n, "ecoh"));
         assert_eq!(names[0], "echo");
     }
 }

@@ -1,0 +1,45 @@
+//! What to intercept and how, and what `--dry-run` shows instead of doing it.
+
+use std::time::Duration;
+
+use cz_shared::InterceptRule;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+
+use crate::k8s::record::Record;
+
+/// What to intercept and how.
+#[derive(Debug, Clone)]
+pub struct InterceptOptions {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// The Service.
+    pub service: String,
+    /// The Service port; optional when it has only one.
+    pub remote_port: Option<u16>,
+    /// The laptop port; defaults to the remote port.
+    pub local_port: Option<u16>,
+    /// Which requests go to the laptop.
+    pub rule: InterceptRule,
+    /// The proxy image.
+    pub proxy_image: String,
+    /// Pull secret for the proxy image.
+    pub image_pull_secret: Option<String>,
+    /// How long the proxy may take to become ready.
+    pub timeout: Duration,
+    /// Dial the tunnel here instead of the proxy pod's IP.
+    pub tunnel_endpoint: Option<String>,
+}
+
+/// What `--dry-run` prints.
+#[derive(Debug)]
+pub struct Plan {
+    /// The Secret (key material elided).
+    pub secret: Secret,
+    /// The shadow Service.
+    pub shadow: Service,
+    /// The proxy Deployment.
+    pub deployment: Deployment,
+    /// What the Service's annotation would record (the selector switch).
+    pub record: Record,
+}

@@ -1,0 +1,136 @@
+//! The steps of setting up an intercept, in order: certificates, Secret, shadow Service, proxy
+//! Deployment, the proxy's readiness, the selector switch, the tunnel. Each created object is
+//! recorded as it is created, so a failure part-way undoes exactly what was done.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use cz_shared::tls::SessionCa;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::PostParams;
+use kube::Api;
+
+use super::{InterceptOptions, SetUpError};
+use crate::k8s::api_error::CallContext;
+use crate::k8s::names::SessionNames;
+use crate::k8s::owned::{ObjectRef, SessionObject};
+use crate::k8s::record::Record;
+use crate::k8s::target::Target;
+use crate::k8s::{owner_reference, proxy_deployment, proxy_pod, secret, selector, shadow_service};
+use crate::progress::Progress;
+use crate::tunnel::ProxyResolver;
+use crate::{Tunnel, TunnelConfig};
+
+/// The steps of setting up, in order.
+pub(super) struct SetUp<'a> {
+    pub(super) client: &'a kube::Client,
+    pub(super) names: &'a SessionNames,
+    pub(super) target: &'a Target,
+    pub(super) record: &'a Record,
+    pub(super) options: &'a InterceptOptions,
+}
+
+impl SetUp<'_> {
+    pub(super) async fn run(
+        &self,
+        created: &mut Vec<ObjectRef>,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<Tunnel, SetUpError> {
+        let (client, names, target, options) = (self.client, self.names, self.target, self.options);
+        let namespace = names.namespace.as_str();
+        let owner = owner_reference(&target.service);
+        let (proxy_identity, laptop_identity) = SessionCa::generate()
+            .and_then(|ca| Ok((ca.issue_proxy()?, ca.issue_client()?)))
+            .map_err(SetUpError::Certificates)?;
+        let post = PostParams::default();
+
+        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+            .create(&post, &secret::build(names, &proxy_identity, owner.clone()))
+            .await
+            .during::<Secret>("create", Some(namespace))?;
+        created.extend(ObjectRef::from_meta(
+            SessionObject::Secret,
+            &secret.metadata,
+        ));
+        progress(Progress::Created(format!("secret {}", names.secret())));
+
+        let shadow = Api::<Service>::namespaced(client.clone(), namespace)
+            .create(&post, &shadow_service::build(names, target, owner.clone()))
+            .await
+            .during::<Service>("create", Some(namespace))?;
+        created.extend(ObjectRef::from_meta(
+            SessionObject::ShadowService,
+            &shadow.metadata,
+        ));
+        let shadow_ip = shadow.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        progress(Progress::Created(format!(
+            "shadow service {} ({shadow_ip})",
+            names.shadow()
+        )));
+
+        let spec = proxy_deployment::ProxySpec {
+            target,
+            shadow_ip: &shadow_ip,
+            header: &self.record.header,
+            image: &options.proxy_image,
+            image_pull_secret: options.image_pull_secret.as_deref(),
+        };
+        let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .create(&post, &proxy_deployment::build(names, &spec, owner))
+            .await
+            .during::<Deployment>("create", Some(namespace))?;
+        created.extend(ObjectRef::from_meta(
+            SessionObject::ProxyDeployment,
+            &deployment.metadata,
+        ));
+        progress(Progress::Created(format!(
+            "proxy deployment {} ({})",
+            names.proxy(),
+            options.proxy_image
+        )));
+
+        progress(Progress::WaitingForProxy);
+        let started = std::time::Instant::now();
+        let pod_ip = proxy_pod::wait_ready(client, names, options.timeout).await?;
+        progress(Progress::ProxyReady(started.elapsed()));
+
+        let services = Api::<Service>::namespaced(client.clone(), namespace);
+        selector::switch(&services, namespace, &target.service, self.record).await?;
+        progress(Progress::Switched);
+
+        let (tunnel_port, _) = proxy_deployment::proxy_ports(target);
+        let config = TunnelConfig {
+            proxy: options
+                .tunnel_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("{pod_ip}:{tunnel_port}")),
+            identity: laptop_identity,
+            local_app: SocketAddr::from((Ipv4Addr::LOCALHOST, self.record.local_port)),
+        };
+        // Without an explicit endpoint, each reconnect dials the session's ready proxy pod, so
+        // a replaced pod (new IP) is found again.
+        let resolver = options
+            .tunnel_endpoint
+            .is_none()
+            .then(|| proxy_resolver(client, names, tunnel_port));
+        let tunnel = Tunnel::start_with_resolver(config, resolver)
+            .map_err(|error| SetUpError::Tunnel(Arc::new(error)))?;
+        let proxy = tunnel.connected().await.map_err(SetUpError::Tunnel)?;
+        progress(Progress::TunnelConnected(proxy));
+        Ok(tunnel)
+    }
+}
+
+/// The tunnel's resolver: the session's ready proxy pod, at `tunnel_port`.
+fn proxy_resolver(client: &kube::Client, names: &SessionNames, tunnel_port: u16) -> ProxyResolver {
+    let (client, names) = (client.clone(), names.clone());
+    Arc::new(move || {
+        let (client, names) = (client.clone(), names.clone());
+        Box::pin(async move {
+            proxy_pod::tunnel_address(&client, &names, tunnel_port)
+                .await
+                .map_err(Into::into)
+        })
+    })
+}

@@ -1,0 +1,211 @@
+//! Undoing a session: restore the Service's selector first (so new connections go to the
+//! original pods), then delete the session's objects, each with its uid precondition. Every
+//! object that could not be removed is reported with the command that removes it; nothing is
+//! claimed that was not verified.
+
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+
+use super::api_error::ApiCallError;
+use super::names::SessionNames;
+use super::owned::{self, Deleted, ObjectRef, SessionObject};
+use super::selector::{self, Restored, SelectorError};
+use crate::progress::Progress;
+
+/// An object clean-up could not delete.
+#[derive(Debug)]
+pub struct FailedDelete {
+    /// The object, still in the cluster.
+    pub object: ObjectRef,
+    /// Why it is still there.
+    pub error: ApiCallError,
+}
+
+/// Why a clean-up is not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// The selector could not be restored, so the proxy was kept: deleting it would cut the
+    /// Service off.
+    #[error("czctl could not restore service {namespace}/{service}, so it kept the session's proxy running (removing it would leave the service without pods); fix the cause below, then run `czctl session close -n {namespace}`")]
+    NotRestored {
+        /// Namespace.
+        namespace: String,
+        /// The intercepted Service.
+        service: String,
+        /// Why.
+        #[source]
+        source: SelectorError,
+    },
+    /// What the session knew it created is gone, but whether an interrupted creation left more
+    /// could not be checked.
+    #[error("czctl removed the objects it knew it had created, but could not check for others of session {session} whose creation was interrupted; run `czctl session close -n {namespace}` to remove them")]
+    Unverified {
+        /// The session id.
+        session: String,
+        /// Namespace.
+        namespace: String,
+        /// Why the check failed.
+        #[source]
+        source: ApiCallError,
+    },
+    /// Some objects could not be deleted.
+    #[error("{}", describe_failures(failed))]
+    Incomplete {
+        /// Each object still in the cluster, and why.
+        failed: Vec<FailedDelete>,
+    },
+}
+
+/// One paragraph per object left, with why and the `kubectl delete` that removes it.
+fn describe_failures(failed: &[FailedDelete]) -> String {
+    let mut text = format!(
+        "czctl could not remove {} object(s) it created",
+        failed.len()
+    );
+    for FailedDelete { object, error } in failed {
+        let error = if error.is_forbidden() {
+            error.to_string()
+        } else {
+            with_causes(error)
+        };
+        text.push_str(&format!(
+            "\n  - {object}: {error}\n    remove it with: {}",
+            object.kubectl_delete()
+        ));
+    }
+    text
+}
+
+/// `error` and its causes on one line, each cause once.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let line = current.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!(": {line}"));
+        }
+        cause = current.source();
+    }
+    text
+}
+
+/// What a complete clean-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    /// What happened to the Service's selector.
+    pub restored: Restored,
+    /// The objects deleted now.
+    pub removed: Vec<ObjectRef>,
+}
+
+/// `objects` in the order they must go: the proxy first (it drains its in-flight requests
+/// through the shadow Service, with the Secret mounted), then the shadow Service, then the
+/// Secret — whatever order they were created or found in.
+fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
+    SessionObject::ALL
+        .into_iter()
+        .flat_map(move |kind| objects.iter().filter(move |o| o.kind == kind))
+}
+
+/// Restores the selector recorded by session `names` (if it is still recorded), then deletes
+/// `objects`, which must be the session's own (created by it, or verified by
+/// [`owned::find`]). Idempotent.
+pub(crate) async fn clean_up(
+    client: &kube::Client,
+    names: &SessionNames,
+    objects: &[ObjectRef],
+    progress: &mut impl FnMut(Progress),
+) -> Result<Cleaned, CleanupError> {
+    let services = Api::<Service>::namespaced(client.clone(), &names.namespace);
+    let restored = selector::restore(&services, &names.namespace, &names.service, &names.id)
+        .await
+        .map_err(|source| CleanupError::NotRestored {
+            namespace: names.namespace.clone(),
+            service: names.service.clone(),
+            source,
+        })?;
+    match &restored {
+        Restored::Selector => progress(Progress::Restored),
+        Restored::LeftAsChanged(selector) => {
+            progress(Progress::LeftAsChanged(format!("{selector:?}")))
+        }
+        Restored::Nothing => {}
+    }
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    for object in deletion_order(objects) {
+        match owned::delete(client, object).await {
+            Ok(Deleted::Removed) => {
+                progress(Progress::Deleted(object.to_string()));
+                removed.push(object.clone());
+            }
+            Ok(Deleted::AlreadyGone) => {}
+            Ok(Deleted::Replaced) => progress(Progress::LeftAlone(object.to_string())),
+            Err(error) => failed.push(FailedDelete {
+                object: object.clone(),
+                error,
+            }),
+        }
+    }
+    if failed.is_empty() {
+        Ok(Cleaned { restored, removed })
+    } else {
+        Err(CleanupError::Incomplete { failed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    #[test]
+    fn the_proxy_goes_first_and_the_secret_last() {
+        let object = |kind| ObjectRef {
+            kind,
+            namespace: "demo".into(),
+            name: format!("{kind:?}"),
+            uid: "u".into(),
+        };
+        // The order an intercept creates them in.
+        let created = [
+            object(SessionObject::Secret),
+            object(SessionObject::ShadowService),
+            object(SessionObject::ProxyDeployment),
+        ];
+        let kinds: Vec<SessionObject> = deletion_order(&created).map(|o| o.kind).collect();
+        assert_eq!(kinds, SessionObject::ALL);
+        assert_eq!(kinds[0], SessionObject::ProxyDeployment);
+    }
+
+    #[test]
+    fn a_failed_delete_is_reported_with_its_kubectl_command() {
+        let object = ObjectRef {
+            kind: SessionObject::ProxyDeployment,
+            namespace: "demo".into(),
+            name: "cz-proxy-echo-0123abcd".into(),
+            uid: "u".into(),
+        };
+        let refused = kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            ..Default::default()
+        }));
+        let error = CleanupError::Incomplete {
+            failed: vec![FailedDelete {
+                object,
+                error: ApiCallError::new::<Deployment>("delete", Some("demo"), refused),
+            }],
+        };
+        let message = error.to_string();
+        for part in [
+            "could not remove 1 object(s)",
+            "proxy deployment demo/cz-proxy-echo-0123abcd",
+            "403 Forbidden",
+            "deploy/rbac.yaml",
+            "kubectl delete deployment cz-proxy-echo-0123abcd -n demo",
+        ] {
+            assert!(message.contains(part), "{part} missing from {message}");
+        }
+    }
+}

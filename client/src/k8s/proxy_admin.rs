@@ -1,0 +1,125 @@
+//! The session proxy's admin port, reached through a port-forward to its pod: the typed,
+//! versioned state it serves on `/state` (see `cz_shared::contract`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cz_shared::contract::{ProxyState, StateError, ADMIN_PORT_NAME, STATE_PATH};
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::Api;
+
+use super::api_error::{ApiCallError, CallContext};
+use super::names::SessionNames;
+
+/// How long asking the proxy may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the proxy's state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The session has no proxy pod.
+    #[error("session {session} has no proxy pod")]
+    NoPod {
+        /// The session id.
+        session: String,
+    },
+    /// The proxy pod declares no admin port.
+    #[error("the proxy pod {pod} has no container port named {ADMIN_PORT_NAME}")]
+    NoAdminPort {
+        /// The pod.
+        pod: String,
+    },
+    /// A Kubernetes call (the pod list or the port-forward) failed.
+    #[error(transparent)]
+    Api(#[from] ApiCallError),
+    /// The port-forward gave no stream.
+    #[error("the port-forward to the proxy's admin port opened no stream")]
+    NoStream,
+    /// HTTP to the admin port failed.
+    #[error("the proxy's admin port did not answer over HTTP")]
+    Http(#[source] hyper::Error),
+    /// The proxy answered with an error status.
+    #[error("the proxy answered {STATE_PATH} with {0}")]
+    Status(StatusCode),
+    /// The proxy did not answer in time.
+    #[error("the proxy did not answer within {ASK_TIMEOUT:?}")]
+    Timeout,
+    /// The answer is not a state this czctl reads.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The state of session `names`' proxy.
+pub(crate) async fn proxy_state(
+    client: &kube::Client,
+    names: &SessionNames,
+) -> Result<ProxyState, AdminError> {
+    tokio::time::timeout(ASK_TIMEOUT, ask(client, names))
+        .await
+        .map_err(|_| AdminError::Timeout)?
+}
+
+async fn ask(client: &kube::Client, names: &SessionNames) -> Result<ProxyState, AdminError> {
+    let namespace = names.namespace.as_str();
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let pod = pods
+        .list(&ListParams::default().labels_from(&names.proxy_pods()))
+        .await
+        .during::<Pod>("list", Some(namespace))?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| AdminError::NoPod {
+            session: names.id.clone(),
+        })?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let admin_port = pod
+        .spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .ok_or_else(|| AdminError::NoAdminPort {
+            pod: pod_name.clone(),
+        })?;
+    let mut forwarder = pods
+        .portforward(&pod_name, &[admin_port])
+        .await
+        .map_err(|source| ApiCallError {
+            resource: "pods/portforward".into(),
+            ..ApiCallError::new::<Pod>("create", Some(namespace), source)
+        })?;
+    let stream = forwarder
+        .take_stream(admin_port)
+        .ok_or(AdminError::NoStream)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(AdminError::Http)?;
+    let request = Request::get(STATE_PATH)
+        .header(header::HOST, "cz-proxy")
+        .body(Empty::<Bytes>::new())
+        .expect("a GET of a fixed path is a valid request");
+    let exchange = async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    };
+    // The connection is driven until the exchange ends; then it is dropped.
+    let (status, body) = tokio::select! {
+        exchange = exchange => exchange.map_err(AdminError::Http)?,
+        ended = connection => {
+            ended.map_err(AdminError::Http)?;
+            return Err(AdminError::NoStream);
+        }
+    };
+    if !status.is_success() {
+        return Err(AdminError::Status(status));
+    }
+    Ok(ProxyState::from_json(&body)?)
+}

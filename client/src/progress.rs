@@ -1,0 +1,53 @@
+//! The steps of starting and stopping an intercept, as the CLI prints them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A step of [`Intercept::start`](crate::Intercept::start), [`Intercept::stop`](crate::Intercept::stop)
+/// or [`session::close`](crate::session::close), for progress output.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The Service and port were checked.
+    Checked {
+        /// `namespace/service`.
+        service: String,
+        /// The port.
+        port: String,
+    },
+    /// An object was created.
+    Created(String),
+    /// Waiting for the proxy to become ready.
+    WaitingForProxy,
+    /// The proxy is ready.
+    ProxyReady(Duration),
+    /// The Service now routes through the proxy.
+    Switched,
+    /// The tunnel is connected.
+    TunnelConnected(SocketAddr),
+    /// The Service's selector is restored.
+    Restored,
+    /// Someone else changed the selector meanwhile; it was left as they set it.
+    LeftAsChanged(String),
+    /// An object was deleted.
+    Deleted(String),
+    /// An object under a session's name is no longer the one the session created; left alone.
+    LeftAlone(String),
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Checked { service, port } => write!(f, "service {service} port {port} can be intercepted"),
+            Self::Created(what) => write!(f, "created {what}"),
+            Self::WaitingForProxy => write!(f, "waiting for the proxy to become ready"),
+            Self::ProxyReady(took) => write!(f, "proxy ready after {:.1}s", took.as_secs_f64()),
+            Self::Switched => write!(f, "service now routes through the proxy"),
+            Self::TunnelConnected(proxy) => write!(f, "tunnel connected to {proxy}"),
+            Self::Restored => write!(f, "service selector restored"),
+            Self::LeftAsChanged(selector) => write!(f, "service selector was changed by someone else during the intercept; left as they set it ({selector})"),
+            Self::Deleted(what) => write!(f, "deleted {what}"),
+            Self::LeftAlone(what) => write!(f, "left {what} alone: another object with another uid took its name"),
+        }
+    }
+}

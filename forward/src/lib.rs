@@ -1,0 +1,21 @@
+//! The HTTP forwarding core that cz-proxy (to the original pods) and czctl (to the developer's
+//! local app) share: pooled clients per protocol to one fixed address ([`Forwarder`]), the
+//! request URI and authority rules, hop-by-hop header rules ([`strip_hop_by_hop`]), splicing an
+//! upgraded connection ([`splice`]), and the error response both ends answer with
+//! ([`error_response`], naming the failure in [`ERROR_HEADER`]).
+//!
+//! It opens sockets, so it is not part of `cz-shared` (which stays pure); it depends on neither
+//! side, and both depend on it.
+
+#![warn(missing_docs)]
+
+mod error;
+mod forwarder;
+mod hop;
+mod splice;
+
+pub use cz_shared::headers::{is_upgrade, ERROR_HEADER};
+pub use error::{error_response, ForwardError};
+pub use forwarder::Forwarder;
+pub use hop::strip_hop_by_hop;
+pub use splice::splice;
