@@ -36,11 +36,16 @@ use crate::resources::{DEPLOYMENTS, NAMESPACES, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
-/// Where the cluster keeps pod files, and where it finds the `cz-proxy` binary.
+/// How the cluster runs: where it finds the `cz-proxy` binary, and how late Services follow
+/// their endpoints.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// The binary run for `cz-proxy` images; found next to the running executable when `None`.
     pub proxy_binary: Option<PathBuf>,
+    /// How long after the Endpoints change the Services' forwarding follows, as kube-proxy lags
+    /// (a second or more on real clusters). Zero (the default) switches at once; tests of
+    /// zero-downtime behaviour use about a second.
+    pub endpoint_lag: Duration,
 }
 
 /// A running loopback cluster; stops (and stops its pods) when dropped or [`Cluster::stop`]ped.
@@ -102,7 +107,11 @@ impl Cluster {
             tokio::spawn(server::serve(listener, tls, api, shutdown.clone())),
             tokio::spawn(controllers::run(store.clone(), shutdown.clone())),
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
-            tokio::spawn(service_proxy::run(store.clone(), shutdown.clone())),
+            tokio::spawn(service_proxy::run(
+                store.clone(),
+                options.endpoint_lag,
+                shutdown.clone(),
+            )),
         ];
         Ok(Self {
             store,
