@@ -168,6 +168,15 @@ impl std::fmt::Display for Progress {
     }
 }
 
+/// How long Services may keep sending new connections to the proxy after the selector is
+/// restored: kube-proxy applies endpoint changes a second or so late, so the proxy is removed
+/// only after this.
+pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(2);
+
+/// How long [`Intercept::stop`] lets in-flight intercepted requests finish before it closes the
+/// tunnel (the proxy pod's termination grace period).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running intercept.
 pub struct Intercept {
     client: kube::Client,
@@ -283,7 +292,7 @@ impl Intercept {
                 tunnel,
             }),
             Err(error) => {
-                let _ = clean_up(&client, &names, &mut |_| {}).await;
+                let _ = clean_up(&client, &names, None, &mut |_| {}).await;
                 Err(error)
             }
         }
@@ -373,9 +382,10 @@ impl Intercept {
     }
 
     /// Restores the Service first (so new connections go to the original pods), then removes
-    /// the proxy (which drains), the shadow Service and the Secret, and closes the tunnel.
+    /// the proxy and, once it has drained, the shadow Service and the Secret, and closes the
+    /// tunnel: intercepted requests in flight at the stop complete.
     pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
-        let result = clean_up(&self.client, &self.names, &mut progress).await;
+        let result = clean_up(&self.client, &self.names, Some(&self.tunnel), &mut progress).await;
         self.tunnel.close().await;
         result
     }
@@ -512,15 +522,21 @@ async fn why_not_ready(client: &kube::Client, names: &SessionNames, pods: &[Pod]
 }
 
 /// Undoes a session: restores the Service's selector (if it is still the proxy's), then deletes
-/// the proxy Deployment, shadow Service and Secret. Idempotent.
+/// the proxy Deployment, waits until the draining proxy ends `tunnel` (its in-flight requests
+/// answered; at most [`DRAIN_TIMEOUT`]), and deletes the shadow Service and Secret. Idempotent.
 pub(crate) async fn clean_up(
     client: &kube::Client,
     names: &SessionNames,
+    tunnel: Option<&Tunnel>,
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), InterceptError> {
     let services = Api::<Service>::namespaced(client.clone(), &names.namespace);
     match selector::restore(&services, &names.service, Some(&names.id)).await? {
-        Restored::Selector => progress(Progress::Restored),
+        Restored::Selector => {
+            progress(Progress::Restored);
+            // Connections still routed to the proxy meanwhile are served, not refused.
+            tokio::time::sleep(ENDPOINT_PROPAGATION).await;
+        }
         Restored::LeftAsChanged(selector) => {
             progress(Progress::LeftAsChanged(format!("{selector:?}")))
         }
@@ -536,6 +552,9 @@ pub(crate) async fn clean_up(
             "proxy deployment {}",
             names.proxy()
         )));
+    }
+    if let Some(tunnel) = tunnel {
+        tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;
     }
     if services.delete(&names.shadow(), &delete).await.is_ok() {
         progress(Progress::Deleted(format!(
