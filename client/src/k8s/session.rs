@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::selector::{self, Record, Restored};
 use super::{MANAGED_BY, SERVICE_LABEL};
-use crate::intercept::{InterceptError, Progress};
+use crate::intercept::{InterceptError, Progress, ENDPOINT_PROPAGATION};
 
 /// An intercept recorded on a Service.
 #[derive(Debug, Clone)]
@@ -65,19 +65,27 @@ pub async fn close(
     progress: &mut impl FnMut(Progress),
 ) -> Result<usize, InterceptError> {
     let mut closed = 0;
+    let mut restored = false;
     for session in list(client, namespace).await? {
         if service.is_some_and(|s| s != session.service) {
             continue;
         }
         let services = Api::<Service>::namespaced(client.clone(), &session.namespace);
         match selector::restore(&services, &session.service, None).await? {
-            Restored::Selector => progress(Progress::Restored),
+            Restored::Selector => {
+                progress(Progress::Restored);
+                restored = true;
+            }
             Restored::LeftAsChanged(selector) => {
                 progress(Progress::LeftAsChanged(format!("{selector:?}")))
             }
             Restored::Nothing => {}
         }
         closed += 1;
+    }
+    if restored {
+        // Connections still routed to the proxies meanwhile are served, not refused.
+        tokio::time::sleep(ENDPOINT_PROPAGATION).await;
     }
     let mut labels = format!("app.kubernetes.io/managed-by={MANAGED_BY}");
     if let Some(service) = service {
