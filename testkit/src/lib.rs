@@ -55,6 +55,7 @@ pub struct Cluster {
     state_dir: PathBuf,
     shutdown: CancellationToken,
     kubelet: Arc<kubelet::Kubelet>,
+    forwarding: Arc<service_proxy::Forwarding>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -103,12 +104,14 @@ impl Cluster {
             store: store.clone(),
             address: address.to_string(),
         });
+        let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls, api, shutdown.clone())),
             tokio::spawn(controllers::run(store.clone(), shutdown.clone())),
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(
                 store.clone(),
+                forwarding.clone(),
                 options.endpoint_lag,
                 shutdown.clone(),
             )),
@@ -119,6 +122,7 @@ impl Cluster {
             state_dir,
             shutdown,
             kubelet,
+            forwarding,
             tasks,
         })
     }
@@ -173,7 +177,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until every Deployment has all its replicas available.
+    /// Waits until every Deployment has all its replicas available and every Service forwards
+    /// to its current endpoints (after the endpoint lag).
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -196,13 +201,19 @@ impl Cluster {
                     )
                 })
                 .collect();
-            if pending.is_empty() {
+            let forwarding = self.forwarding.is_current(&self.store);
+            if pending.is_empty() && forwarding {
                 return Ok(());
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "deployments not available in time: {}",
-                pending.join(", ")
+                "deployments not available in time: {}{}",
+                pending.join(", "),
+                if forwarding {
+                    ""
+                } else {
+                    "; Services not yet forwarding to their current endpoints"
+                }
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -27,13 +27,26 @@ type ServiceKey = (String, String);
 /// A Service's ready backends, by Service port number.
 type Backends = HashMap<u16, Vec<SocketAddr>>;
 
-/// What the proxy forwards to now: each Service's backends as the Endpoints said `lag` ago.
+/// What the Services forward to now: each one's backends as its Endpoints said `lag` ago.
 #[derive(Default)]
-struct Programmed {
+pub struct Forwarding {
     services: RwLock<HashMap<ServiceKey, Backends>>,
 }
 
-/// Endpoint changes on their way to [`Programmed`], each applied `lag` after it was seen.
+impl Forwarding {
+    /// Whether every Service forwards to the endpoints its Endpoints object lists now (no
+    /// change is still on its way).
+    pub fn is_current(&self, store: &Store) -> bool {
+        let current = endpoint_backends(store);
+        let services = self.services.read().expect("not poisoned");
+        services.keys().all(|key| current.contains_key(key))
+            && current
+                .iter()
+                .all(|(key, backends)| services.get(key).unwrap_or(&Backends::new()) == backends)
+    }
+}
+
+/// Endpoint changes on their way to [`Forwarding`], each applied `lag` after it was seen.
 struct DelayLine {
     lag: Duration,
     /// The latest backends seen per Service (applied or not).
@@ -65,11 +78,11 @@ impl DelayLine {
     }
 
     /// Applies the changes that are due; returns when the next one will be.
-    fn apply_due(&mut self, programmed: &Programmed) -> Option<Instant> {
+    fn apply_due(&mut self, forwarding: &Forwarding) -> Option<Instant> {
         let now = Instant::now();
         while self.pending.front().is_some_and(|(due, _, _)| *due <= now) {
             let (_, key, backends) = self.pending.pop_front().expect("a due change");
-            let mut services = programmed.services.write().expect("not poisoned");
+            let mut services = forwarding.services.write().expect("not poisoned");
             if backends.is_empty() {
                 services.remove(&key);
             } else {
@@ -132,11 +145,15 @@ fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
 
 /// Runs the Service listeners until `shutdown`; endpoint changes take effect `lag` after the
 /// Endpoints show them.
-pub async fn run(store: Arc<Store>, lag: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<Store>,
+    forwarding: Arc<Forwarding>,
+    lag: Duration,
+    shutdown: CancellationToken,
+) {
     let mut listeners: HashMap<ListenerKey, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
     let next = Arc::new(AtomicUsize::new(0));
-    let programmed = Arc::new(Programmed::default());
     let mut delay = DelayLine {
         lag,
         seen: HashMap::new(),
@@ -144,7 +161,7 @@ pub async fn run(store: Arc<Store>, lag: Duration, shutdown: CancellationToken) 
     };
     loop {
         delay.observe(endpoint_backends(&store));
-        let next_due = delay.apply_due(&programmed);
+        let next_due = delay.apply_due(&forwarding);
         let (services, _) = store.list(&SERVICES, None, &Selector::default());
         let mut wanted = Vec::new();
         for service in &services {
@@ -199,7 +216,7 @@ pub async fn run(store: Arc<Store>, lag: Duration, shutdown: CancellationToken) 
             let stop = shutdown.child_token();
             let (namespace, name, address, protocol) = key.clone();
             let backend = Backend {
-                programmed: programmed.clone(),
+                forwarding: forwarding.clone(),
                 service: (namespace, name),
                 port: address.port(),
                 next: next.clone(),
@@ -229,7 +246,7 @@ pub async fn run(store: Arc<Store>, lag: Duration, shutdown: CancellationToken) 
 
 /// Picks a backend for each new connection to one Service port.
 struct Backend {
-    programmed: Arc<Programmed>,
+    forwarding: Arc<Forwarding>,
     service: ServiceKey,
     port: u16,
     next: Arc<AtomicUsize>,
@@ -238,7 +255,7 @@ struct Backend {
 impl Backend {
     /// A ready endpoint for this port, round-robin among those the proxy forwards to now.
     fn pick(&self) -> Option<SocketAddr> {
-        let services = self.programmed.services.read().expect("not poisoned");
+        let services = self.forwarding.services.read().expect("not poisoned");
         let ready = services.get(&self.service)?.get(&self.port)?;
         Some(ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()])
     }
