@@ -13,8 +13,11 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use support::http::{answered_by, connect, get, who, LaptopApp, HELD_BODY, INTERCEPT};
-use support::load::Load;
+use support::load::{Connections, Load};
 use support::{Czctl, Setup, CZCTL_DEADLINE, NAMESPACE};
+
+/// How long a request held by the laptop app must stay in flight while czctl stops.
+const HELD_GRACE: Duration = Duration::from_secs(5);
 
 /// Where each of `wanted` first appears in `lines`; fails naming the missing one.
 fn positions(lines: &[String], wanted: &[&str]) -> Vec<usize> {
@@ -74,7 +77,7 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
     setup.annotate_service().await;
     let before = setup.service_state().await;
     let mut laptop = LaptopApp::start(0).await;
-    let load = Load::start(&setup.service_address);
+    let mut load = Load::start(&setup.service_address);
 
     let mut czctl = setup.intercept(laptop.port, &[]).await;
     assert!(
@@ -89,6 +92,9 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
         || async { (answered_by(&address, Some(INTERCEPT)).await.ok()? == "laptop").then_some(()) },
     )
     .await;
+    // Keep-alive connections made now go through the proxy and stay there until it goes away.
+    load.add("through the proxy, no header", false, Connections::Kept);
+    load.add("through the proxy, header", true, Connections::Kept);
     let pod = answered_by(&address, None).await.expect("an answer");
     assert!(pod.starts_with("echo-"), "without the header: {pod}");
     // The Service's other port passes through the proxy to the pods, header or not.
@@ -141,7 +147,12 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
 
     czctl.signal("TERM");
     czctl.read_until("deleted proxy deployment").await;
-    assert!(!held.is_finished(), "the held request is still in flight");
+    // The proxy is going away; czctl must keep the tunnel open for the request: it does not end
+    // before the laptop answers (a czctl that closed the tunnel fails it within this time).
+    let mut held = held;
+    if let Ok(ended) = tokio::time::timeout(HELD_GRACE, &mut held).await {
+        panic!("the request in flight ended before the laptop answered: {ended:?}");
+    }
     laptop.release();
     let (by, length) = tokio::time::timeout(CZCTL_DEADLINE, held)
         .await
@@ -199,6 +210,13 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
             .filter(|(name, _)| name.ends_with(", header"))
             .all(|(_, tally)| tally.by_laptop > 0),
         "the load's requests with the header reached the laptop: {tallies:?}"
+    );
+    assert!(
+        tallies
+            .iter()
+            .filter(|(name, _)| name.starts_with("through the proxy"))
+            .all(|(_, tally)| tally.resent > 0),
+        "the connections through the proxy were in use until it closed them: {tallies:?}"
     );
 
     let mut expected = before;

@@ -31,32 +31,53 @@ pub struct Tally {
     pub failures: Vec<String>,
 }
 
+/// How a client uses connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// A new connection per request (`connection: close`).
+    Fresh,
+    /// Keep-alive, a new connection every [`REQUESTS_PER_CONNECTION`] requests.
+    Recycled,
+    /// Keep-alive, the same connection for as long as the server keeps it.
+    Kept,
+}
+
 /// The running load.
 pub struct Load {
+    address: String,
     stop: CancellationToken,
     tasks: JoinSet<(String, Tally)>,
 }
 
 impl Load {
-    /// Starts, against `address`: fresh and keep-alive clients without the header (always to be
-    /// answered by a pod) and with it (by a pod or the laptop, depending on the moment).
+    /// Starts, against `address`: fresh and recycled keep-alive clients without the header
+    /// (always to be answered by a pod) and with it (by a pod or the laptop, depending on the
+    /// moment).
     pub fn start(address: &str) -> Self {
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        for (name, header, keep_alive) in [
-            ("fresh, no header", false, false),
-            ("keep-alive, no header", false, true),
-            ("keep-alive 2, no header", false, true),
-            ("fresh, header", true, false),
-            ("keep-alive, header", true, true),
+        let mut load = Self {
+            address: address.to_owned(),
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        };
+        for (name, header, connections) in [
+            ("fresh, no header", false, Connections::Fresh),
+            ("keep-alive, no header", false, Connections::Recycled),
+            ("keep-alive 2, no header", false, Connections::Recycled),
+            ("fresh, header", true, Connections::Fresh),
+            ("keep-alive, header", true, Connections::Recycled),
         ] {
-            let (address, stop) = (address.to_owned(), stop.clone());
-            tasks.spawn(async move {
-                let tally = client(&address, header, keep_alive, stop).await;
-                (name.to_owned(), tally)
-            });
+            load.add(name, header, connections);
         }
-        Self { stop, tasks }
+        load
+    }
+
+    /// Adds a client named `name`.
+    pub fn add(&mut self, name: &str, header: bool, connections: Connections) {
+        let (address, stop, name) = (self.address.clone(), self.stop.clone(), name.to_owned());
+        self.tasks.spawn(async move {
+            let tally = client(&address, header, connections, stop).await;
+            (name, tally)
+        });
     }
 
     /// Stops the clients; returns what each saw, by name.
@@ -71,7 +92,12 @@ impl Load {
     }
 }
 
-async fn client(address: &str, header: bool, keep_alive: bool, stop: CancellationToken) -> Tally {
+async fn client(
+    address: &str,
+    header: bool,
+    connections: Connections,
+    stop: CancellationToken,
+) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
     let mut count = 0usize;
@@ -85,8 +111,8 @@ async fn client(address: &str, header: bool, keep_alive: bool, stop: Cancellatio
                 address,
                 &path,
                 header,
-                keep_alive,
-                count % REQUESTS_PER_CONNECTION == 0,
+                connections != Connections::Fresh,
+                connections == Connections::Recycled && count % REQUESTS_PER_CONNECTION == 0,
                 &mut connection,
                 &tally,
             ),
