@@ -112,7 +112,8 @@ async fn client(
                 &path,
                 header,
                 connections != Connections::Fresh,
-                connections == Connections::Recycled && count % REQUESTS_PER_CONNECTION == 0,
+                connections == Connections::Recycled
+                    && count.is_multiple_of(REQUESTS_PER_CONNECTION),
                 &mut connection,
                 &tally,
             ),
