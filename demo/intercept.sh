@@ -16,7 +16,7 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 1 240); do grep -q "$1" "$2" && return 0; sleep 0.25; done; echo "timed out waiting for '$1' in $2" >&2; cat "$2" >&2; exit 1; }
 
 say "1. the loopback cluster, with the sample"
-$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample >"$work/cluster.log" 2>&1 & cluster=$!
+$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample --endpoint-lag 1s >"$work/cluster.log" 2>&1 & cluster=$!
 wait_for '^ready$' "$work/cluster.log"
 cat "$work/cluster.log"
 service=$(grep -o ' 80=[0-9.]*:80' "$work/cluster.log" | cut -d= -f2)

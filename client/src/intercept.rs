@@ -23,6 +23,10 @@ use crate::progress::Progress;
 use crate::Tunnel;
 use set_up::SetUp;
 
+/// How long [`Intercept::stop`] lets in-flight intercepted requests finish before it closes the
+/// tunnel (the proxy pod's termination grace period).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running intercept.
 pub struct Intercept {
     client: kube::Client,
@@ -127,11 +131,21 @@ impl Intercept {
     }
 
     /// Restores the Service first (so new connections go to the original pods), then removes
-    /// the proxy (which drains), the shadow Service and the Secret, and closes the tunnel. The
-    /// error lists whatever could not be removed.
+    /// the proxy and, once it has drained (its in-flight intercepted requests answered through
+    /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service and the Secret, and closes the
+    /// tunnel. The error lists whatever could not be removed.
     pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
-        let result =
-            cleanup::clean_up(&self.client, &self.names, &self.created, &mut progress).await;
+        let drained = async {
+            self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;
+        };
+        let result = cleanup::clean_up(
+            &self.client,
+            &self.names,
+            &self.created,
+            drained,
+            &mut progress,
+        )
+        .await;
         self.tunnel.close().await;
         result.map(drop).map_err(InterceptError::from)
     }
@@ -188,7 +202,7 @@ async fn roll_back(
         }
     }
     match (
-        cleanup::clean_up(client, names, &created, progress).await,
+        cleanup::clean_up(client, names, &created, std::future::ready(()), progress).await,
         lookup,
     ) {
         (Err(error), _) => Rollback::Incomplete(error),

@@ -200,6 +200,19 @@ impl Tunnel {
         }
     }
 
+    /// Waits up to `timeout` for the proxy to end the connection, as a draining proxy does once
+    /// its in-flight requests are answered; `false` if it is still connected at the deadline.
+    /// Returns at once when the tunnel is not connected.
+    pub async fn closed_by_proxy(&self, timeout: std::time::Duration) -> bool {
+        let mut state_rx = self.state_rx.clone();
+        let ended = tokio::time::timeout(
+            timeout,
+            state_rx.wait_for(|state| !matches!(state, TunnelState::Connected { .. })),
+        )
+        .await;
+        ended.is_ok()
+    }
+
     /// Closes the connection (in-flight requests are cut) and waits for the tunnel to stop.
     pub async fn close(mut self) {
         self.stop.cancel();

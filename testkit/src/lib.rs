@@ -36,11 +36,16 @@ use crate::resources::{DEPLOYMENTS, NAMESPACES, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
-/// Where the cluster keeps pod files, and where it finds the `cz-proxy` binary.
+/// How the cluster runs: where it finds the `cz-proxy` binary, and how late Services follow
+/// their endpoints.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// The binary run for `cz-proxy` images; found next to the running executable when `None`.
     pub proxy_binary: Option<PathBuf>,
+    /// How long after the Endpoints change the Services' forwarding follows, as kube-proxy lags
+    /// (a second or more on real clusters). Zero (the default) switches at once; tests of
+    /// zero-downtime behaviour use about a second.
+    pub endpoint_lag: Duration,
 }
 
 /// A running loopback cluster; stops (and stops its pods) when dropped or [`Cluster::stop`]ped.
@@ -50,6 +55,7 @@ pub struct Cluster {
     state_dir: PathBuf,
     shutdown: CancellationToken,
     kubelet: Arc<kubelet::Kubelet>,
+    forwarding: Arc<service_proxy::Forwarding>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -98,11 +104,17 @@ impl Cluster {
             store: store.clone(),
             address: address.to_string(),
         });
+        let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls, api, shutdown.clone())),
             tokio::spawn(controllers::run(store.clone(), shutdown.clone())),
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
-            tokio::spawn(service_proxy::run(store.clone(), shutdown.clone())),
+            tokio::spawn(service_proxy::run(
+                store.clone(),
+                forwarding.clone(),
+                options.endpoint_lag,
+                shutdown.clone(),
+            )),
         ];
         Ok(Self {
             store,
@@ -110,6 +122,7 @@ impl Cluster {
             state_dir,
             shutdown,
             kubelet,
+            forwarding,
             tasks,
         })
     }
@@ -164,7 +177,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until every Deployment has all its replicas available.
+    /// Waits until every Deployment has all its replicas available and every Service forwards
+    /// to its current endpoints (after the endpoint lag).
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -187,13 +201,19 @@ impl Cluster {
                     )
                 })
                 .collect();
-            if pending.is_empty() {
+            let forwarding = self.forwarding.is_current(&self.store);
+            if pending.is_empty() && forwarding {
                 return Ok(());
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "deployments not available in time: {}",
-                pending.join(", ")
+                "deployments not available in time: {}{}",
+                pending.join(", "),
+                if forwarding {
+                    ""
+                } else {
+                    "; Services not yet forwarding to their current endpoints"
+                }
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

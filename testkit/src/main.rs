@@ -29,6 +29,10 @@ enum Command {
         /// The cz-proxy binary to run for proxy images (default: beside cz-testkit).
         #[arg(long, env = "CZ_PROXY_BIN")]
         proxy_binary: Option<PathBuf>,
+        /// How long Services keep forwarding to old endpoints after a change, as kube-proxy
+        /// lags on real clusters (e.g. `1s`).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        endpoint_lag: Duration,
     },
     /// Run the echo server on 127.0.0.1 (a stand-in for the app on your laptop).
     Echo {
@@ -49,12 +53,20 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let (kubeconfig, sample, proxy_binary) = match Cli::parse().command {
+    let (kubeconfig, sample, options) = match Cli::parse().command {
         Command::Up {
             kubeconfig,
             sample,
             proxy_binary,
-        } => (kubeconfig, sample, proxy_binary),
+            endpoint_lag,
+        } => (
+            kubeconfig,
+            sample,
+            ClusterOptions {
+                proxy_binary,
+                endpoint_lag,
+            },
+        ),
         Command::Echo { port, name } => {
             let stop = tokio_util::sync::CancellationToken::new();
             cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], &[], name, stop.clone())
@@ -63,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let cluster = Cluster::start(ClusterOptions { proxy_binary }).await?;
+    let cluster = Cluster::start(options).await?;
     cluster
         .write_kubeconfig(&kubeconfig)
         .with_context(|| format!("could not write the kubeconfig to {}", kubeconfig.display()))?;

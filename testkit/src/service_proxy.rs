@@ -1,31 +1,167 @@
 //! Services as real addresses, like kube-proxy: each Service port listens on its ClusterIP, and
-//! every new connection (or UDP flow) goes to a Ready pod the Service selects at that moment, so
-//! a selector change redirects new connections exactly as in a real cluster.
+//! every new connection (or UDP flow) goes to a ready endpoint of the Service, round-robin. As
+//! with kube-proxy, the endpoints a Service forwards to are the Endpoints object's ready addresses
+//! as they were `lag` ago ([`crate::ClusterOptions::endpoint_lag`]): after a selector change or a
+//! pod's deletion, new connections keep going to the old backends for that long, which is when
+//! a careless client of the cluster loses requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::controllers::{selected_pods, target_port};
-use crate::resources::SERVICES;
+use crate::resources::{ENDPOINTS, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
 type ListenerKey = (String, String, SocketAddr, String);
+/// A Service, by namespace and name.
+type ServiceKey = (String, String);
+/// A Service's ready backends, by Service port number.
+type Backends = HashMap<u16, Vec<SocketAddr>>;
 
-/// Runs the Service listeners until `shutdown`.
-pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
+/// What the Services forward to now: each one's backends as its Endpoints said `lag` ago.
+#[derive(Default)]
+pub struct Forwarding {
+    services: RwLock<HashMap<ServiceKey, Backends>>,
+}
+
+impl Forwarding {
+    /// Whether every Service forwards to the endpoints its Endpoints object lists now (no
+    /// change is still on its way).
+    pub fn is_current(&self, store: &Store) -> bool {
+        let current = endpoint_backends(store);
+        let services = self.services.read().expect("not poisoned");
+        services.keys().all(|key| current.contains_key(key))
+            && current
+                .iter()
+                .all(|(key, backends)| services.get(key).unwrap_or(&Backends::new()) == backends)
+    }
+}
+
+/// Endpoint changes on their way to [`Forwarding`], each applied `lag` after it was seen.
+struct DelayLine {
+    lag: Duration,
+    /// The latest backends seen per Service (applied or not).
+    seen: HashMap<ServiceKey, Backends>,
+    pending: VecDeque<(Instant, ServiceKey, Backends)>,
+}
+
+impl DelayLine {
+    /// Queues every Service whose backends differ from what was last seen.
+    fn observe(&mut self, current: HashMap<ServiceKey, Backends>) {
+        let now = Instant::now();
+        let gone: Vec<ServiceKey> = self
+            .seen
+            .keys()
+            .filter(|key| !current.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.seen.remove(&key);
+            self.pending
+                .push_back((now + self.lag, key, Backends::new()));
+        }
+        for (key, backends) in current {
+            if self.seen.get(&key) != Some(&backends) {
+                self.seen.insert(key.clone(), backends.clone());
+                self.pending.push_back((now + self.lag, key, backends));
+            }
+        }
+    }
+
+    /// Applies the changes that are due; returns when the next one will be.
+    fn apply_due(&mut self, forwarding: &Forwarding) -> Option<Instant> {
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|(due, _, _)| *due <= now) {
+            let (_, key, backends) = self.pending.pop_front().expect("a due change");
+            let mut services = forwarding.services.write().expect("not poisoned");
+            if backends.is_empty() {
+                services.remove(&key);
+            } else {
+                services.insert(key, backends);
+            }
+        }
+        self.pending.front().map(|(due, _, _)| *due)
+    }
+}
+
+/// Each Service's ready backends according to its Endpoints object now: the ready addresses,
+/// with each Service port's endpoint port found by port name.
+fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
+    let (services, _) = store.list(&SERVICES, None, &Selector::default());
+    let mut all = HashMap::new();
+    for service in &services {
+        let namespace = service["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        let name = service["metadata"]["name"].as_str().unwrap_or_default();
+        let Ok(endpoints) = store.get(&ENDPOINTS, namespace, name) else {
+            continue;
+        };
+        let mut backends = Backends::new();
+        for port in service
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(number) = port["port"].as_u64() else {
+                continue;
+            };
+            let port_name = port.get("name").and_then(Value::as_str).unwrap_or_default();
+            let mut addresses = Vec::new();
+            for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+                let Some(target) = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"].as_str().unwrap_or_default() == port_name)
+                    .and_then(|p| p["port"].as_u64())
+                else {
+                    continue;
+                };
+                for address in subset["addresses"].as_array().into_iter().flatten() {
+                    if let Some(ip) = address["ip"].as_str().and_then(|ip| ip.parse().ok()) {
+                        addresses.push(SocketAddr::new(ip, target as u16));
+                    }
+                }
+            }
+            if !addresses.is_empty() {
+                backends.insert(number as u16, addresses);
+            }
+        }
+        all.insert((namespace.to_owned(), name.to_owned()), backends);
+    }
+    all
+}
+
+/// Runs the Service listeners until `shutdown`; endpoint changes take effect `lag` after the
+/// Endpoints show them.
+pub async fn run(
+    store: Arc<Store>,
+    forwarding: Arc<Forwarding>,
+    lag: Duration,
+    shutdown: CancellationToken,
+) {
     let mut listeners: HashMap<ListenerKey, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
     let next = Arc::new(AtomicUsize::new(0));
+    let mut delay = DelayLine {
+        lag,
+        seen: HashMap::new(),
+        pending: VecDeque::new(),
+    };
     loop {
+        delay.observe(endpoint_backends(&store));
+        let next_due = delay.apply_due(&forwarding);
         let (services, _) = store.list(&SERVICES, None, &Selector::default());
         let mut wanted = Vec::new();
         for service in &services {
@@ -80,9 +216,8 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
             let stop = shutdown.child_token();
             let (namespace, name, address, protocol) = key.clone();
             let backend = Backend {
-                store: store.clone(),
-                namespace,
-                name,
+                forwarding: forwarding.clone(),
+                service: (namespace, name),
                 port: address.port(),
                 next: next.clone(),
             };
@@ -100,53 +235,29 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
             }
             listeners.insert(key, stop);
         }
+        let wake = next_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = changes.recv() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
 }
 
-/// Picks a pod for each new connection to one Service port.
+/// Picks a backend for each new connection to one Service port.
 struct Backend {
-    store: Arc<Store>,
-    namespace: String,
-    name: String,
+    forwarding: Arc<Forwarding>,
+    service: ServiceKey,
     port: u16,
     next: Arc<AtomicUsize>,
 }
 
 impl Backend {
-    /// A Ready pod's address for this port, chosen round-robin among the Service's current pods.
+    /// A ready endpoint for this port, round-robin among those the proxy forwards to now.
     fn pick(&self) -> Option<SocketAddr> {
-        let service = self
-            .store
-            .get(&SERVICES, &self.namespace, &self.name)
-            .ok()?;
-        let port = service
-            .pointer("/spec/ports")?
-            .as_array()?
-            .iter()
-            .find(|p| p["port"].as_u64() == Some(u64::from(self.port)))?
-            .clone();
-        let ready: Vec<_> = selected_pods(&self.store, &service)
-            .into_iter()
-            .filter(|pod| {
-                pod.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-            })
-            .collect();
-        if ready.is_empty() {
-            return None;
-        }
-        let pod = &ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()];
-        let ip: IpAddr = pod.pointer("/status/podIP")?.as_str()?.parse().ok()?;
-        Some(SocketAddr::new(ip, target_port(&port, pod)?))
+        let services = self.forwarding.services.read().expect("not poisoned");
+        let ready = services.get(&self.service)?.get(&self.port)?;
+        Some(ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()])
     }
 }
 
@@ -157,7 +268,7 @@ async fn forward_tcp(listener: TcpListener, backend: Backend, stop: Cancellation
             accepted = listener.accept() => match accepted { Ok((client, _)) => client, Err(_) => continue },
         };
         let Some(target) = backend.pick() else {
-            debug!(service = %backend.name, "no ready endpoint; connection refused");
+            debug!(service = %backend.service.1, "no ready endpoint; connection refused");
             continue;
         };
         tokio::spawn(async move {

@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+
 use cz_testkit::{Cluster, ClusterOptions};
 
 /// How long the cluster may take to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -286,8 +288,16 @@ async fn selector_change_redirects_new_connections() {
         )
         .await
         .expect("patched");
-    let pod = answered_by(&address).await.expect("the other pod answers");
-    assert!(pod.starts_with("other-"), "{pod}");
+    cz_testkit::eventually(
+        "new connections to reach the other pod",
+        CONVERGE,
+        || async {
+            answered_by(&address)
+                .await
+                .filter(|pod| pod.starts_with("other-"))
+        },
+    )
+    .await;
 
     let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, "demo");
     cz_testkit::eventually("the endpoints to follow the selector", CONVERGE, || async {
@@ -414,44 +424,257 @@ async fn unknown_images_back_off_with_an_event() {
             .is_some_and(|m| m.contains("registry.example/nope:1"))));
 }
 
+/// A `cz-proxy` Deployment, its certificates from the Secret `secret` (none: missing).
+fn proxy_deployment(name: &str, secret: Option<&str>) -> Deployment {
+    let volumes = secret.map_or(
+        json!([]),
+        |secret| json!([{"name": "tls", "secret": {"secretName": secret}}]),
+    );
+    let mounts = secret.map_or(
+        json!([]),
+        |_| json!([{"name": "tls", "mountPath": "/etc/cz-proxy/tls"}]),
+    );
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {
+                "containers": [{"name": "proxy", "image": "ghcr.io/czctl/cz-proxy:0.1.0",
+                    "args": ["--http-port=8080", "--upstream=127.0.0.1:1", "--admin-port=9901", "--tls-dir=/etc/cz-proxy/tls"],
+                    "volumeMounts": mounts,
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9901}, "periodSeconds": 1}}],
+                "volumes": volumes,
+            },
+        }},
+    }))
+    .expect("a Deployment")
+}
+
 #[tokio::test]
 async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
-    let (cluster, client) = start(false).await;
+    let (_cluster, client) = start(false).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    // A cz-proxy whose certificates are missing exits at once: its pod fails and is replaced.
-    let proxy: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "proxy"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "proxy"}}, "template": {
-            "metadata": {"labels": {"app": "proxy"}},
-            "spec": {"containers": [{"name": "proxy", "image": "ghcr.io/czctl/cz-proxy:0.1.0",
-                "args": ["--http-port=8080", "--upstream=127.0.0.1:1", "--tls-dir=/etc/cz-proxy/tls"]}]},
-        }},
-    })).expect("object");
-    deployments
-        .create(&PostParams::default(), &proxy)
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // With its certificates in a Secret volume, the pod runs the real cz-proxy: ready, serving
+    // its metrics on the pod IP.
+    let identity = cz_shared::tls::SessionCa::generate()
+        .and_then(|ca| ca.issue_proxy())
+        .expect("certificates");
+    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "proxy-tls"},
+        "data": {
+            "tls.crt": encode(&identity.cert_pem),
+            "tls.key": encode(identity.key_pem()),
+            "ca.crt": encode(&identity.ca_cert_pem),
+        },
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &secret)
         .await
         .expect("created");
-    let pods: Api<Pod> = Api::namespaced(client, "default");
-    let first = cz_testkit::eventually("a proxy pod", CONVERGE, || async {
-        pods.list(&ListParams::default())
+    deployments
+        .create(
+            &PostParams::default(),
+            &proxy_deployment("proxy", Some("proxy-tls")),
+        )
+        .await
+        .expect("created");
+    let ip = cz_testkit::eventually("the proxy pod to be ready", CONVERGE, || async {
+        let pod = pods
+            .list(&ListParams::default().labels("app=proxy"))
             .await
             .ok()?
             .items
-            .first()?
-            .metadata
-            .name
-            .clone()
+            .pop()?;
+        let status = pod.status?;
+        status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(status.pod_ip)?
     })
     .await;
+    let mut admin = tokio::net::TcpStream::connect(format!("{ip}:9901"))
+        .await
+        .expect("the proxy's admin port on the pod IP");
+    admin
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut metrics = String::new();
+    tokio::time::timeout(CONVERGE, admin.read_to_string(&mut metrics))
+        .await
+        .expect("the metrics arrive in time")
+        .expect("read");
+    assert!(
+        metrics.contains("cz_proxy_tunnel_connected 0"),
+        "cz-proxy's metrics: {metrics}"
+    );
+
+    // Without them, cz-proxy exits with an error: the pod fails and is replaced.
+    deployments
+        .create(&PostParams::default(), &proxy_deployment("broken", None))
+        .await
+        .expect("created");
+    let broken = ListParams::default().labels("app=broken");
+    let (first, code) = cz_testkit::eventually("the broken proxy to exit", CONVERGE, || async {
+        let pod = pods.list(&broken).await.ok()?.items.pop()?;
+        let code = pod
+            .status?
+            .container_statuses?
+            .first()?
+            .state
+            .clone()?
+            .terminated?
+            .exit_code;
+        Some((pod.metadata.name?, code))
+    })
+    .await;
+    assert_ne!(code, 0, "cz-proxy without certificates exits with an error");
     cz_testkit::eventually("the failed pod to be replaced", CONVERGE, || async {
-        let items = pods.list(&ListParams::default()).await.ok()?.items;
+        let items = pods.list(&broken).await.ok()?.items;
         items
             .iter()
             .any(|p| p.metadata.name.as_deref() != Some(first.as_str()))
             .then_some(())
     })
     .await;
-    drop(cluster);
+}
+
+#[tokio::test]
+async fn services_follow_endpoint_changes_only_after_the_lag() {
+    const LAG: Duration = Duration::from_secs(3);
+    let cluster = Cluster::start(ClusterOptions {
+        endpoint_lag: LAG,
+        ..Default::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster.create_sample().expect("sample");
+    let canary = json!({
+        "metadata": {"name": "canary"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "canary"}}, "template": {
+            "metadata": {"labels": {"app": "canary"}},
+            "spec": {"containers": [{"name": "echo", "image": "example/echo", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        }},
+    });
+    cluster
+        .store()
+        .create(&cz_testkit::resources::DEPLOYMENTS, "demo", canary)
+        .expect("canary created");
+    cluster
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("ready, and Services forwarding to the ready pods");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(cluster.kubeconfig()).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let client = Client::try_from(config).expect("client");
+    let services: Api<Service> = Api::namespaced(client, "demo");
+    let address = cluster_ip_address(&services.get("echo").await.expect("service"), 80);
+    let pod = answered_by(&address).await.expect("an echo pod answers");
+    assert!(pod.starts_with("echo-"), "{pod}");
+
+    let changed = tokio::time::Instant::now();
+    services
+        .patch(
+            "echo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"app": "canary"}}})),
+        )
+        .await
+        .expect("patched");
+    // Right after the change, new connections still go to the old pods, as with kube-proxy...
+    let pod = answered_by(&address).await.expect("an echo pod answers");
+    assert!(pod.starts_with("echo-"), "{pod}");
+    // ... until the lag has passed.
+    cz_testkit::eventually("new connections to reach the canary", CONVERGE, || async {
+        answered_by(&address)
+            .await
+            .filter(|pod| pod.starts_with("canary-"))
+    })
+    .await;
+    assert!(
+        changed.elapsed() >= LAG,
+        "switched after {:?}, before the lag",
+        changed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_resource_version_gets_410() {
+    let (cluster, client) = start(false).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let created = maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "counter"}})).expect("object"),
+        )
+        .await
+        .expect("created");
+    let oldest = created.metadata.resource_version.expect("rv");
+    // More changes than the stand-in keeps (10,000), written behind the API for speed.
+    for n in 0..10_001 {
+        cluster
+            .store()
+            .update(
+                &cz_testkit::resources::CONFIGMAPS,
+                "default",
+                "counter",
+                false,
+                |cm| cm["data"] = json!({"n": n.to_string()}),
+            )
+            .expect("updated");
+    }
+    let recent = maps
+        .get("counter")
+        .await
+        .expect("get")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let first_event = |version: String| {
+        let maps = maps.clone();
+        async move {
+            let stream = maps
+                .watch(&WatchParams::default().timeout(5), &version)
+                .await;
+            match stream {
+                Err(error) => Err(api_error(error)),
+                Ok(stream) => {
+                    let mut stream = Box::pin(stream);
+                    Ok(tokio::time::timeout(CONVERGE, stream.next())
+                        .await
+                        .expect("a watch event or the end in time"))
+                }
+            }
+        }
+    };
+    let expired = match first_event(oldest).await {
+        Err((code, _)) => code,
+        Ok(Some(Ok(WatchEvent::Error(status)))) => status.code,
+        other => panic!("a watch from a compacted version must fail with 410: {other:?}"),
+    };
+    assert_eq!(expired, 410);
+    // A recent version still resumes.
+    maps.patch(
+        "counter",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"n": "last"}})),
+    )
+    .await
+    .expect("patched");
+    match first_event(recent).await {
+        Ok(Some(Ok(WatchEvent::Modified(cm)))) => {
+            assert_eq!(cm.data.unwrap_or_default()["n"], "last")
+        }
+        other => panic!("a watch from a recent version resumes: {other:?}"),
+    }
 }
 
 #[tokio::test]

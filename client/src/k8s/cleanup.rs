@@ -1,7 +1,11 @@
 //! Undoing a session: restore the Service's selector first (so new connections go to the
-//! original pods), then delete the session's objects, each with its uid precondition. Every
-//! object that could not be removed is reported with the command that removes it; nothing is
-//! claimed that was not verified.
+//! original pods), give kube-proxy time to follow, then delete the session's objects, each with
+//! its uid precondition — the proxy first, and the objects it drains through only once it has
+//! drained. Every object that could not be removed is reported with the command that removes it;
+//! nothing is claimed that was not verified.
+
+use std::future::Future;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -99,6 +103,11 @@ pub struct Cleaned {
     pub removed: Vec<ObjectRef>,
 }
 
+/// How long Services may keep sending new connections to the proxy after the selector is
+/// restored: kube-proxy applies endpoint changes a second or so late, so the proxy is removed
+/// only after this.
+pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(2);
+
 /// `objects` in the order they must go: the proxy first (it drains its in-flight requests
 /// through the shadow Service, with the Secret mounted), then the shadow Service, then the
 /// Secret — whatever order they were created or found in.
@@ -108,13 +117,16 @@ fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
         .flat_map(move |kind| objects.iter().filter(move |o| o.kind == kind))
 }
 
-/// Restores the selector recorded by session `names` (if it is still recorded), then deletes
-/// `objects`, which must be the session's own (created by it, or verified by
-/// [`owned::find`]). Idempotent.
+/// Restores the selector recorded by session `names` (if it is still recorded), waits
+/// [`ENDPOINT_PROPAGATION`] if it did, then deletes `objects`, which must be the session's own
+/// (created by it, or verified by [`owned::find`]). Once the proxy Deployment is deleted,
+/// `proxy_drained` is awaited before the shadow Service (the draining proxy's upstream) and the
+/// Secret go. Idempotent.
 pub(crate) async fn clean_up(
     client: &kube::Client,
     names: &SessionNames,
     objects: &[ObjectRef],
+    proxy_drained: impl Future<Output = ()>,
     progress: &mut impl FnMut(Progress),
 ) -> Result<Cleaned, CleanupError> {
     let services = Api::<Service>::namespaced(client.clone(), &names.namespace);
@@ -126,17 +138,29 @@ pub(crate) async fn clean_up(
             source,
         })?;
     match &restored {
-        Restored::Selector => progress(Progress::Restored),
+        Restored::Selector => {
+            progress(Progress::Restored);
+            // Connections kube-proxy still routes to the proxy meanwhile are served, not refused.
+            tokio::time::sleep(ENDPOINT_PROPAGATION).await;
+        }
         Restored::LeftAsChanged(selector) => {
             progress(Progress::LeftAsChanged(format!("{selector:?}")))
         }
         Restored::Nothing => {}
     }
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    let mut proxy_drained = Some(proxy_drained);
+    let mut proxy_removed = false;
     for object in deletion_order(objects) {
+        if object.kind != SessionObject::ProxyDeployment && proxy_removed {
+            if let Some(drained) = proxy_drained.take() {
+                drained.await;
+            }
+        }
         match owned::delete(client, object).await {
             Ok(Deleted::Removed) => {
                 progress(Progress::Deleted(object.to_string()));
+                proxy_removed |= object.kind == SessionObject::ProxyDeployment;
                 removed.push(object.clone());
             }
             Ok(Deleted::AlreadyGone) => {}

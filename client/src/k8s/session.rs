@@ -167,7 +167,9 @@ pub async fn close(
             continue;
         };
         let objects = owned::find(client, names, &uid).await?;
-        if let Err(failure) = cleanup::clean_up(client, names, &objects, progress).await {
+        if let Err(failure) =
+            cleanup::clean_up(client, names, &objects, std::future::ready(()), progress).await
+        {
             failures.push(failure);
         }
     }

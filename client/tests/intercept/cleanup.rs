@@ -1,13 +1,9 @@
-//! Clean-up deletes only what its session created, and says what it could not delete: the real
-//! `czctl` binary against the loopback cluster.
+//! Clean-up deletes only what its session created, and says what it could not delete.
 
-mod support;
-
-use std::time::Duration;
-
+use crate::support::http::LaptopApp;
+use crate::support::Setup;
 use cz_testkit::resources::{DEPLOYMENTS, SECRETS, SERVICES};
 use serde_json::{json, Value};
-use support::{czctl_output, interrupt, setup, start_intercept, Setup};
 
 /// A user's own objects that carry czctl's labels, even the session and service ones.
 fn create_users_objects(
@@ -113,8 +109,9 @@ fn sessions_objects(setup: &Setup) -> Vec<String> {
 
 /// Starts an intercept and kills czctl, leaving the session behind as a crash does.
 async fn crashed_intercept(setup: &Setup) {
-    let mut child = start_intercept(setup).await;
-    child.kill().await.expect("SIGKILL");
+    let laptop = LaptopApp::start(0).await;
+    let mut czctl = setup.intercept(laptop.port, &[]).await;
+    czctl.child.kill().await.expect("SIGKILL");
     assert!(
         !sessions_objects(setup).is_empty(),
         "the crash left the session behind"
@@ -123,15 +120,13 @@ async fn crashed_intercept(setup: &Setup) {
 
 #[tokio::test]
 async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close() {
-    let setup = setup("cleanup-users").await;
+    let setup = Setup::start().await;
     let users = create_users_objects(&setup);
 
     crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = czctl_output(
-        &setup,
-        &["service", "intercept", "echo", "-n", "demo", "--clean"],
-    )
-    .await;
+    let (ok, stdout, stderr) = setup
+        .run(&["service", "intercept", "echo", "-n", "demo", "--clean"])
+        .await;
     assert!(
         ok && stdout.contains("service selector restored"),
         "{stdout}{stderr}"
@@ -144,7 +139,7 @@ async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close
     assert_untouched(&setup, &users, "--clean");
 
     crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = czctl_output(&setup, &["session", "close", "-n", "demo"]).await;
+    let (ok, stdout, stderr) = setup.run(&["session", "close", "-n", "demo"]).await;
     assert!(
         ok && stdout.contains("1 intercept(s) closed"),
         "{stdout}{stderr}"
@@ -157,7 +152,7 @@ async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close
     assert_untouched(&setup, &users, "session close -n demo");
 
     crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = czctl_output(&setup, &["session", "close", "-A"]).await;
+    let (ok, stdout, stderr) = setup.run(&["session", "close", "-A"]).await;
     assert!(
         ok && stdout.contains("1 intercept(s) closed"),
         "{stdout}{stderr}"
@@ -172,21 +167,18 @@ async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close
 
 #[tokio::test]
 async fn a_delete_the_cluster_refuses_is_reported_with_its_command_and_czctl_fails() {
-    let setup = setup("cleanup-refused").await;
-    let child = start_intercept(&setup).await;
+    let setup = Setup::start().await;
+    let laptop = LaptopApp::start(0).await;
+    let czctl = setup.intercept(laptop.port, &[]).await;
     let proxy = sessions_objects(&setup)
         .into_iter()
         .find(|name| name.starts_with("cz-proxy-"))
         .expect("the proxy deployment");
     setup.cluster.store().refuse_deletes(&DEPLOYMENTS, "demo");
 
-    interrupt(&child);
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("czctl stops within a minute")
-        .expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "czctl exits non-zero: {stderr}");
+    czctl.signal("INT");
+    let (ok, _, stderr) = czctl.finish().await;
+    assert!(!ok, "czctl exits non-zero: {stderr}");
     for expected in [
         format!("kubectl delete deployment {proxy} -n demo"),
         "refused (403 Forbidden) to let you delete deployments in namespace \"demo\"".to_owned(),

@@ -1,0 +1,171 @@
+//! HTTP for the tests: a client that says who answered (the echo pods and the laptop app answer
+//! with JSON naming themselves), with fresh or keep-alive connections, and the laptop app.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The default intercept header.
+pub const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
+/// How long one request may take before it counts as lost.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Opens an HTTP/1.1 connection to `address`.
+pub async fn connect(address: &str) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to {address}: {e}"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {address}: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Why a request got no whole answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// Before the response head arrived.
+    NoAnswer(hyper::Error),
+    /// The head arrived, the body did not end properly.
+    CutBody(hyper::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoAnswer(error) => write!(f, "no answer: {error}"),
+            Self::CutBody(error) => write!(f, "body cut: {error}"),
+        }
+    }
+}
+
+/// Sends `GET path` with `header` on `sender`; returns the status and the whole body, or why
+/// not (a body cut short is an error, never a shorter body).
+pub async fn get(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    header: Option<(&str, &str)>,
+    close: bool,
+) -> Result<(StatusCode, String), Failure> {
+    let mut request = Request::get(path).header("host", "echo.demo");
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    if close {
+        request = request.header("connection", "close");
+    }
+    let response = sender
+        .send_request(request.body(Empty::new()).expect("a valid request"))
+        .await
+        .map_err(Failure::NoAnswer)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(Failure::CutBody)?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Who answered: the `pod` field of a 200 JSON answer.
+pub fn who(status: StatusCode, body: &str) -> Result<String, String> {
+    if status != StatusCode::OK {
+        return Err(format!("{status}: {body}"));
+    }
+    let json: Value = serde_json::from_str(body.trim()).map_err(|e| format!("{e}: {body:?}"))?;
+    json["pod"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no pod in {body:?}"))
+}
+
+/// Who answers `GET /probe` with `header` on a fresh connection to `address`.
+pub async fn answered_by(address: &str, header: Option<(&str, &str)>) -> Result<String, String> {
+    tokio::time::timeout(REQUEST_DEADLINE, async {
+        let mut sender = connect(address).await?;
+        let (status, body) = get(&mut sender, "/probe", header, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        who(status, &body)
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_DEADLINE:?}")))
+}
+
+/// The developer's app on the laptop: answers `{"pod": "laptop"}` to everything; `GET /hold`
+/// is announced on `held_rx` and answered only once `release` is called.
+pub struct LaptopApp {
+    pub port: u16,
+    pub held_rx: mpsc::Receiver<()>,
+    release_tx: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// Body size of an answer to `/hold`: several flow-control-free frames, so a cut shows.
+pub const HELD_BODY: usize = 256 * 1024;
+
+impl LaptopApp {
+    /// Listens on 127.0.0.1:`port` (0: any).
+    pub async fn start(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the laptop app binds");
+        let port = listener.local_addr().expect("local address").port();
+        let (held_tx, held_rx) = mpsc::channel(16);
+        let (release_tx, release_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let accepting = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    () = accepting.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
+                };
+                let (held_tx, release_rx) = (held_tx.clone(), release_rx.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let (held_tx, mut release_rx) = (held_tx.clone(), release_rx.clone());
+                        async move {
+                            let body = if request.uri().path() == "/hold" {
+                                let _ = held_tx.send(()).await;
+                                let _ = release_rx.wait_for(|released| *released).await;
+                                let filler = "x".repeat(HELD_BODY);
+                                json!({"pod": "laptop", "filler": filler}).to_string()
+                            } else {
+                                json!({"pod": "laptop", "path": request.uri().path()}).to_string()
+                            };
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            port,
+            held_rx,
+            release_tx,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Answers the held requests.
+    pub fn release(&self) {
+        self.release_tx.send_replace(true);
+    }
+}
