@@ -494,8 +494,8 @@ async fn mistakes_and_interruptions_get_clear_errors_and_change_nothing() {
     );
     assert!(
         !interrupted_ok
-            && interrupted_stderr
-                .contains("interrupted while setting up; everything czctl created was removed"),
+            && interrupted_stderr.contains("everything czctl had created was removed")
+            && interrupted_stderr.contains("interrupted (Ctrl-C or SIGTERM) while setting up"),
         "{interrupted_stderr}"
     );
     setup.no_leftovers("after the failed set-ups").await;
