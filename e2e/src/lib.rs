@@ -250,10 +250,31 @@ impl Unresponsive {
     }
 }
 
-/// A port on 127.0.0.1 with nothing listening on it.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
+/// A port on 127.0.0.1 with nothing listening on it, held so that no other test's listener can
+/// take it meanwhile: the socket is bound without `SO_REUSEADDR` and not listening, so
+/// connections to it are refused and binds to it fail. [`ClosedPort::open`] starts listening on
+/// it, without a moment in which the port is free.
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    /// The port's address.
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Starts listening on the port.
+    pub fn open(self) -> TcpListener {
+        self.socket.listen(1024).expect("listen on the held port")
+    }
+}
+
+/// Binds a [`ClosedPort`].
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().expect("addr");
+    ClosedPort { socket, addr }
 }
 
 /// HTTP clients for tests: one connection each, so tests control keep-alive and protocol.

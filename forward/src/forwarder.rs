@@ -120,11 +120,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_unreachable_and_says_why() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address").to_string();
-        drop(listener);
+        // Bound without SO_REUSEADDR and not listening: connections are refused, and no other
+        // listener can take the port while the test runs.
+        let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+        closed.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let address = closed.local_addr().expect("address").to_string();
         let forwarder: Forwarder<Empty<Bytes>> =
             Forwarder::new(&address, Duration::from_secs(5)).expect("an authority");
         let request = Request::get("/probe").body(Empty::new()).expect("request");

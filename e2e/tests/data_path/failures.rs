@@ -103,7 +103,8 @@ async fn closed_local_port_gives_502_naming_it_and_warns_once() {
     init_tracing();
     let session = Session::new();
     let cluster = spawn_app("cluster", None).await;
-    let local = closed_port().await;
+    let closed = closed_port();
+    let local = closed.addr;
     let proxy = spawn_proxy(proxy_config(cluster.addr, &[]), &session.proxy, 0, &[]).await;
     let tunnel = start_tunnel(proxy.tunnel, &session.laptop, local);
     let mut events = tunnel.events();
@@ -122,10 +123,7 @@ async fn closed_local_port_gives_502_naming_it_and_warns_once() {
         );
     }
     // The app comes up on that port: requests flow again, and that is said once too.
-    let listener = TcpListener::bind(local)
-        .await
-        .expect("rebind the local port");
-    let _app = cz_e2e::app::spawn_app_on(listener, "laptop", None);
+    let _app = cz_e2e::app::spawn_app_on(closed.open(), "laptop", None);
     assert_eq!(
         get(proxy.http, "/", &[INTERCEPT]).await.served_by(),
         "laptop"
@@ -424,7 +422,8 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
 async fn unreachable_and_unresponsive_upstreams_get_502_and_504() {
     init_tracing();
     let session = Session::new();
-    let refused = closed_port().await;
+    let closed = closed_port();
+    let refused = closed.addr;
     let proxy = spawn_proxy(proxy_config(refused, &[]), &session.proxy, 0, &[]).await;
     let answer = within(PROMPTLY, "an answer", get(proxy.http, "/", &[])).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
