@@ -57,14 +57,39 @@ pub struct Cluster {
     kubelet: Arc<kubelet::Kubelet>,
     forwarding: Arc<service_proxy::Forwarding>,
     tasks: Vec<JoinHandle<()>>,
+    /// Keeps the address block this cluster claimed.
+    _address_block: std::fs::File,
 }
 
-/// Picks the cluster's address block: 127.<pods>.x.y for pods and 127.<services>.x.y for
-/// Services, distinct for clusters in one process and likely distinct across processes.
-fn address_octets() -> (u8, u8) {
+/// How many address blocks there are: block `i` is 127.<10 + 2i>.x.y for pods and
+/// 127.<11 + 2i>.x.y for Services.
+const ADDRESS_BLOCKS: u8 = 50;
+
+/// Claims an address block no other cluster on this machine uses while this one runs — in this
+/// process or another (two test suites at once, a `cz-testkit up` beside a test run): a lock on a
+/// file per block in the temporary directory, held by the returned file for the cluster's life
+/// and released by the OS however the process ends. Returns (pod octet, Service octet, lock).
+fn claim_address_block() -> anyhow::Result<(u8, u8, std::fs::File)> {
     static NEXT: AtomicU8 = AtomicU8::new(0);
-    let index = ((std::process::id() % 50) as u8 + NEXT.fetch_add(1, Ordering::Relaxed) * 7) % 50;
-    (10 + index * 2, 11 + index * 2)
+    let start = (std::process::id() % u32::from(ADDRESS_BLOCKS)) as u8;
+    let offset = NEXT.fetch_add(7, Ordering::Relaxed);
+    for step in 0..ADDRESS_BLOCKS {
+        let index = ((u16::from(start) + u16::from(offset) + u16::from(step))
+            % u16::from(ADDRESS_BLOCKS)) as u8;
+        let path = std::env::temp_dir().join(format!("cz-testkit-addresses-{index}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if lock.try_lock().is_ok() {
+            return Ok((10 + index * 2, 11 + index * 2, lock));
+        }
+    }
+    anyhow::bail!(
+        "all {ADDRESS_BLOCKS} loopback address blocks are taken by running clusters (lock files cz-testkit-addresses-*.lock in {})",
+        std::env::temp_dir().display()
+    )
 }
 
 /// The `cz-proxy` binary: `CZ_PROXY_BIN`, else beside the running executable (or its parent,
@@ -84,7 +109,7 @@ fn find_proxy_binary() -> Option<PathBuf> {
 impl Cluster {
     /// Starts the API server on 127.0.0.1 and the controllers, kubelet and Service proxy.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
-        let (pod_octet, service_octet) = address_octets();
+        let (pod_octet, service_octet, address_block) = claim_address_block()?;
         let store = Arc::new(Store::new(service_octet));
         for namespace in ["default", "kube-system"] {
             store.create(&NAMESPACES, "", json!({"metadata": {"name": namespace}}))?;
@@ -124,6 +149,7 @@ impl Cluster {
             kubelet,
             forwarding,
             tasks,
+            _address_block: address_block,
         })
     }
 
