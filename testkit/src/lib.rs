@@ -7,6 +7,8 @@
 //! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
 //!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address;
 //!   [`service_proxy`] serves each Service on a loopback ClusterIP, like kube-proxy.
+//! - [`auth`] authenticates bearer tokens (and impersonation); [`rbac`] authorizes each request
+//!   from the stored Roles and bindings; [`review`] answers `kubectl auth can-i`.
 
 pub mod api;
 pub mod auth;
