@@ -144,7 +144,9 @@ impl Api {
             ["openapi", "v3", "apis", group, "v1"] if resources::groups().contains(group) => {
                 Ok(json_response(StatusCode::OK, &openapi_group(group)))
             }
-            ["apis", crate::review::GROUP, "v1", review] if request.method() == Method::POST => {
+            ["apis", crate::review::GROUP | crate::review::AUTHENTICATION_GROUP, "v1", review]
+                if request.method() == Method::POST =>
+            {
                 let review = review.to_string();
                 self.review(&review, request).await
             }

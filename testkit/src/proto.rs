@@ -73,8 +73,9 @@ fn strings(bytes: &[u8], names: &[&str]) -> Result<Value, ApiError> {
     Ok(Value::Object(object))
 }
 
-/// A `SelfSubjectAccessReview` or `SelfSubjectRulesReview` (by `resource`) in the protobuf
-/// envelope (`k8s\0` + `runtime.Unknown`), as the JSON object its spec would be.
+/// A `SelfSubjectAccessReview`, `SelfSubjectRulesReview` or `SelfSubjectReview` (by
+/// `resource`) in the protobuf envelope (`k8s\0` + `runtime.Unknown`), as the JSON object its
+/// spec would be.
 pub fn review(resource: &str, body: &[u8]) -> Result<Value, ApiError> {
     let unknown = body
         .strip_prefix(b"k8s\0")
@@ -103,7 +104,13 @@ pub fn review(resource: &str, body: &[u8]) -> Result<Value, ApiError> {
             }
             ("SelfSubjectAccessReview", json)
         }
-        _ => ("SelfSubjectRulesReview", strings(spec, &["namespace"])?),
+        "selfsubjectrulesreviews" => ("SelfSubjectRulesReview", strings(spec, &["namespace"])?),
+        // A SelfSubjectReview has no spec: who asks is the question.
+        _ => {
+            return Ok(
+                json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {}}),
+            )
+        }
     };
     Ok(json!({"kind": kind, "apiVersion": "authorization.k8s.io/v1", "metadata": {}, "spec": spec}))
 }

@@ -1,14 +1,17 @@
-//! `SelfSubjectAccessReview` and `SelfSubjectRulesReview` (authorization.k8s.io/v1): what
-//! `kubectl auth can-i` and `kubectl auth can-i --list` ask. Every authenticated user may ask
-//! about themselves, as the real `system:basic-user` ClusterRole allows.
+//! `SelfSubjectAccessReview` and `SelfSubjectRulesReview` (authorization.k8s.io/v1), and
+//! `SelfSubjectReview` (authentication.k8s.io/v1): what `kubectl auth can-i`, `kubectl auth
+//! can-i --list` and `kubectl auth whoami` ask. Every authenticated user may ask about
+//! themselves, as the real `system:basic-user` ClusterRole allows.
 
 use serde_json::{json, Value};
 
 use crate::rbac::{self, Attributes, User, SUPERUSER_GROUP};
 use crate::store::{ApiError, Store};
 
-/// The API group of the reviews.
+/// The API group of the access and rules reviews.
 pub const GROUP: &str = "authorization.k8s.io";
+/// The API group of `SelfSubjectReview`.
+pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
 
 /// The non-resource paths every authenticated user may `get` (discovery, version, health), as
 /// the real `system:discovery` and `system:public-info-viewer` ClusterRoles grant.
@@ -26,8 +29,8 @@ const PUBLIC_PATHS: &[&str] = &[
     "/version/",
 ];
 
-/// Answers a review posted to `resource` (`selfsubjectaccessreviews` or
-/// `selfsubjectrulesreviews`) by `user`.
+/// Answers a review posted to `resource` (`selfsubjectaccessreviews`,
+/// `selfsubjectrulesreviews` or `selfsubjectreviews`) by `user`.
 pub fn answer(
     store: &Store,
     user: &User,
@@ -72,11 +75,12 @@ pub fn answer(
                 "incomplete": false,
             })
         }
+        "selfsubjectreviews" => json!({"userInfo": {"username": user.name, "groups": user.groups}}),
         other => {
             return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("{other} only accepts a POST of a review"),
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({other})"),
             ))
         }
     };

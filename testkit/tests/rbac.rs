@@ -374,6 +374,26 @@ async fn kubectl_auth_can_i_and_impersonation() {
     )
     .await;
     assert!(ok && listing.contains("echo"), "{stderr}");
+    let (ok, whoami, stderr) = kubectl(
+        &admin_config,
+        &[
+            "--as",
+            "dev",
+            "--as-group",
+            "ops",
+            "auth",
+            "whoami",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let whoami: Value = serde_json::from_str(&whoami).expect("whoami prints JSON");
+    assert_eq!(
+        whoami["status"]["userInfo"],
+        json!({"username": "dev", "groups": ["ops", "system:authenticated"]})
+    );
 
     // dev may not impersonate anyone.
     let (ok, _, stderr) = kubectl(&dev, &["--as", "admin", "get", "svc", "-n", "demo"]).await;
