@@ -89,7 +89,13 @@ async fn main() -> anyhow::Result<()> {
     let mut config = cluster.kubeconfig().to_owned();
     for (name, file) in &users {
         let roles = read_roles(file)?;
-        let token = cluster.add_user(name, &roles)?;
+        let token = cluster.add_user(name, &roles).with_context(|| {
+            format!(
+                "could not add user {name} from {} (a Role's namespace must exist: \
+                 --sample makes demo)",
+                file.display()
+            )
+        })?;
         config = cz_testkit::auth::add_context(&config, name, &token, false)?;
     }
     std::fs::write(&kubeconfig, config)

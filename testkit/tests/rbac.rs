@@ -462,3 +462,41 @@ async fn up_adds_users_from_role_files() {
     assert!(ok, "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn up_refuses_role_files_it_cannot_use() {
+    let dir = scratch("rbac-bad");
+    let no_namespace = dir.join("no-namespace.json");
+    std::fs::write(
+        &no_namespace,
+        json!({"kind": "Role", "metadata": {"name": "dev"}, "rules": []}).to_string(),
+    )
+    .expect("write");
+    let not_json = dir.join("role.yaml");
+    std::fs::write(&not_json, "kind: Role\n").expect("write");
+    for (file, expected) in [
+        (dir.join("missing.json"), "could not read the role file"),
+        (not_json, "is not JSON (write it with `kubectl create role"),
+        (
+            no_namespace,
+            r#"binding user "dev": Role "dev" has no metadata.namespace"#,
+        ),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
+            .arg("up")
+            .arg("--kubeconfig")
+            .arg(dir.join("kubeconfig"))
+            .arg("--user")
+            .arg(format!("dev={}", file.display()))
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(START, output)
+            .await
+            .expect("cz-testkit up exits in time")
+            .expect("cz-testkit runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file:?} accepted");
+        assert!(stderr.contains(expected), "{file:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
