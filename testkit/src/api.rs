@@ -13,7 +13,9 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::auth::Authenticator;
 use crate::patch::{self, PatchType};
+use crate::rbac::{self, User};
 use crate::resources::{self, Kind};
 use crate::selector::Selector;
 use crate::store::{ApiError, ChangeType, Propagation, Store};
@@ -31,6 +33,8 @@ pub struct Api {
     pub store: Arc<Store>,
     /// `host:port` the server is reached at, for discovery.
     pub address: String,
+    /// Who holds which token.
+    pub auth: Arc<Authenticator>,
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response<ApiBody> {
@@ -90,7 +94,12 @@ fn decode(text: &str) -> String {
 
 impl Api {
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ApiBody> {
+    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ApiBody> {
+        let user = match self.auth.authenticate(request.headers(), &self.store) {
+            Ok(user) => user,
+            Err(error) => return error_response(&error),
+        };
+        request.extensions_mut().insert(user);
         let path = request.uri().path().trim_end_matches('/').to_owned();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let result = match segments.as_slice() {
@@ -135,6 +144,12 @@ impl Api {
             ["openapi", "v3", "apis", group, "v1"] if resources::groups().contains(group) => {
                 Ok(json_response(StatusCode::OK, &openapi_group(group)))
             }
+            ["apis", crate::review::GROUP | crate::review::AUTHENTICATION_GROUP, "v1", review]
+                if request.method() == Method::POST =>
+            {
+                let review = review.to_string();
+                self.review(&review, request).await
+            }
             ["api", "v1", rest @ ..] => self.resource("", rest, request).await,
             ["apis", group, "v1", rest @ ..] => {
                 let group = group.to_string();
@@ -164,6 +179,7 @@ impl Api {
             .is_some_and(|accept| accept.contains("as=Table"));
         let kind = target.kind;
         let namespace = target.namespace.clone().unwrap_or_default();
+        self.authorize(&request, &target, &query)?;
         if kind.namespaced && target.name.is_some() && target.namespace.is_none() {
             return Err(ApiError::new(
                 404,
@@ -305,6 +321,56 @@ impl Api {
         }
     }
 
+    /// Checks the request's user may do what it asks (403 `Forbidden` if not).
+    fn authorize(
+        &self,
+        request: &Request<Incoming>,
+        target: &Target,
+        query: &str,
+    ) -> Result<(), ApiError> {
+        let user = request
+            .extensions()
+            .get::<User>()
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
+        let watch = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
+        let attributes = rbac::Attributes {
+            verb: rbac::verb(request.method(), target.name.is_some(), watch).to_owned(),
+            group: target.kind.group.to_owned(),
+            resource: target.kind.plural.to_owned(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+        };
+        rbac::authorize(&self.store, user, &attributes)
+    }
+
+    /// A `SelfSubjectAccessReview` or `SelfSubjectRulesReview`, answered for the request's user.
+    async fn review(
+        &self,
+        resource: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<ApiBody>, ApiError> {
+        let user = request
+            .extensions()
+            .get::<User>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
+        let protobuf = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|c| {
+                c.as_bytes()
+                    .starts_with(crate::proto::CONTENT_TYPE.as_bytes())
+            });
+        let review = if protobuf {
+            crate::proto::review(resource, &read_body(request).await?)?
+        } else {
+            read_json(request).await?
+        };
+        let answered = crate::review::answer(&self.store, &user, resource, review)?;
+        Ok(json_response(StatusCode::CREATED, &answered))
+    }
+
     /// A watch stream: newline-delimited watch events until the client goes or `timeoutSeconds`.
     fn watch(
         &self,
@@ -418,8 +484,8 @@ impl Api {
     }
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
-    let body = Limited::new(request.into_body(), MAX_BODY)
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|error| {
@@ -429,7 +495,11 @@ async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
                 format!("could not read the request body: {error}"),
             )
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let body = read_body(request).await?;
     if body.is_empty() {
         return Ok(Value::Null);
     }

@@ -7,14 +7,20 @@
 //! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
 //!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address;
 //!   [`service_proxy`] serves each Service on a loopback ClusterIP, like kube-proxy.
+//! - [`auth`] authenticates bearer tokens (and impersonation); [`rbac`] authorizes each request
+//!   from the stored Roles and bindings; [`review`] answers `kubectl auth can-i`.
 
 pub mod api;
+pub mod auth;
 pub mod controllers;
 pub mod echo;
 pub mod kubelet;
 pub mod patch;
 pub mod portforward;
+pub mod proto;
+pub mod rbac;
 pub mod resources;
+pub mod review;
 pub mod selector;
 pub mod server;
 pub mod service_proxy;
@@ -52,6 +58,7 @@ pub struct ClusterOptions {
 pub struct Cluster {
     store: Arc<Store>,
     kubeconfig: String,
+    auth: Arc<auth::Authenticator>,
     state_dir: PathBuf,
     shutdown: CancellationToken,
     kubelet: Arc<kubelet::Kubelet>,
@@ -125,9 +132,11 @@ impl Cluster {
         let proxy_binary = options.proxy_binary.or_else(find_proxy_binary);
         let kubelet =
             kubelet::Kubelet::new(store.clone(), proxy_binary, state_dir.clone(), pod_octet);
+        let auth = Arc::new(auth::Authenticator::default());
         let api = Arc::new(api::Api {
             store: store.clone(),
             address: address.to_string(),
+            auth: auth.clone(),
         });
         let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![
@@ -144,6 +153,7 @@ impl Cluster {
         Ok(Self {
             store,
             kubeconfig,
+            auth,
             state_dir,
             shutdown,
             kubelet,
@@ -156,6 +166,21 @@ impl Cluster {
     /// The kubeconfig that kubectl and kube-rs accept.
     pub fn kubeconfig(&self) -> &str {
         &self.kubeconfig
+    }
+
+    /// Adds user `name`, bound to each of `roles` (Role or ClusterRole objects, created here;
+    /// see [`rbac::grant`]), and returns a bearer token that authenticates as it.
+    pub fn add_user(&self, name: &str, roles: &[Value]) -> anyhow::Result<String> {
+        for role in roles {
+            rbac::grant(&self.store, name, role.clone())
+                .map_err(|error| anyhow::anyhow!("binding user {name:?}: {}", error.message))?;
+        }
+        Ok(self.auth.mint(name, &[]))
+    }
+
+    /// The kubeconfig with a context `name` for `token` (from [`Cluster::add_user`]), current.
+    pub fn user_kubeconfig(&self, name: &str, token: &str) -> anyhow::Result<String> {
+        Ok(auth::add_context(&self.kubeconfig, name, token, true)?)
     }
 
     /// Writes the kubeconfig to `path`.

@@ -112,8 +112,39 @@ pub static REPLICA_SETS: Kind = kind(
     true,
 );
 
+/// The RBAC group (`rbac.authorization.k8s.io`), whose objects [`crate::rbac`] reads.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+pub static ROLES: Kind = kind(RBAC_GROUP, "roles", "role", "Role", true, &[], false);
+pub static ROLE_BINDINGS: Kind = kind(
+    RBAC_GROUP,
+    "rolebindings",
+    "rolebinding",
+    "RoleBinding",
+    true,
+    &[],
+    false,
+);
+pub static CLUSTER_ROLES: Kind = kind(
+    RBAC_GROUP,
+    "clusterroles",
+    "clusterrole",
+    "ClusterRole",
+    false,
+    &[],
+    false,
+);
+pub static CLUSTER_ROLE_BINDINGS: Kind = kind(
+    RBAC_GROUP,
+    "clusterrolebindings",
+    "clusterrolebinding",
+    "ClusterRoleBinding",
+    false,
+    &[],
+    false,
+);
+
 /// Every served kind.
-pub static ALL: [&Kind; 10] = [
+pub static ALL: [&Kind; 14] = [
     &NAMESPACES,
     &SERVICES,
     &PODS,
@@ -124,6 +155,10 @@ pub static ALL: [&Kind; 10] = [
     &ENDPOINT_SLICES,
     &DEPLOYMENTS,
     &REPLICA_SETS,
+    &ROLES,
+    &ROLE_BINDINGS,
+    &CLUSTER_ROLES,
+    &CLUSTER_ROLE_BINDINGS,
 ];
 
 /// The kind served at `group`/`version`/`plural`.
