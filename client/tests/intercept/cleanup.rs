@@ -123,46 +123,28 @@ async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close
     let setup = Setup::start().await;
     let users = create_users_objects(&setup);
 
-    crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = setup
-        .run(&["service", "intercept", "echo", "-n", "demo", "--clean"])
-        .await;
-    assert!(
-        ok && stdout.contains("service selector restored"),
-        "{stdout}{stderr}"
-    );
-    assert_eq!(
-        sessions_objects(&setup),
-        Vec::<String>::new(),
-        "--clean removed the session"
-    );
-    assert_untouched(&setup, &users, "--clean");
-
-    crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = setup.run(&["session", "close", "-n", "demo"]).await;
-    assert!(
-        ok && stdout.contains("1 intercept(s) closed"),
-        "{stdout}{stderr}"
-    );
-    assert_eq!(
-        sessions_objects(&setup),
-        Vec::<String>::new(),
-        "session close removed the session"
-    );
-    assert_untouched(&setup, &users, "session close -n demo");
-
-    crashed_intercept(&setup).await;
-    let (ok, stdout, stderr) = setup.run(&["session", "close", "-A"]).await;
-    assert!(
-        ok && stdout.contains("1 intercept(s) closed"),
-        "{stdout}{stderr}"
-    );
-    assert_eq!(
-        sessions_objects(&setup),
-        Vec::<String>::new(),
-        "session close -A removed the session"
-    );
-    assert_untouched(&setup, &users, "session close -A");
+    for (command, said) in [
+        (
+            &["service", "intercept", "echo", "-n", "demo", "--clean"][..],
+            "service selector restored",
+        ),
+        (
+            &["session", "close", "-n", "demo"][..],
+            "1 intercept(s) closed",
+        ),
+        (&["session", "close", "-A"][..], "1 intercept(s) closed"),
+    ] {
+        crashed_intercept(&setup).await;
+        let (ok, stdout, stderr) = setup.run(command).await;
+        let command = command.join(" ");
+        assert!(ok && stdout.contains(said), "{command}: {stdout}{stderr}");
+        assert_eq!(
+            sessions_objects(&setup),
+            Vec::<String>::new(),
+            "{command} removed the session"
+        );
+        assert_untouched(&setup, &users, &command);
+    }
 }
 
 #[tokio::test]

@@ -244,17 +244,7 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     let before = setup.service_state().await;
     let laptop = LaptopApp::start(0).await;
     let port = laptop.port.to_string();
-    let intercept = [
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        NAMESPACE,
-        "-r",
-        "80",
-        "-l",
-        &port,
-    ];
+    let intercept = support::intercept_args(&port, &[]);
     let crash_at = |line: &'static str| {
         let mut czctl = Czctl::spawn(setup.czctl(&intercept));
         async move {
@@ -449,37 +439,25 @@ async fn mistakes_and_interruptions_get_clear_errors_and_change_nothing() {
     // An image the cluster cannot pull: the reason is shown and everything is rolled back. At
     // the same time, another czctl is interrupted (Ctrl-C) while it waits for its proxy.
     let port = support::free_port().await.to_string();
-    let pull_args = [
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        "demo",
-        "-r",
-        "80",
-        "-l",
+    let pull_args = support::intercept_args(
         &port,
-        "--proxy-image",
-        "registry.invalid/cz-nope:1",
-        "--timeout",
-        "20s",
-    ];
-    let interrupted = async {
-        let mut czctl = Czctl::spawn(setup.czctl(&[
-            "service",
-            "intercept",
-            "echo",
-            "-n",
-            "demo",
-            "-r",
-            "80",
-            "-l",
-            &port,
+        &[
             "--proxy-image",
-            "registry.invalid/cz-nope:2",
+            "registry.invalid/cz-nope:1",
             "--timeout",
-            "10m",
-        ]));
+            "20s",
+        ],
+    );
+    let interrupted = async {
+        let mut czctl = Czctl::spawn(setup.czctl(&support::intercept_args(
+            &port,
+            &[
+                "--proxy-image",
+                "registry.invalid/cz-nope:2",
+                "--timeout",
+                "10m",
+            ],
+        )));
         czctl.read_until("waiting for the proxy").await;
         czctl.signal("INT");
         czctl.finish().await

@@ -131,18 +131,7 @@ impl Setup {
     /// its "Intercepting" line.
     pub async fn intercept(&self, laptop_port: u16, extra: &[&str]) -> Czctl {
         let port = laptop_port.to_string();
-        let mut args = vec![
-            "service",
-            "intercept",
-            "echo",
-            "-n",
-            NAMESPACE,
-            "-r",
-            "80",
-            "-l",
-            &port,
-        ];
-        args.extend_from_slice(extra);
+        let args = intercept_args(&port, extra);
         let mut czctl = Czctl::spawn(self.czctl(&args));
         czctl.read_until("Intercepting").await;
         czctl
@@ -262,6 +251,23 @@ pub async fn free_port() -> u16 {
         .local_addr()
         .expect("local address")
         .port()
+}
+
+/// `service intercept echo -n demo -r 80 -l LOCAL_PORT EXTRA…`: the sample's intercept.
+pub fn intercept_args<'a>(local_port: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "service",
+        "intercept",
+        "echo",
+        "-n",
+        NAMESPACE,
+        "-r",
+        "80",
+        "-l",
+        local_port,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// `czctl ARGS`, with no kubeconfig flag.
