@@ -145,6 +145,35 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[cfg(unix)]
+    #[test]
+    fn a_binary_behind_a_private_directory_is_shared_for_pod_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("cz-testkit-run-as-{}", std::process::id()));
+        let (private, shared) = (root.join("private"), root.join("shared"));
+        std::fs::create_dir_all(&private).expect("private dir");
+        std::fs::create_dir_all(&shared).expect("shared dir");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let binary = private.join("cz-proxy");
+        std::fs::write(&binary, b"#!/bin/sh\n").expect("binary");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let reachable = reachable_binary(&binary, &shared).expect("reachable");
+        let canonical = std::fs::canonicalize(&binary).expect("canonical");
+        if is_root() {
+            assert_eq!(reachable, shared.join("cz-proxy"));
+            assert_eq!(std::fs::read(&reachable).expect("shared"), b"#!/bin/sh\n");
+        } else {
+            assert_eq!(reachable, canonical, "only root runs pods as other users");
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(
+            reachable_binary(&binary, &shared).expect("reachable"),
+            canonical
+        );
+        std::fs::remove_dir_all(&root).expect("clean up");
+    }
+
     #[test]
     fn container_settings_override_the_pods() {
         let pod = json!({"spec": {"securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000]}}});
