@@ -195,15 +195,19 @@ impl Kubelet {
             };
             match runtime {
                 Runtime::Echo => {
-                    if let Err(error) = crate::echo::serve(
-                        IpAddr::V4(ip),
-                        &ports("TCP"),
-                        &ports("UDP"),
-                        name.clone(),
-                        stop.clone(),
-                    )
-                    .await
-                    {
+                    let (tcp, udp) = (ports("TCP"), ports("UDP"));
+                    let served =
+                        crate::echo::serve(IpAddr::V4(ip), &tcp, &udp, name.clone(), stop.clone())
+                            .await;
+                    // The in-process server has no output of its own: its log says what it serves.
+                    let logged = served.and_then(|()| {
+                        self.log_line(
+                            pod,
+                            container,
+                            &format!("echo server for pod {name} on {ip}: TCP ports {tcp:?}, UDP ports {udp:?}"),
+                        )
+                    });
+                    if let Err(error) = logged {
                         return self.fail_container(
                             pod,
                             container,
@@ -227,6 +231,17 @@ impl Kubelet {
         }
         info!(pod = %name, %ip, "pod started");
         self.supervise(pod, &containers, ip, children, stop).await;
+    }
+
+    /// Appends `line` to a container's log.
+    fn log_line(&self, pod: &Value, container: &Value, line: &str) -> std::io::Result<()> {
+        let uid = text(pod, "/metadata/uid");
+        crate::volumes::create_dir(&self.dirs.pod(uid))?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dirs.log(uid, text(container, "/name")))?;
+        std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes())
     }
 
     fn fail_container(&self, pod: &Value, container: &Value, reason: &str, message: &str) {

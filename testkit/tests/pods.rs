@@ -305,3 +305,24 @@ async fn logs_show_what_the_pod_wrote_and_follow_it_until_it_stops() {
     assert!(status.success());
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[tokio::test]
+async fn echo_pods_log_what_they_serve() {
+    let (cluster, client) = start().await;
+    cluster.create_sample().expect("sample");
+    cluster.wait_ready(CONVERGE).await.expect("sample ready");
+    let pods: Api<Pod> = Api::namespaced(client, "demo");
+    let pod = pods
+        .list(&ListParams::default().labels("app=echo"))
+        .await
+        .expect("list")
+        .items
+        .remove(0);
+    let name = pod.metadata.name.expect("a name");
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("a pod IP");
+    let logs = pods.logs(&name, &LogParams::default()).await.expect("logs");
+    assert_eq!(
+        logs,
+        format!("echo server for pod {name} on {ip}: TCP ports [8080, 9090], UDP ports []\n")
+    );
+}
