@@ -35,6 +35,8 @@ pub struct Api {
     pub address: String,
     /// Who holds which token.
     pub auth: Arc<Authenticator>,
+    /// Where the kubelet keeps pod logs, for `pods/log`.
+    pub pod_dirs: crate::logs::PodDirs,
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response<ApiBody> {
@@ -62,7 +64,7 @@ struct Target {
     subresource: Option<String>,
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -236,6 +238,10 @@ impl Api {
                 let pod = self.store.get(kind, &namespace, name)?;
                 crate::portforward::upgrade(request, &pod, &query)
             }
+            (Method::GET, Some(name), Some("log")) if std::ptr::eq(kind, &resources::PODS) => {
+                let pod = self.store.get(kind, &namespace, name)?;
+                crate::logs::serve(&self.pod_dirs, self.store.clone(), &pod, &query).await
+            }
             (Method::POST, None, None) => {
                 let mut object = read_json(request).await?;
                 let body_namespace = object
@@ -247,6 +253,13 @@ impl Api {
                 }
                 if !kind.namespaced {
                     object["metadata"]["namespace"] = Value::Null;
+                }
+                if std::ptr::eq(kind, &resources::PODS) {
+                    let name = object
+                        .pointer("/metadata/name")
+                        .or_else(|| object.pointer("/metadata/generateName"));
+                    let name = name.and_then(Value::as_str).unwrap_or_default().to_owned();
+                    crate::pod_security::admit(&self.store, &namespace, &name, &object)?;
                 }
                 let created = self.store.create(kind, &namespace, object)?;
                 Ok(json_response(StatusCode::CREATED, &created))
@@ -570,6 +583,7 @@ fn resource_list(group: &str) -> Value {
         }
         if std::ptr::eq(*kind, &resources::PODS) {
             resources.push(json!({"name": "pods/portforward", "singularName": "", "namespaced": true, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
+            resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
         }
     }
     let group_version = if group.is_empty() {

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::resources::{
-    Kind, DEPLOYMENTS, ENDPOINTS, ENDPOINT_SLICES, PODS, REPLICA_SETS, SERVICES,
+    Kind, DEPLOYMENTS, ENDPOINTS, ENDPOINT_SLICES, EVENTS, PODS, REPLICA_SETS, SERVICES,
 };
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
@@ -205,6 +205,11 @@ fn reconcile_replica_sets(store: &Store) {
                 "metadata": {"generateName": format!("{}-", text(&rs, "/metadata/name")), "labels": template["metadata"]["labels"], "ownerReferences": [owner_reference(&rs)]},
                 "spec": template["spec"],
             });
+            let name = format!("{}-", text(&rs, "/metadata/name"));
+            if let Err(refused) = crate::pod_security::admit(store, namespace, &name, &pod) {
+                report_failed_create(store, &rs, &refused.message);
+                break;
+            }
             let _ = store.create(&PODS, namespace, pod);
         }
         active.sort_by_key(|p| is_ready(p));
@@ -229,6 +234,27 @@ fn reconcile_replica_sets(store: &Store) {
             status.as_object().expect("object").clone(),
         );
     }
+}
+
+/// A `FailedCreate` warning on `rs`, as the ReplicaSet controller records a refused pod; once
+/// per message, as a real event's count would grow rather than a new event appear.
+fn report_failed_create(store: &Store, rs: &Value, refusal: &str) {
+    let namespace = text(rs, "/metadata/namespace");
+    let message = format!("Error creating: {refusal}");
+    let recorded = all(store, &EVENTS).iter().any(|event| {
+        event["involvedObject"]["uid"] == rs["metadata"]["uid"]
+            && event["message"] == message.as_str()
+    });
+    if recorded {
+        return;
+    }
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let _ = store.create(&EVENTS, namespace, json!({
+        "metadata": {"generateName": format!("{}.", text(rs, "/metadata/name"))},
+        "involvedObject": {"kind": "ReplicaSet", "namespace": namespace, "name": rs["metadata"]["name"], "uid": rs["metadata"]["uid"], "apiVersion": "apps/v1"},
+        "reason": "FailedCreate", "message": message, "type": "Warning", "count": 1,
+        "source": {"component": "replicaset-controller"}, "firstTimestamp": now, "lastTimestamp": now,
+    }));
 }
 
 /// The container port a Service port targets on `pod` (by number, or by name).

@@ -11,14 +11,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::resources::{CONFIGMAPS, EVENTS, PODS, SECRETS};
+use crate::logs::PodDirs;
+use crate::resources::{EVENTS, PODS};
+use crate::run_as::RunAs;
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
 
@@ -32,7 +33,7 @@ enum Runtime {
 pub struct Kubelet {
     store: Arc<Store>,
     proxy_binary: Option<PathBuf>,
-    state_dir: PathBuf,
+    dirs: PodDirs,
     /// Second octet of pod addresses: 127.<octet>.x.y.
     octet: u8,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -47,17 +48,17 @@ fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
 }
 
 impl Kubelet {
-    /// A kubelet for `store`; pods live in `state_dir`.
+    /// A kubelet for `store`; pods live in `dirs`.
     pub fn new(
         store: Arc<Store>,
         proxy_binary: Option<PathBuf>,
-        state_dir: PathBuf,
+        dirs: PodDirs,
         octet: u8,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             proxy_binary,
-            state_dir,
+            dirs,
             octet,
             running: Mutex::default(),
             next_ip: Mutex::new(0),
@@ -194,15 +195,19 @@ impl Kubelet {
             };
             match runtime {
                 Runtime::Echo => {
-                    if let Err(error) = crate::echo::serve(
-                        IpAddr::V4(ip),
-                        &ports("TCP"),
-                        &ports("UDP"),
-                        name.clone(),
-                        stop.clone(),
-                    )
-                    .await
-                    {
+                    let (tcp, udp) = (ports("TCP"), ports("UDP"));
+                    let served =
+                        crate::echo::serve(IpAddr::V4(ip), &tcp, &udp, name.clone(), stop.clone())
+                            .await;
+                    // The in-process server has no output of its own: its log says what it serves.
+                    let logged = served.and_then(|()| {
+                        self.log_line(
+                            pod,
+                            container,
+                            &format!("echo server for pod {name} on {ip}: TCP ports {tcp:?}, UDP ports {udp:?}"),
+                        )
+                    });
+                    if let Err(error) = logged {
                         return self.fail_container(
                             pod,
                             container,
@@ -226,6 +231,17 @@ impl Kubelet {
         }
         info!(pod = %name, %ip, "pod started");
         self.supervise(pod, &containers, ip, children, stop).await;
+    }
+
+    /// Appends `line` to a container's log.
+    fn log_line(&self, pod: &Value, container: &Value, line: &str) -> std::io::Result<()> {
+        let uid = text(pod, "/metadata/uid");
+        crate::volumes::create_dir(&self.dirs.pod(uid))?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dirs.log(uid, text(container, "/name")))?;
+        std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes())
     }
 
     fn fail_container(&self, pod: &Value, container: &Value, reason: &str, message: &str) {
@@ -291,7 +307,7 @@ impl Kubelet {
                     for child in &mut children {
                         terminate(child, Duration::from_secs(grace)).await;
                     }
-                    let _ = std::fs::remove_dir_all(self.state_dir.join(text(pod, "/metadata/uid")));
+                    let _ = std::fs::remove_dir_all(self.dirs.pod(text(pod, "/metadata/uid")));
                     return;
                 }
                 status = exited => {
@@ -346,8 +362,8 @@ impl Kubelet {
         }
     }
 
-    /// Starts a `cz-proxy` container: its args and env (with mounted volumes rewritten to
-    /// per-pod directories, and the pod IP to bind), logs in the pod's directory.
+    /// Starts a `cz-proxy` container as its pod's user: its args and env (with mounted volumes
+    /// rewritten to per-pod directories, and the pod IP to bind), logs in the pod's directory.
     fn spawn_process(
         &self,
         pod: &Value,
@@ -355,8 +371,8 @@ impl Kubelet {
         binary: &Path,
         ip: Ipv4Addr,
     ) -> std::io::Result<tokio::process::Child> {
-        let pod_dir = self.state_dir.join(text(pod, "/metadata/uid"));
-        let mounts = self.materialize_volumes(pod, container, &pod_dir)?;
+        let uid = text(pod, "/metadata/uid");
+        let mounts = crate::volumes::materialize(&self.store, pod, container, &self.dirs.pod(uid))?;
         // Paths under a mount, wherever they appear in an argument or value (`--tls-dir=/etc/x`).
         let rewrite = |value: &str| {
             mounts
@@ -365,7 +381,8 @@ impl Kubelet {
                     value.replace(mount.as_str(), &local.display().to_string())
                 })
         };
-        let mut command = tokio::process::Command::new(binary);
+        let run_as = RunAs::of(pod, container);
+        let mut command = run_as.command(binary);
         let mut args: Vec<String> = container
             .get("command")
             .and_then(Value::as_array)
@@ -408,80 +425,13 @@ impl Kubelet {
         }
         // The pod's own address stands in for its network namespace.
         command.env("CZ_BIND_IP", ip.to_string());
-        let log = std::fs::File::create(pod_dir.join(format!("{}.log", text(container, "/name"))))?;
+        let log = std::fs::File::create(self.dirs.log(uid, text(container, "/name")))?;
         command
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        command.spawn()
-    }
-
-    /// Writes the Secret and ConfigMap volumes a container mounts; returns mount path → directory.
-    fn materialize_volumes(
-        &self,
-        pod: &Value,
-        container: &Value,
-        pod_dir: &Path,
-    ) -> std::io::Result<Vec<(String, PathBuf)>> {
-        let namespace = text(pod, "/metadata/namespace");
-        let mut mounts = Vec::new();
-        std::fs::create_dir_all(pod_dir)?;
-        for mount in container
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let volume_name = text(mount, "/name");
-            let Some(volume) = pod
-                .pointer("/spec/volumes")
-                .and_then(Value::as_array)
-                .and_then(|v| v.iter().find(|v| v["name"] == volume_name))
-            else {
-                continue;
-            };
-            let dir = pod_dir.join("volumes").join(volume_name);
-            std::fs::create_dir_all(&dir)?;
-            if let Some(secret) = volume.pointer("/secret/secretName").and_then(Value::as_str) {
-                let secret = self.store.get(&SECRETS, namespace, secret).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
-                })?;
-                for (key, value) in secret
-                    .get("data")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(value.as_str().unwrap_or_default())
-                        .unwrap_or_default();
-                    write_private(&dir.join(key), &bytes)?;
-                }
-            } else if let Some(config_map) =
-                volume.pointer("/configMap/name").and_then(Value::as_str)
-            {
-                let config_map =
-                    self.store
-                        .get(&CONFIGMAPS, namespace, config_map)
-                        .map_err(|e| {
-                            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
-                        })?;
-                for (key, value) in config_map
-                    .get("data")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    std::fs::write(dir.join(key), value.as_str().unwrap_or_default())?;
-                }
-            }
-            mounts.push((
-                text(mount, "/mountPath").trim_end_matches('/').to_owned(),
-                dir,
-            ));
-        }
-        Ok(mounts)
+        command.spawn().map_err(|error| run_as.spawn_error(error))
     }
 
     /// Deletes every pod (used when the cluster stops).
@@ -495,14 +445,6 @@ impl Kubelet {
             );
         }
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(path)?, bytes)
 }
 
 /// SIGTERM, then SIGKILL once `grace` has passed.

@@ -5,7 +5,9 @@
 //! - [`store`] keeps objects with the API server's write semantics; [`api`] serves them over
 //!   HTTPS (discovery, CRUD, patches, watches, `pods/portforward`), so kube-rs and kubectl work.
 //! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
-//!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address;
+//!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address, as their
+//!   pod's user ([`run_as`]) with their Secret and ConfigMap [`volumes`] and [`logs`];
+//!   [`pod_security`] admits pods as the Pod Security admission plugin does;
 //!   [`service_proxy`] serves each Service on a loopback ClusterIP, like kube-proxy.
 //! - [`auth`] authenticates bearer tokens (and impersonation); [`rbac`] authorizes each request
 //!   from the stored Roles and bindings; [`review`] answers `kubectl auth can-i`.
@@ -15,18 +17,22 @@ pub mod auth;
 pub mod controllers;
 pub mod echo;
 pub mod kubelet;
+pub mod logs;
 pub mod patch;
+pub mod pod_security;
 pub mod portforward;
 pub mod proto;
 pub mod rbac;
 pub mod resources;
 pub mod review;
+pub mod run_as;
 pub mod selector;
 pub mod server;
 pub mod service_proxy;
 pub mod store;
 pub mod table;
 pub mod validate;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -127,16 +133,22 @@ impl Cluster {
         let kubeconfig = tls.kubeconfig(address);
         let state_dir =
             std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
-        std::fs::create_dir_all(&state_dir)?;
+        volumes::create_dir(&state_dir)?;
         let shutdown = CancellationToken::new();
-        let proxy_binary = options.proxy_binary.or_else(find_proxy_binary);
+        let proxy_binary = options
+            .proxy_binary
+            .or_else(find_proxy_binary)
+            .map(|binary| run_as::reachable_binary(&binary, &state_dir))
+            .transpose()?;
+        let pod_dirs = logs::PodDirs::new(state_dir.clone());
         let kubelet =
-            kubelet::Kubelet::new(store.clone(), proxy_binary, state_dir.clone(), pod_octet);
+            kubelet::Kubelet::new(store.clone(), proxy_binary, pod_dirs.clone(), pod_octet);
         let auth = Arc::new(auth::Authenticator::default());
         let api = Arc::new(api::Api {
             store: store.clone(),
             address: address.to_string(),
             auth: auth.clone(),
+            pod_dirs,
         });
         let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![

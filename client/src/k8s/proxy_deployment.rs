@@ -1,12 +1,13 @@
 //! The proxy Deployment: one `cz-proxy` replica in the intercepted Service's place, listening on
 //! every container port the Service targets, locked down (non-root, read-only root filesystem,
-//! no capabilities, no service-account token) and ready only once it serves.
+//! no capabilities, RuntimeDefault seccomp, no service-account token: admitted by a `restricted`
+//! Pod Security level) and ready only once it serves.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, HTTPGetAction, LocalObjectReference,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -18,6 +19,9 @@ use cz_shared::contract::{
 };
 
 use super::target::Target;
+
+/// The proxy's uid, and the group its certificate files belong to.
+const PROXY_USER: i64 = 65532;
 
 /// What the Deployment needs beyond the session's names.
 pub(crate) struct ProxySpec<'a> {
@@ -119,7 +123,7 @@ pub(crate) fn build(
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(65532),
+            run_as_user: Some(PROXY_USER),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
@@ -176,8 +180,16 @@ pub(crate) fn build(
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(30),
+                    // fsGroup makes the kubelet give the certificate files to the proxy's
+                    // group, so uid 65532 can read them; RuntimeDefault seccomp is what a
+                    // `restricted` Pod Security level requires.
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
+                        fs_group: Some(PROXY_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     image_pull_secrets: spec.image_pull_secret.map(|name| {
@@ -189,7 +201,8 @@ pub(crate) fn build(
                         name: "tls".into(),
                         secret: Some(SecretVolumeSource {
                             secret_name: Some(names.secret()),
-                            default_mode: Some(0o400),
+                            // Owner and group (fsGroup) read; nobody else.
+                            default_mode: Some(0o440),
                             ..Default::default()
                         }),
                         ..Default::default()

@@ -605,6 +605,36 @@ async fn the_tunnel_follows_a_replaced_proxy_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercept_works_in_a_namespace_enforcing_the_restricted_pod_security_level() {
+    let setup = Setup::start().await;
+    // Labelled after the sample runs: admission judges the pods created from now on, the
+    // proxy's among them.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(setup.client.clone())
+        .patch(
+            NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}),
+            ),
+        )
+        .await
+        .expect("label the namespace");
+    let laptop = LaptopApp::start(0).await;
+    let czctl = setup.intercept(laptop.port, &[]).await;
+    let address = setup.service_address.clone();
+    cz_testkit::eventually(
+        "a request with the header to reach the laptop",
+        CZCTL_DEADLINE,
+        || async { (answered_by(&address, Some(INTERCEPT)).await.ok()? == "laptop").then_some(()) },
+    )
+    .await;
+    czctl.signal("INT");
+    let (ok, _, stderr) = czctl.finish().await;
+    assert!(ok, "{stderr}");
+    setup.no_leftovers("after czctl stopped").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_and_defaults_work_as_documented() {
     let setup = Setup::start().await;
     // A single-port Service, and a UDP Service exposing the proxy's tunnel port: what a user
