@@ -1,8 +1,8 @@
 //! The loopback cluster through the clients that use it: kube-rs (as czctl does) and kubectl.
 
-use std::time::Duration;
+mod support;
 
-use base64::Engine;
+use std::time::Duration;
 
 use cz_testkit::{Cluster, ClusterOptions};
 
@@ -10,7 +10,7 @@ use cz_testkit::{Cluster, ClusterOptions};
 const CONVERGE: Duration = Duration::from_secs(30);
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -457,23 +457,7 @@ async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // With its certificates in a Secret volume, the pod runs the real cz-proxy: ready, serving
     // its metrics on the pod IP.
-    let identity = cz_shared::tls::SessionCa::generate()
-        .and_then(|ca| ca.issue_proxy())
-        .expect("certificates");
-    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "proxy-tls"},
-        "data": {
-            "tls.crt": encode(&identity.cert_pem),
-            "tls.key": encode(identity.key_pem()),
-            "ca.crt": encode(&identity.ca_cert_pem),
-        },
-    }))
-    .expect("a Secret");
-    Api::<Secret>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("created");
+    support::proxy_secret(&client, "default").await;
     deployments
         .create(
             &PostParams::default(),

@@ -1,14 +1,15 @@
 //! Pods as a kubelet makes them: who their process runs as, what it may read of its Secret
 //! volume, which pods a Pod Security level refuses, and what `pods/log` shows of their output.
 
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine;
 use cz_testkit::{Cluster, ClusterOptions};
 use futures_util::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
@@ -27,27 +28,6 @@ async fn start() -> (Cluster, Client) {
         .await
         .expect("config");
     (cluster, Client::try_from(config).expect("client"))
-}
-
-/// A Secret holding a cz-proxy's certificates.
-async fn proxy_secret(client: &Client, namespace: &str) {
-    let identity = cz_shared::tls::SessionCa::generate()
-        .and_then(|ca| ca.issue_proxy())
-        .expect("certificates");
-    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "proxy-tls"},
-        "data": {
-            "tls.crt": encode(&identity.cert_pem),
-            "tls.key": encode(identity.key_pem()),
-            "ca.crt": encode(&identity.ca_cert_pem),
-        },
-    }))
-    .expect("a Secret");
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("created");
 }
 
 /// A cz-proxy pod spec reading its certificates from Secret `proxy-tls` (files 0400), running
@@ -109,7 +89,7 @@ async fn uid_65532_reads_a_0400_secret_only_through_fs_group() {
         return;
     }
     let (_cluster, client) = start().await;
-    proxy_secret(&client, "default").await;
+    support::proxy_secret(&client, "default").await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     pods.create(
         &PostParams::default(),
@@ -153,7 +133,7 @@ async fn a_restricted_namespace_refuses_a_pod_without_seccomp_profile() {
         .create(&PostParams::default(), &namespace)
         .await
         .expect("created");
-    proxy_secret(&client, "locked").await;
+    support::proxy_secret(&client, "locked").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "locked");
     let mut spec = proxy_pod_spec(json!({}));
     spec["securityContext"]
@@ -219,7 +199,7 @@ async fn a_restricted_namespace_refuses_a_pod_without_seccomp_profile() {
 #[tokio::test]
 async fn logs_show_what_the_pod_wrote_and_follow_it_until_it_stops() {
     let (cluster, client) = start().await;
-    proxy_secret(&client, "default").await;
+    support::proxy_secret(&client, "default").await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     pods.create(
         &PostParams::default(),
