@@ -13,6 +13,7 @@ use kube::Api;
 
 use super::{InterceptOptions, SetUpError};
 use crate::k8s::api_error::CallContext;
+use crate::k8s::cleanup::ENDPOINT_PROPAGATION;
 use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{ObjectRef, SessionObject};
 use crate::k8s::record::Record;
@@ -97,6 +98,7 @@ impl SetUp<'_> {
 
         let services = Api::<Service>::namespaced(client.clone(), namespace);
         selector::switch(&services, namespace, &target.service, self.record).await?;
+        let switched = tokio::time::Instant::now();
         progress(Progress::Switched);
 
         let (tunnel_port, _) = proxy_deployment::proxy_ports(target);
@@ -118,6 +120,9 @@ impl SetUp<'_> {
             .map_err(|error| SetUpError::Tunnel(Arc::new(error)))?;
         let proxy = tunnel.connected().await.map_err(SetUpError::Tunnel)?;
         progress(Progress::TunnelConnected(proxy));
+        // kube-proxy follows the switch late; the summary that comes next promises that matching
+        // requests reach the laptop, so it waits until Services have had that time.
+        tokio::time::sleep_until(switched + ENDPOINT_PROPAGATION).await;
         Ok(tunnel)
     }
 }

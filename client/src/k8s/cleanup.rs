@@ -103,9 +103,9 @@ pub struct Cleaned {
     pub removed: Vec<ObjectRef>,
 }
 
-/// How long Services may keep sending new connections to the proxy after the selector is
-/// restored: kube-proxy applies endpoint changes a second or so late, so the proxy is removed
-/// only after this.
+/// How long Services may keep sending new connections to the old endpoints after a selector
+/// change: kube-proxy applies endpoint changes a second or so late. After a restore, the proxy is
+/// removed only after this; after the switch, the intercept is announced only after this.
 pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(2);
 
 /// `objects` in the order they must go: the proxy first (it drains its in-flight requests
