@@ -600,17 +600,10 @@ async fn the_tunnel_follows_a_replaced_proxy_pod() {
         },
     )
     .await;
-    let address = setup.service_address.clone();
-    cz_testkit::eventually(
-        "the laptop to answer through the new proxy pod",
-        CZCTL_DEADLINE,
-        || async { (answered_by(&address, Some(INTERCEPT)).await.ok()? == "laptop").then_some(()) },
-    )
-    .await;
-    czctl.signal("INT");
-    let (ok, _, stderr) = czctl.finish().await;
-    assert!(ok, "{stderr}");
-    setup.no_leftovers("after czctl stopped").await;
+    setup
+        .laptop_answers("the laptop to answer through the new proxy pod")
+        .await;
+    setup.stop_cleanly(czctl).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,17 +623,10 @@ async fn intercept_works_in_a_namespace_enforcing_the_restricted_pod_security_le
         .expect("label the namespace");
     let laptop = LaptopApp::start(0).await;
     let czctl = setup.intercept(laptop.port, &[]).await;
-    let address = setup.service_address.clone();
-    cz_testkit::eventually(
-        "a request with the header to reach the laptop",
-        CZCTL_DEADLINE,
-        || async { (answered_by(&address, Some(INTERCEPT)).await.ok()? == "laptop").then_some(()) },
-    )
-    .await;
-    czctl.signal("INT");
-    let (ok, _, stderr) = czctl.finish().await;
-    assert!(ok, "{stderr}");
-    setup.no_leftovers("after czctl stopped").await;
+    setup
+        .laptop_answers("a request with the header to reach the laptop")
+        .await;
+    setup.stop_cleanly(czctl).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,8 +753,5 @@ async fn flags_and_defaults_work_as_documented() {
         ok && row.to_lowercase().contains("x-dev:me") && row.contains(&port.to_string()),
         "{listing}"
     );
-    czctl.signal("INT");
-    let (ok, _, stderr) = czctl.finish().await;
-    assert!(ok, "{stderr}");
-    setup.no_leftovers("after czctl stopped").await;
+    setup.stop_cleanly(czctl).await;
 }

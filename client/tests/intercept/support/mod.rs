@@ -224,6 +224,28 @@ impl Setup {
         panic!("{after}, czctl's objects are still there: {last:?}");
     }
 
+    /// Waits until a request with the intercept header through the sample Service is answered by
+    /// the laptop app, or fails saying `what` did not happen.
+    pub async fn laptop_answers(&self, what: &str) {
+        let address = self.service_address.clone();
+        cz_testkit::eventually(what, CZCTL_DEADLINE, || async {
+            (http::answered_by(&address, Some(http::INTERCEPT))
+                .await
+                .ok()?
+                == "laptop")
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Ctrl-C to `czctl`: it must exit cleanly and leave nothing of its session behind.
+    pub async fn stop_cleanly(&self, czctl: Czctl) {
+        czctl.signal("INT");
+        let (ok, _, stderr) = czctl.finish().await;
+        assert!(ok, "{stderr}");
+        self.no_leftovers("after czctl stopped").await;
+    }
+
     /// The proxy pods (of any session) in the sample namespace.
     pub async fn proxy_pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
         Api::<k8s_openapi::api::core::v1::Pod>::namespaced(self.client.clone(), NAMESPACE)
