@@ -14,25 +14,32 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod controllers;
+pub mod discovery;
 pub mod echo;
 pub mod kubelet;
 pub mod logs;
+pub mod negotiation;
 pub mod patch;
 pub mod pod_security;
 pub mod portforward;
 pub mod proto;
+pub mod query;
 pub mod rbac;
 pub mod resources;
 pub mod review;
 pub mod run_as;
+pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod service_proxy;
 pub mod store;
 pub mod table;
+pub mod target;
 pub mod validate;
 pub mod volumes;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
-use crate::api::{query_param, ApiBody};
+use crate::body::ApiBody;
+use crate::query::query_param;
 use crate::resources::PODS;
 use crate::store::{ApiError, Store};
 

@@ -17,8 +17,18 @@ pub enum PatchType {
 }
 
 impl PatchType {
-    /// The patch type of a request's content type.
-    pub fn from_content_type(content_type: &str) -> Result<Self, ApiError> {
+    /// The patch type of a request, by its content type.
+    pub fn of<B>(request: &http::Request<B>) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or_default();
+        Self::from_content_type(content_type)
+    }
+
+    /// The patch type of a content type.
+    fn from_content_type(content_type: &str) -> Result<Self, ApiError> {
         match content_type.split(';').next().unwrap_or_default().trim() {
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/json-patch+json" => Ok(Self::Json),

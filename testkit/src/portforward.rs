@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::api::ApiBody;
+use crate::body::ApiBody;
 use crate::store::ApiError;
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
