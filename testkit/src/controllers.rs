@@ -1,19 +1,17 @@
-//! The controllers a cluster runs for the served kinds: Deployments make ReplicaSets, ReplicaSets
-//! make Pods (replacing failed ones), and Services get Endpoints and EndpointSlices listing their
-//! selected pods. Level-triggered: every change (and a 1 s tick) reconciles everything, writing
-//! only what differs.
+//! The controllers a cluster runs for the served kinds: Deployments roll out ReplicaSets
+//! ([`rollout`]), ReplicaSets make Pods (replacing failed or deleted ones), and Services get
+//! Endpoints and EndpointSlices listing their selected pods. Level-triggered: every change (and
+//! a 1 s tick) reconciles everything, writing only what differs.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+mod rollout;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::resources::{
-    Kind, DEPLOYMENTS, ENDPOINTS, ENDPOINT_SLICES, EVENTS, PODS, REPLICA_SETS, SERVICES,
-};
+use crate::resources::{Kind, ENDPOINTS, ENDPOINT_SLICES, EVENTS, PODS, REPLICA_SETS, SERVICES};
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
 
@@ -23,7 +21,7 @@ const MANAGED_BY: &str = "cz-testkit";
 pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
     let mut changes = store.subscribe();
     loop {
-        reconcile_deployments(&store);
+        rollout::reconcile(&store);
         reconcile_replica_sets(&store);
         reconcile_endpoints(&store);
         tokio::select! {
@@ -91,81 +89,6 @@ fn set_status(store: &Store, kind: &'static Kind, object: &Value, status: Map<St
             }
         },
     );
-}
-
-fn reconcile_deployments(store: &Store) {
-    let replica_sets = all(store, &REPLICA_SETS);
-    for deployment in all(store, &DEPLOYMENTS) {
-        let namespace = text(&deployment, "/metadata/namespace");
-        let template = deployment
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or_default();
-        let mut hasher = DefaultHasher::new();
-        template.to_string().hash(&mut hasher);
-        let hash = format!("{:x}", hasher.finish() & 0xff_ffff_ffff);
-        let name = format!("{}-{hash}", text(&deployment, "/metadata/name"));
-        let replicas = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let owned: Vec<_> = owned_by(&replica_sets, &deployment).cloned().collect();
-        if !owned.iter().any(|rs| text(rs, "/metadata/name") == name) {
-            let mut template = template.clone();
-            template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-            let mut selector = deployment
-                .pointer("/spec/selector")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            selector["matchLabels"]["pod-template-hash"] = json!(hash);
-            let replica_set = json!({
-                "metadata": {"name": name, "labels": template["metadata"]["labels"], "ownerReferences": [owner_reference(&deployment)]},
-                "spec": {"replicas": replicas, "selector": selector, "template": template},
-            });
-            let _ = store.create(&REPLICA_SETS, namespace, replica_set);
-        }
-        let (mut ready, mut available, mut total, mut updated) = (0, 0, 0, 0);
-        for rs in &owned {
-            let current = text(rs, "/metadata/name") == name;
-            let wanted = if current { replicas } else { 0 };
-            if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(wanted) {
-                let _ = store.update(
-                    &REPLICA_SETS,
-                    namespace,
-                    text(rs, "/metadata/name"),
-                    false,
-                    |rs| rs["spec"]["replicas"] = json!(wanted),
-                );
-            }
-            let count = |field: &str| {
-                rs.pointer(&format!("/status/{field}"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-            };
-            total += count("replicas");
-            ready += count("readyReplicas");
-            available += count("availableReplicas");
-            if current {
-                updated = count("replicas");
-            }
-        }
-        let available_condition = if available >= replicas {
-            "True"
-        } else {
-            "False"
-        };
-        let status = json!({
-            "observedGeneration": deployment["metadata"]["generation"], "replicas": total, "readyReplicas": ready,
-            "availableReplicas": available, "updatedReplicas": updated, "unavailableReplicas": (replicas - available).max(0),
-            "conditions": [{"type": "Available", "status": available_condition, "reason": if available_condition == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }}],
-        });
-        set_status(
-            store,
-            &DEPLOYMENTS,
-            &deployment,
-            status.as_object().expect("object").clone(),
-        );
-    }
 }
 
 fn reconcile_replica_sets(store: &Store) {
