@@ -1,13 +1,16 @@
 //! `cz-testkit up` as the demo runs it: its flags reach the cluster.
 
-use std::process::Stdio;
+#[path = "support/up.rs"]
+mod up;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use up::Up;
 
 /// How long the cluster may take to start and converge.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -32,33 +35,10 @@ async fn answers(address: &str) -> bool {
 #[tokio::test]
 async fn up_applies_the_endpoint_lag() {
     const LAG: Duration = Duration::from_secs(3);
-    let dir = std::env::temp_dir().join(format!("cz-testkit-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let kubeconfig = dir.join("kubeconfig");
-    let mut cluster = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
-        .arg("up")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--sample", "--endpoint-lag", "3s"])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cz-testkit starts");
-    let mut lines = BufReader::new(cluster.stdout.take().expect("stdout")).lines();
-    tokio::time::timeout(CONVERGE, async {
-        while let Some(line) = lines.next_line().await.expect("read") {
-            if line == "ready" {
-                return;
-            }
-        }
-        panic!("cz-testkit up ended before it was ready");
-    })
-    .await
-    .expect("cz-testkit up is ready in time");
+    let up = Up::start("cli", &["--sample", "--endpoint-lag", "3s"]).await;
 
     let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig it wrote"),
+        kube::config::Kubeconfig::read_from(&up.kubeconfig).expect("the kubeconfig it wrote"),
         &Default::default(),
     )
     .await
@@ -89,16 +69,5 @@ async fn up_applies_the_endpoint_lag() {
         created.elapsed()
     );
 
-    let pid = cluster.id().expect("running").to_string();
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(stopped.success());
-    let status = tokio::time::timeout(CONVERGE, cluster.wait())
-        .await
-        .expect("cz-testkit stops on SIGTERM")
-        .expect("status");
-    assert!(status.success(), "cz-testkit up exits 0 on SIGTERM");
-    std::fs::remove_dir_all(&dir).ok();
+    assert!(up.stop().await, "cz-testkit up exits 0 on SIGTERM");
 }
