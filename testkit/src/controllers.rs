@@ -1,5 +1,5 @@
 //! The controllers a cluster runs for the served kinds: Deployments roll out ReplicaSets
-//! ([`rollout`]), ReplicaSets make Pods (replacing failed or deleted ones), and Services get
+//! (module `rollout`), ReplicaSets make Pods (replacing failed or deleted ones), and Services get
 //! Endpoints and EndpointSlices listing their selected pods. Level-triggered: every change (and
 //! a 1 s tick) reconciles everything, writing only what differs.
 

@@ -3,7 +3,9 @@
 //! real target stays any conformant cluster.
 //!
 //! - [`store`] keeps objects with the API server's write semantics; [`api`] serves them over
-//!   HTTPS (discovery, CRUD, patches, watches, `pods/portforward`), so kube-rs and kubectl work.
+//!   HTTPS, routing each request to [`discovery`], the REST verbs (bodies read by
+//!   [`negotiation`] as JSON or, for what kubectl sends so, [`proto`]buf; [`patch`]es), [`watch`]es
+//!   and the subresources ([`scale`], [`logs`], [`portforward`]), so kube-rs and kubectl work.
 //! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
 //!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address, as their
 //!   pod's user ([`run_as`]) with their Secret and ConfigMap [`volumes`] and [`logs`];

@@ -60,7 +60,7 @@ impl Kubectl {
         serde_json::from_str(&json).expect("kubectl prints JSON")
     }
 
-    /// The ready, not deleted pods of Deployment `web`, by name.
+    /// The ready, not deleted pods of Deployment `web`.
     async fn ready_pods(&self) -> Vec<Value> {
         self.get(&["pods", "-l", "app=web"]).await["items"]
             .as_array()
