@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod controllers;
 pub mod echo;
+pub mod error;
 pub mod kubelet;
 pub mod logs;
 pub mod patch;
