@@ -1,6 +1,8 @@
 //! `cz-testkit up` as the demo runs it: its flags reach the cluster.
 
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -29,36 +31,87 @@ async fn answers(address: &str) -> bool {
     matches!(read.await, Ok(Ok(_))) && reply.starts_with("HTTP/1.1 200")
 }
 
+/// A running `cz-testkit up`, and what it printed until `ready`.
+struct Up {
+    process: tokio::process::Child,
+    lines: Vec<String>,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+}
+
+impl Up {
+    /// Runs `cz-testkit up --kubeconfig ... ARGS` until it says `ready`.
+    async fn start(args: &[&str]) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cz-testkit-cli-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
+            .arg("up")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cz-testkit starts");
+        let mut output = BufReader::new(process.stdout.take().expect("stdout")).lines();
+        let lines = tokio::time::timeout(CONVERGE, async {
+            let mut lines = Vec::new();
+            while let Some(line) = output.next_line().await.expect("read") {
+                if line == "ready" {
+                    return lines;
+                }
+                lines.push(line);
+            }
+            panic!("cz-testkit up ended before it was ready: {lines:?}");
+        })
+        .await
+        .expect("cz-testkit up is ready in time");
+        Self {
+            process,
+            lines,
+            kubeconfig,
+            dir,
+        }
+    }
+
+    /// The line it printed that starts with `prefix`.
+    fn line(&self, prefix: &str) -> &str {
+        self.lines
+            .iter()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix}... in {:?}", self.lines))
+    }
+
+    /// Stops it with SIGTERM and checks it exits 0.
+    async fn stop(mut self) {
+        let pid = self.process.id().expect("running").to_string();
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(stopped.success());
+        let status = tokio::time::timeout(CONVERGE, self.process.wait())
+            .await
+            .expect("cz-testkit stops on SIGTERM")
+            .expect("status");
+        assert!(status.success(), "cz-testkit up exits 0 on SIGTERM");
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
 #[tokio::test]
 async fn up_applies_the_endpoint_lag() {
     const LAG: Duration = Duration::from_secs(3);
-    let dir = std::env::temp_dir().join(format!("cz-testkit-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let kubeconfig = dir.join("kubeconfig");
-    let mut cluster = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
-        .arg("up")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--sample", "--endpoint-lag", "3s"])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cz-testkit starts");
-    let mut lines = BufReader::new(cluster.stdout.take().expect("stdout")).lines();
-    tokio::time::timeout(CONVERGE, async {
-        while let Some(line) = lines.next_line().await.expect("read") {
-            if line == "ready" {
-                return;
-            }
-        }
-        panic!("cz-testkit up ended before it was ready");
-    })
-    .await
-    .expect("cz-testkit up is ready in time");
-
+    let up = Up::start(&["--sample", "--endpoint-lag", "3s"]).await;
     let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig it wrote"),
+        kube::config::Kubeconfig::read_from(&up.kubeconfig).expect("the kubeconfig it wrote"),
         &Default::default(),
     )
     .await
@@ -67,7 +120,7 @@ async fn up_applies_the_endpoint_lag() {
     // A new Service for the sample's ready pods forwards only once the lag has passed.
     let late: Service = serde_json::from_value(json!({
         "metadata": {"name": "late"},
-        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        "spec": {"type": "NodePort", "selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": "http"}]},
     }))
     .expect("a Service");
     let created = tokio::time::Instant::now();
@@ -75,10 +128,11 @@ async fn up_applies_the_endpoint_lag() {
         .create(&PostParams::default(), &late)
         .await
         .expect("created");
-    let address = format!(
-        "{}:80",
-        late.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
-    );
+    let node_port = late
+        .spec
+        .and_then(|s| s.ports?.first()?.node_port)
+        .expect("a NodePort");
+    let address = format!("127.0.0.1:{node_port}");
     cz_testkit::eventually("the new Service to forward", CONVERGE, || async {
         answers(&address).await.then_some(())
     })
@@ -89,16 +143,85 @@ async fn up_applies_the_endpoint_lag() {
         created.elapsed()
     );
 
-    let pid = cluster.id().expect("running").to_string();
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(stopped.success());
-    let status = tokio::time::timeout(CONVERGE, cluster.wait())
+    up.stop().await;
+}
+
+#[tokio::test]
+async fn up_isolates_the_network_and_exec_runs_inside_it() {
+    let up = Up::start(&["--sample", "--network", "isolated"]).await;
+    let namespace = up
+        .line("network isolated ")
+        .strip_prefix("network isolated ")
+        .expect("the namespace")
+        .to_owned();
+    let service = up.line("service demo/echo ").to_owned();
+    let field = |prefix: &str| {
+        service
+            .split(' ')
+            .find_map(|field| field.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {service:?}"))
+            .to_owned()
+    };
+    let node_port = field("80=");
+    assert!(node_port.starts_with("127.0.0.1:"), "{service}");
+    let cluster_ip = field("clusterIP=");
+
+    // The sample's NodePort answers on the host; its ClusterIP only inside the cluster.
+    assert!(
+        answers(&node_port).await,
+        "the NodePort {node_port} answers"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(format!("{cluster_ip}:80"))
+            .await
+            .is_err(),
+        "the host reached the ClusterIP {cluster_ip}"
+    );
+    let inside = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
+        .arg("exec")
+        .arg("--kubeconfig")
+        .arg(&up.kubeconfig)
+        .args([
+            "--",
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{cluster_ip}/"))
+        .output()
         .await
-        .expect("cz-testkit stops on SIGTERM")
-        .expect("status");
-    assert!(status.success(), "cz-testkit up exits 0 on SIGTERM");
-    std::fs::remove_dir_all(&dir).ok();
+        .expect("cz-testkit exec runs");
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout),
+        "200",
+        "curl inside the cluster: {}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_cz-testkit"))
+        .arg("exec")
+        .arg("--kubeconfig")
+        .arg(&up.kubeconfig)
+        .args(["--", "false"])
+        .status()
+        .await
+        .expect("cz-testkit exec runs");
+    assert_eq!(
+        refused.code(),
+        Some(1),
+        "exec passes the command's exit code on"
+    );
+
+    up.stop().await;
+    let prefix = namespace
+        .strip_suffix("node")
+        .expect("the node's namespace");
+    assert_eq!(
+        cz_testkit::netns::names_with_prefix(prefix),
+        Vec::<String>::new()
+    );
 }

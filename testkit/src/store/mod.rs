@@ -5,7 +5,7 @@
 mod change;
 mod history;
 mod meta;
-mod service;
+pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,8 @@ pub struct Store {
     state: Mutex<State>,
     /// Second octet of ClusterIPs: 127.<octet>.x.y.
     service_octet: u8,
+    /// Where NodePorts are allocated from.
+    node_ports: std::ops::Range<u16>,
     changes_tx: broadcast::Sender<Change>,
 }
 
@@ -61,10 +63,13 @@ pub enum Propagation {
 }
 
 impl Store {
-    /// An empty store whose Services get ClusterIPs in 127.`service_octet`.0.0/16.
-    pub fn new(service_octet: u8) -> Self {
+    /// An empty store whose Services get ClusterIPs in 127.`service_octet`.0.0/16 and NodePorts
+    /// from `node_ports` (a part of the node port range, so that clusters beside each other on
+    /// one host do not collide).
+    pub fn new(service_octet: u8, node_ports: std::ops::Range<u16>) -> Self {
         Self {
             service_octet,
+            node_ports,
             state: Mutex::new(State {
                 revision: 1,
                 objects: BTreeMap::new(),
@@ -190,6 +195,8 @@ impl Store {
             state.next_cluster_ip += 1;
             let cluster_ip = service::cluster_ip(self.service_octet, state.next_cluster_ip);
             service::defaults(&mut object, cluster_ip);
+            let taken = node_ports_taken(&state, namespace, &name);
+            service::node_ports(&mut object, None, &self.node_ports, &taken)?;
         }
         state.revision += 1;
         let metadata = meta::map(&mut object)?;
@@ -259,6 +266,8 @@ impl Store {
                 .unwrap_or_default()
                 .to_owned();
             service::defaults(&mut object, allocated);
+            let taken = node_ports_taken(&state, namespace, name);
+            service::node_ports(&mut object, Some(&*current), &self.node_ports, &taken)?;
         }
         validate::object(kind, name, &object)?;
         state.revision += 1;
@@ -419,4 +428,25 @@ impl Store {
             revision: state.revision,
         })
     }
+}
+
+/// The node ports of every Service but `namespace/name`.
+fn node_ports_taken(state: &State, namespace: &str, name: &str) -> BTreeSet<u16> {
+    state
+        .objects
+        .iter()
+        .filter(|((group, plural, object_namespace, object_name), _)| {
+            (*group, *plural) == (resources::SERVICES.group, resources::SERVICES.plural)
+                && (object_namespace.as_str(), object_name.as_str()) != (namespace, name)
+        })
+        .flat_map(|(_, service)| {
+            service
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|port| port["nodePort"].as_u64())
+                .filter_map(|port| u16::try_from(port).ok())
+        })
+        .collect()
 }
