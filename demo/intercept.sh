@@ -16,10 +16,13 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 1 240); do grep -q "$1" "$2" && return 0; sleep 0.25; done; echo "timed out waiting for '$1' in $2" >&2; cat "$2" >&2; exit 1; }
 
 say "1. the loopback cluster, with the sample"
-$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample --endpoint-lag 1s >"$work/cluster.log" 2>&1 & cluster=$!
+# --network shared: czctl still dials the proxy pod's QUIC port directly, which an isolated
+# network (like a real cluster) does not let the laptop reach, until the tunnel rides
+# pods/portforward.
+$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample --endpoint-lag 1s --network shared >"$work/cluster.log" 2>&1 & cluster=$!
 wait_for '^ready$' "$work/cluster.log"
 cat "$work/cluster.log"
-service=$(grep -o ' 80=[0-9.]*:80' "$work/cluster.log" | cut -d= -f2)
+service=$(grep -o ' 80=[0-9.]*:[0-9]*' "$work/cluster.log" | cut -d= -f2)
 
 say "2. your app on the laptop (port 3000)"
 $bin/cz-testkit echo --port 3000 --name laptop >"$work/laptop.log" 2>&1 & laptop=$!

@@ -32,6 +32,8 @@ pub struct Api {
     pub auth: Arc<Authenticator>,
     /// Where the kubelet keeps pod logs, for `pods/log`.
     pub pod_dirs: crate::logs::PodDirs,
+    /// Where pods are, for `pods/portforward`.
+    pub network: Arc<crate::network::ClusterNetwork>,
 }
 
 impl Api {
@@ -164,7 +166,7 @@ impl Api {
                 if std::ptr::eq(kind, &resources::PODS) =>
             {
                 let pod = self.store.get(kind, &namespace, name)?;
-                crate::portforward::upgrade(request, &pod, &query)
+                crate::portforward::upgrade(request, &self.network, &pod, &query)
             }
             (Method::GET, Some(name), Some("log")) if std::ptr::eq(kind, &resources::PODS) => {
                 let pod = self.store.get(kind, &namespace, name)?;

@@ -3,7 +3,6 @@
 //! datagram with `<pod>: <datagram>`.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -14,23 +13,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-/// Listens on `ip` at every TCP and UDP port until `stop`; fails if a port cannot be bound.
-pub async fn serve(
-    ip: IpAddr,
-    ports: &[u16],
-    udp_ports: &[u16],
+/// Serves on `listeners` and answers datagrams on `sockets` until `stop`.
+pub fn serve(
+    listeners: Vec<TcpListener>,
+    sockets: Vec<UdpSocket>,
     pod: String,
     stop: CancellationToken,
-) -> std::io::Result<()> {
-    for &port in udp_ports {
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(ip, port)).await?;
+) {
+    for socket in sockets {
         let (pod, stop) = (pod.clone(), stop.clone());
         tokio::spawn(async move {
             let mut buf = vec![0; 65_536];
@@ -45,8 +42,7 @@ pub async fn serve(
             }
         });
     }
-    for &port in ports {
-        let listener = TcpListener::bind(SocketAddr::new(ip, port)).await?;
+    for listener in listeners {
         let (pod, stop) = (pod.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
@@ -67,7 +63,6 @@ pub async fn serve(
             }
         });
     }
-    Ok(())
 }
 
 fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {

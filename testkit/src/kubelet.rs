@@ -1,25 +1,25 @@
-//! Pods as local processes. Each pod gets its own 127.x.y.z address (so pods can share ports);
+//! Pods as local processes. Each pod gets its own 127.x.y.z address and a place on the
+//! [`ClusterNetwork`] (a network namespace of its own when the network is isolated);
 //! `cz-proxy` images run the workspace's `cz-proxy` binary, `example/echo` runs the built-in echo
 //! server, any other image stays in `ImagePullBackOff` as a real kubelet would report it.
 //! Readiness probes are honoured; a process that exits fails its pod; a deleted pod's process
 //! gets SIGTERM, then SIGKILL after its grace period.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::logs::PodDirs;
+use crate::network::{ClusterNetwork, PodNetwork};
+use crate::probe::probe_once;
+use crate::process;
 use crate::resources::{EVENTS, PODS};
-use crate::run_as::RunAs;
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
 
@@ -34,6 +34,7 @@ pub struct Kubelet {
     store: Arc<Store>,
     proxy_binary: Option<PathBuf>,
     dirs: PodDirs,
+    network: Arc<ClusterNetwork>,
     /// Second octet of pod addresses: 127.<octet>.x.y.
     octet: u8,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -48,17 +49,19 @@ fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
 }
 
 impl Kubelet {
-    /// A kubelet for `store`; pods live in `dirs`.
+    /// A kubelet for `store`; pods live in `dirs` and on `network`.
     pub fn new(
         store: Arc<Store>,
         proxy_binary: Option<PathBuf>,
         dirs: PodDirs,
+        network: Arc<ClusterNetwork>,
         octet: u8,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             proxy_binary,
             dirs,
+            network,
             octet,
             running: Mutex::default(),
             next_ip: Mutex::new(0),
@@ -161,6 +164,18 @@ impl Kubelet {
                 "containerStatuses": containers.iter().map(|c| json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}})).collect::<Vec<_>>(),
             });
         });
+        let network = match self.network.attach(ip) {
+            Ok(network) => network,
+            Err(error) => {
+                let message =
+                    format!("the loopback cluster could not give the pod a network: {error}");
+                self.event(pod, "FailedCreatePodSandBox", &message);
+                for container in &containers {
+                    self.fail_container(pod, container, "CreateContainerError", &message);
+                }
+                return;
+            }
+        };
         let mut children = Vec::new();
         for container in &containers {
             let image = text(container, "/image");
@@ -196,15 +211,15 @@ impl Kubelet {
             match runtime {
                 Runtime::Echo => {
                     let (tcp, udp) = (ports("TCP"), ports("UDP"));
+                    let listen = listen_address(container);
                     let served =
-                        crate::echo::serve(IpAddr::V4(ip), &tcp, &udp, name.clone(), stop.clone())
-                            .await;
+                        serve_echo(&network, listen, &tcp, &udp, name.clone(), stop.clone());
                     // The in-process server has no output of its own: its log says what it serves.
                     let logged = served.and_then(|()| {
                         self.log_line(
                             pod,
                             container,
-                            &format!("echo server for pod {name} on {ip}: TCP ports {tcp:?}, UDP ports {udp:?}"),
+                            &format!("echo server for pod {name} on {ip}: TCP ports {tcp:?}, UDP ports {udp:?}{}", if listen.is_loopback() { ", loopback only" } else { "" }),
                         )
                     });
                     if let Err(error) = logged {
@@ -216,21 +231,25 @@ impl Kubelet {
                         );
                     }
                 }
-                Runtime::Proxy(binary) => match self.spawn_process(pod, container, &binary, ip) {
-                    Ok(child) => children.push(child),
-                    Err(error) => {
-                        return self.fail_container(
-                            pod,
-                            container,
-                            "RunContainerError",
-                            &error.to_string(),
-                        )
+                Runtime::Proxy(binary) => {
+                    match process::spawn(&self.store, &self.dirs, pod, container, &binary, &network)
+                    {
+                        Ok(child) => children.push(child),
+                        Err(error) => {
+                            return self.fail_container(
+                                pod,
+                                container,
+                                "RunContainerError",
+                                &error.to_string(),
+                            )
+                        }
                     }
-                },
+                }
             }
         }
         info!(pod = %name, %ip, "pod started");
-        self.supervise(pod, &containers, ip, children, stop).await;
+        self.supervise(pod, &containers, &network, children, stop)
+            .await;
     }
 
     /// Appends `line` to a container's log.
@@ -268,7 +287,7 @@ impl Kubelet {
         &self,
         pod: &Value,
         containers: &[Value],
-        ip: Ipv4Addr,
+        network: &PodNetwork,
         mut children: Vec<tokio::process::Child>,
         stop: CancellationToken,
     ) {
@@ -305,7 +324,7 @@ impl Kubelet {
                 () = stop.cancelled() => {
                     let grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30).min(10);
                     for child in &mut children {
-                        terminate(child, Duration::from_secs(grace)).await;
+                        process::terminate(child, Duration::from_secs(grace)).await;
                     }
                     let _ = std::fs::remove_dir_all(self.dirs.pod(text(pod, "/metadata/uid")));
                     return;
@@ -332,7 +351,7 @@ impl Kubelet {
             let mut all_ready = true;
             for (container, probe) in containers.iter().zip(&probes) {
                 if let Some(probe) = probe {
-                    all_ready &= probe_once(probe, container, ip).await;
+                    all_ready &= probe_once(&self.network, probe, container, network.ip()).await;
                 }
             }
             if ready != Some(all_ready) {
@@ -362,78 +381,6 @@ impl Kubelet {
         }
     }
 
-    /// Starts a `cz-proxy` container as its pod's user: its args and env (with mounted volumes
-    /// rewritten to per-pod directories, and the pod IP to bind), logs in the pod's directory.
-    fn spawn_process(
-        &self,
-        pod: &Value,
-        container: &Value,
-        binary: &Path,
-        ip: Ipv4Addr,
-    ) -> std::io::Result<tokio::process::Child> {
-        let uid = text(pod, "/metadata/uid");
-        let mounts = crate::volumes::materialize(&self.store, pod, container, &self.dirs.pod(uid))?;
-        // Paths under a mount, wherever they appear in an argument or value (`--tls-dir=/etc/x`).
-        let rewrite = |value: &str| {
-            mounts
-                .iter()
-                .fold(value.to_owned(), |value, (mount, local)| {
-                    value.replace(mount.as_str(), &local.display().to_string())
-                })
-        };
-        let run_as = RunAs::of(pod, container);
-        let mut command = run_as.command(binary);
-        let mut args: Vec<String> = container
-            .get("command")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .skip(1)
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect();
-        args.extend(
-            container
-                .get("args")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned),
-        );
-        command.args(args.iter().map(|a| rewrite(a)));
-        command.env_clear();
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            command.env("RUST_LOG", filter);
-        }
-        for env in container
-            .get("env")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let value = match env
-                .pointer("/valueFrom/fieldRef/fieldPath")
-                .and_then(Value::as_str)
-            {
-                Some("status.podIP") => ip.to_string(),
-                Some("metadata.name") => text(pod, "/metadata/name").to_owned(),
-                Some("metadata.namespace") => text(pod, "/metadata/namespace").to_owned(),
-                _ => rewrite(text(env, "/value")),
-            };
-            command.env(text(env, "/name"), value);
-        }
-        // The pod's own address stands in for its network namespace.
-        command.env("CZ_BIND_IP", ip.to_string());
-        let log = std::fs::File::create(self.dirs.log(uid, text(container, "/name")))?;
-        command
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command.spawn().map_err(|error| run_as.spawn_error(error))
-    }
-
     /// Deletes every pod (used when the cluster stops).
     pub fn delete_all(&self) {
         for pod in self.store.list(&PODS, None, &Selector::default()).0 {
@@ -447,55 +394,36 @@ impl Kubelet {
     }
 }
 
-/// SIGTERM, then SIGKILL once `grace` has passed.
-async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = tokio::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
+/// The address the echo image listens on: its `LISTEN_ADDRESS` env (`127.0.0.1` for a server
+/// reachable only from inside its pod), every address by default.
+fn listen_address(container: &Value) -> Ipv4Addr {
+    container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|env| env["name"] == "LISTEN_ADDRESS")
+        .and_then(|env| env["value"].as_str()?.parse().ok())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
 
-/// One readiness check: `httpGet` (2xx/3xx) or `tcpSocket` (connects), within a second.
-async fn probe_once(probe: &Value, container: &Value, ip: Ipv4Addr) -> bool {
-    let port_of = |port: &Value| -> Option<u16> {
-        match port {
-            Value::Number(n) => n.as_u64().map(|n| n as u16),
-            Value::String(name) => container
-                .get("ports")
-                .and_then(Value::as_array)?
-                .iter()
-                .find(|p| p["name"] == name.as_str())
-                .and_then(|p| p["containerPort"].as_u64())
-                .map(|p| p as u16),
-            _ => None,
-        }
-    };
-    let check = async {
-        if let Some(http) = probe.get("httpGet") {
-            let port = port_of(&http["port"])?;
-            let mut stream = TcpStream::connect((ip, port)).await.ok()?;
-            let path = http.get("path").and_then(Value::as_str).unwrap_or("/");
-            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-            let mut head = [0; 12];
-            stream.read_exact(&mut head).await.ok()?;
-            let status: u16 = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;
-            Some((200..400).contains(&status))
-        } else if let Some(tcp) = probe.get("tcpSocket") {
-            let port = port_of(&tcp["port"])?;
-            Some(TcpStream::connect((ip, port)).await.is_ok())
-        } else {
-            Some(true)
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(1), check)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+/// Starts the built-in echo server of a pod on its TCP and UDP ports.
+fn serve_echo(
+    network: &PodNetwork,
+    listen: Ipv4Addr,
+    tcp: &[u16],
+    udp: &[u16],
+    pod: String,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let listeners = tcp
+        .iter()
+        .map(|&port| network.bind_tcp(listen, port))
+        .collect::<std::io::Result<_>>()?;
+    let sockets = udp
+        .iter()
+        .map(|&port| network.bind_udp(listen, port))
+        .collect::<std::io::Result<_>>()?;
+    crate::echo::serve(listeners, sockets, pod, stop);
+    Ok(())
 }

@@ -7,10 +7,13 @@
 //!   [`negotiation`] as JSON or, for what kubectl sends so, [`proto`]buf; [`patch`]es), [`watch`]es
 //!   and the subresources ([`scale`], [`logs`], [`portforward`]), so kube-rs and kubectl work.
 //! - [`controllers`] turn Deployments into ReplicaSets and Pods and Services into Endpoints;
-//!   [`kubelet`] runs pods as local processes, each on its own 127.x.y.z address, as their
-//!   pod's user ([`run_as`]) with their Secret and ConfigMap [`volumes`] and [`logs`];
-//!   [`pod_security`] admits pods as the Pod Security admission plugin does;
-//!   [`service_proxy`] serves each Service on a loopback ClusterIP, like kube-proxy.
+//!   [`kubelet`] runs pods as local processes ([`process`]), each on its own 127.x.y.z address,
+//!   as their pod's user ([`run_as`]) with their Secret and ConfigMap [`volumes`] and [`logs`],
+//!   and [`probe`]s their readiness; [`pod_security`] admits pods as the Pod Security admission
+//!   plugin does; [`service_proxy`] serves each Service on its ClusterIP (and NodePort), like
+//!   kube-proxy.
+//! - [`network`] is where pods and ClusterIPs live: the host's loopback, or network namespaces
+//!   ([`netns`]) the host cannot reach, as on a real cluster.
 //! - [`auth`] authenticates bearer tokens (and impersonation); [`rbac`] authorizes each request
 //!   from the stored Roles and bindings; [`review`] answers `kubectl auth can-i`.
 
@@ -20,12 +23,17 @@ pub mod body;
 pub mod controllers;
 pub mod discovery;
 pub mod echo;
+pub mod error;
 pub mod kubelet;
 pub mod logs;
 pub mod negotiation;
+pub mod netns;
+pub mod network;
 pub mod patch;
 pub mod pod_security;
 pub mod portforward;
+pub mod probe;
+pub mod process;
 pub mod proto;
 pub mod query;
 pub mod rbac;
@@ -53,12 +61,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::network::{ClusterNetwork, NetworkMode};
 use crate::resources::{DEPLOYMENTS, NAMESPACES, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
-/// How the cluster runs: where it finds the `cz-proxy` binary, and how late Services follow
-/// their endpoints.
+/// How the cluster runs: where it finds the `cz-proxy` binary, how late Services follow their
+/// endpoints, and which network it runs.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// The binary run for `cz-proxy` images; found next to the running executable when `None`.
@@ -67,6 +76,9 @@ pub struct ClusterOptions {
     /// (a second or more on real clusters). Zero (the default) switches at once; tests of
     /// zero-downtime behaviour use about a second.
     pub endpoint_lag: Duration,
+    /// Whether pods and ClusterIPs are isolated from the host ([`NetworkMode::Auto`]: when the
+    /// machine allows it).
+    pub network: NetworkMode,
 }
 
 /// A running loopback cluster; stops (and stops its pods) when dropped or [`Cluster::stop`]ped.
@@ -78,6 +90,8 @@ pub struct Cluster {
     shutdown: CancellationToken,
     kubelet: Arc<kubelet::Kubelet>,
     forwarding: Arc<service_proxy::Forwarding>,
+    network: Arc<ClusterNetwork>,
+    network_notice: Option<String>,
     tasks: Vec<JoinHandle<()>>,
     /// Keeps the address block this cluster claimed.
     _address_block: std::fs::File,
@@ -90,28 +104,80 @@ const ADDRESS_BLOCKS: u8 = 50;
 /// Claims an address block no other cluster on this machine uses while this one runs — in this
 /// process or another (two test suites at once, a `cz-testkit up` beside a test run): a lock on a
 /// file per block in the temporary directory, held by the returned file for the cluster's life
-/// and released by the OS however the process ends. Returns (pod octet, Service octet, lock).
-fn claim_address_block() -> anyhow::Result<(u8, u8, std::fs::File)> {
+/// and released by the OS however the process ends. Returns the block's index and its lock.
+fn claim_address_block() -> anyhow::Result<(u8, std::fs::File)> {
     static NEXT: AtomicU8 = AtomicU8::new(0);
     let start = (std::process::id() % u32::from(ADDRESS_BLOCKS)) as u8;
     let offset = NEXT.fetch_add(7, Ordering::Relaxed);
     for step in 0..ADDRESS_BLOCKS {
         let index = ((u16::from(start) + u16::from(offset) + u16::from(step))
             % u16::from(ADDRESS_BLOCKS)) as u8;
-        let path = std::env::temp_dir().join(format!("cz-testkit-addresses-{index}.lock"));
+        let path = block_lock_path(index);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)?;
         if lock.try_lock().is_ok() {
-            return Ok((10 + index * 2, 11 + index * 2, lock));
+            return Ok((index, lock));
         }
     }
     anyhow::bail!(
         "all {ADDRESS_BLOCKS} loopback address blocks are taken by running clusters (lock files cz-testkit-addresses-*.lock in {})",
         std::env::temp_dir().display()
     )
+}
+
+/// The NodePorts of address block `index`: its share of the node port range.
+fn node_ports(index: u8) -> std::ops::Range<u16> {
+    let range = store::service::NODE_PORT_RANGE;
+    let share = (range.end() - range.start() + 1) / u16::from(ADDRESS_BLOCKS);
+    let start = range.start() + u16::from(index) * share;
+    start..start + share
+}
+
+/// The lock file of address block `index`; while a cluster holds it, it holds the cluster's API
+/// address (for `cz-testkit exec`).
+fn block_lock_path(index: u8) -> PathBuf {
+    std::env::temp_dir().join(format!("cz-testkit-addresses-{index}.lock"))
+}
+
+/// The cluster network of the running cluster whose API server listens at `api` (any running
+/// cluster's when `None`, if exactly one runs): `Ok(None)` when that cluster's network is shared.
+pub fn find_cluster_network(api: Option<&str>) -> anyhow::Result<Option<String>> {
+    let mut running = Vec::new();
+    for index in 0..ADDRESS_BLOCKS {
+        let Ok(file) = std::fs::File::open(block_lock_path(index)) else {
+            continue;
+        };
+        if file.try_lock_shared().is_ok() {
+            continue; // nobody holds it: no cluster runs on this block
+        }
+        let Ok(record) = std::fs::read_to_string(block_lock_path(index)) else {
+            continue;
+        };
+        let mut fields = record.split_whitespace();
+        let (Some(address), namespace) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        running.push((address.to_owned(), namespace.map(str::to_owned)));
+    }
+    let chosen: Vec<_> = running
+        .iter()
+        .filter(|(address, _)| api.is_none_or(|api| api == address))
+        .collect();
+    match chosen.as_slice() {
+        [(_, namespace)] => Ok(namespace.clone()),
+        [] => anyhow::bail!(
+            "no loopback cluster {}is running on this machine (start one with `cz-testkit up`)",
+            api.map(|api| format!("with its API server at {api} ")).unwrap_or_default()
+        ),
+        several => anyhow::bail!(
+            "{} loopback clusters are running (API servers at {}): say which with --kubeconfig or KUBECONFIG",
+            several.len(),
+            several.iter().map(|(address, _)| address.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// The `cz-proxy` binary: `CZ_PROXY_BIN`, else beside the running executable (or its parent,
@@ -131,8 +197,12 @@ fn find_proxy_binary() -> Option<PathBuf> {
 impl Cluster {
     /// Starts the API server on 127.0.0.1 and the controllers, kubelet and Service proxy.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
-        let (pod_octet, service_octet, address_block) = claim_address_block()?;
-        let store = Arc::new(Store::new(service_octet));
+        let (block, mut address_block) = claim_address_block()?;
+        let (pod_octet, service_octet) = (10 + block * 2, 11 + block * 2);
+        let (network, network_notice) =
+            ClusterNetwork::new(options.network, block, pod_octet, service_octet)?;
+        let network = Arc::new(network);
+        let store = Arc::new(Store::new(service_octet, node_ports(block)));
         for namespace in ["default", "kube-system"] {
             store.create(&NAMESPACES, "", json!({"metadata": {"name": namespace}}))?;
         }
@@ -140,6 +210,11 @@ impl Cluster {
         let address = listener.local_addr()?;
         let tls = Arc::new(server::Tls::generate()?);
         let kubeconfig = tls.kubeconfig(address);
+        address_block.set_len(0)?;
+        std::io::Write::write_all(
+            &mut address_block,
+            format!("{address} {}\n", network.namespace().unwrap_or_default()).as_bytes(),
+        )?;
         let state_dir =
             std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
         volumes::create_dir(&state_dir)?;
@@ -150,14 +225,20 @@ impl Cluster {
             .map(|binary| run_as::reachable_binary(&binary, &state_dir))
             .transpose()?;
         let pod_dirs = logs::PodDirs::new(state_dir.clone());
-        let kubelet =
-            kubelet::Kubelet::new(store.clone(), proxy_binary, pod_dirs.clone(), pod_octet);
+        let kubelet = kubelet::Kubelet::new(
+            store.clone(),
+            proxy_binary,
+            pod_dirs.clone(),
+            network.clone(),
+            pod_octet,
+        );
         let auth = Arc::new(auth::Authenticator::default());
         let api = Arc::new(api::Api {
             store: store.clone(),
             address: address.to_string(),
             auth: auth.clone(),
             pod_dirs,
+            network: network.clone(),
         });
         let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![
@@ -166,6 +247,7 @@ impl Cluster {
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(
                 store.clone(),
+                network.clone(),
                 forwarding.clone(),
                 options.endpoint_lag,
                 shutdown.clone(),
@@ -179,9 +261,38 @@ impl Cluster {
             shutdown,
             kubelet,
             forwarding,
+            network,
+            network_notice,
             tasks,
             _address_block: address_block,
         })
+    }
+
+    /// The network namespace of the cluster network (for `nsenter --net=/run/netns/NAME`), or
+    /// `None` when pods and ClusterIPs share the host's loopback.
+    pub fn network_namespace(&self) -> Option<&str> {
+        self.network.namespace()
+    }
+
+    /// Why the cluster network is shared although isolation was asked for by default: one line
+    /// for the user.
+    pub fn network_notice(&self) -> Option<&str> {
+        self.network_notice.as_deref()
+    }
+
+    /// Connects to `address` from inside the cluster network, as a pod would: for tests of
+    /// what only the cluster reaches (ClusterIPs, pod addresses).
+    pub async fn connect_inside(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        self.network.connect(address).await
+    }
+
+    /// A UDP socket inside the cluster network, as a pod would have.
+    pub fn udp_socket_inside(&self) -> std::io::Result<tokio::net::UdpSocket> {
+        self.network
+            .bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The kubeconfig that kubectl and kube-rs accept.
@@ -215,7 +326,8 @@ impl Cluster {
     }
 
     /// Creates the sample: namespace `demo`, Deployment `echo` (2 replicas of `example/echo`,
-    /// port 8080 `http` and 9090 `metrics`), Service `echo` (80 → `http`, 9090 → 9090).
+    /// port 8080 `http` and 9090 `metrics`), NodePort Service `echo` (80 → `http`,
+    /// 9090 → 9090).
     pub fn create_sample(&self) -> anyhow::Result<()> {
         self.store
             .create(&NAMESPACES, "", json!({"metadata": {"name": "demo"}}))?;
@@ -240,7 +352,7 @@ impl Cluster {
             "demo",
             json!({
                 "metadata": {"name": "echo", "labels": labels},
-                "spec": {"selector": labels, "ports": [
+                "spec": {"type": "NodePort", "selector": labels, "ports": [
                     {"name": "http", "port": 80, "targetPort": "http"},
                     {"name": "metrics", "port": 9090, "targetPort": 9090},
                 ]},
@@ -291,7 +403,9 @@ impl Cluster {
         }
     }
 
-    /// One line per Service: `service NS/NAME PORT=CLUSTERIP:PORT ...`.
+    /// One line per Service: `service NS/NAME PORT=ADDRESS:PORT ... clusterIP=IP`, where each
+    /// address is reachable from this machine when one is: the NodePort on 127.0.0.1, else the
+    /// ClusterIP (reachable from here only when the network is shared).
     pub fn service_lines(&self) -> Vec<String> {
         let (services, _) = self.store.list(&SERVICES, None, &Selector::default());
         services
@@ -306,10 +420,13 @@ impl Cluster {
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                    .map(|p| format!("{0}={ip}:{0}", p["port"]))
+                    .map(|p| match p["nodePort"].as_u64() {
+                        Some(node_port) => format!("{}=127.0.0.1:{node_port}", p["port"]),
+                        None => format!("{0}={ip}:{0}", p["port"]),
+                    })
                     .collect();
                 format!(
-                    "service {}/{} {}",
+                    "service {}/{} {} clusterIP={ip}",
                     service["metadata"]["namespace"]
                         .as_str()
                         .unwrap_or_default(),

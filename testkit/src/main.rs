@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cz_testkit::network::NetworkMode;
 use cz_testkit::{Cluster, ClusterOptions};
 
 /// A loopback Kubernetes stand-in for trying and testing czctl without a cluster (a test
@@ -38,6 +39,21 @@ enum Command {
         /// kubeconfig gets a context NAME for it. Repeatable.
         #[arg(long = "user", value_name = "NAME=ROLEFILE", value_parser = parse_user)]
         users: Vec<(String, PathBuf)>,
+        /// Where pods and ClusterIPs live: `isolated` in network namespaces this machine cannot
+        /// reach (as on a real cluster: port-forward and NodePorts are the way in; needs root),
+        /// `shared` on this machine's loopback, `auto` isolated when possible.
+        #[arg(long, value_enum, default_value_t = NetworkMode::Auto)]
+        network: NetworkMode,
+    },
+    /// Run a command inside the cluster network, as a pod would (e.g. `curl` to a ClusterIP).
+    Exec {
+        /// The kubeconfig of the cluster (default: KUBECONFIG; needed only when several
+        /// clusters run).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
     },
     /// Run the echo server on 127.0.0.1 (a stand-in for the app on your laptop).
     Echo {
@@ -65,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             proxy_binary,
             endpoint_lag,
             users,
+            network,
         } => (
             kubeconfig,
             sample,
@@ -72,17 +89,29 @@ async fn main() -> anyhow::Result<()> {
             ClusterOptions {
                 proxy_binary,
                 endpoint_lag,
+                network,
             },
         ),
+        Command::Exec {
+            kubeconfig,
+            command,
+        } => std::process::exit(exec(kubeconfig.as_deref(), &command)?),
         Command::Echo { port, name } => {
             let stop = tokio_util::sync::CancellationToken::new();
-            cz_testkit::echo::serve([127, 0, 0, 1].into(), &[port], &[], name, stop.clone())
-                .await?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("could not listen on 127.0.0.1:{port}"))?;
+            cz_testkit::echo::serve(vec![listener], Vec::new(), name, stop.clone());
             stopped().await;
             return Ok(());
         }
     };
     let cluster = Cluster::start(options).await?;
+    match (cluster.network_namespace(), cluster.network_notice()) {
+        (Some(namespace), _) => println!("network isolated {namespace}"),
+        (None, Some(notice)) => println!("{notice}"),
+        (None, None) => println!("network shared"),
+    }
     if sample {
         cluster.create_sample()?;
     }
@@ -113,6 +142,45 @@ async fn main() -> anyhow::Result<()> {
     stopped().await;
     cluster.stop().await;
     Ok(())
+}
+
+/// Runs `command` in the cluster network of the cluster `kubeconfig` points at; returns its exit
+/// code.
+fn exec(kubeconfig: Option<&Path>, command: &[std::ffi::OsString]) -> anyhow::Result<i32> {
+    let api = kubeconfig
+        .map(|path| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the kubeconfig {}", path.display()))?;
+            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a kubeconfig written by cz-testkit",
+                    path.display()
+                )
+            })?;
+            config
+                .pointer("/clusters/0/cluster/server")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|server| server.strip_prefix("https://"))
+                .map(str::to_owned)
+                .with_context(|| format!("{} names no API server", path.display()))
+        })
+        .transpose()?;
+    let mut line: Vec<std::ffi::OsString> = match cz_testkit::find_cluster_network(api.as_deref())?
+    {
+        Some(namespace) => vec![
+            "nsenter".into(),
+            format!("--net={}", cz_testkit::netns::path_of(&namespace).display()).into(),
+            "--".into(),
+        ],
+        // A shared network is this machine's own.
+        None => Vec::new(),
+    };
+    line.extend(command.iter().cloned());
+    let status = std::process::Command::new(&line[0])
+        .args(&line[1..])
+        .status()
+        .with_context(|| format!("could not run {:?}", line[0]))?;
+    Ok(status.code().unwrap_or(128))
 }
 
 /// `NAME=ROLEFILE`.

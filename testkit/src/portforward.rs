@@ -1,7 +1,8 @@
 //! Pod port-forward over WebSocket, as kube-rs's `Api::<Pod>::portforward` speaks it
 //! (subprotocol `v4.channel.k8s.io`): per requested port a data channel (2·i) and an error
 //! channel (2·i+1); each channel's first frame from the server is the port, little-endian; every
-//! binary frame starts with its channel number.
+//! binary frame starts with its channel number. Each connection goes to 127.0.0.1 inside the
+//! pod, as a container runtime dials it ([`PodNetwork::connect_inside`]).
 
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -10,7 +11,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -19,6 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::body::ApiBody;
+use crate::network::{ClusterNetwork, PodNetwork};
 use crate::store::ApiError;
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
@@ -26,6 +27,7 @@ const PROTOCOL: &str = "v4.channel.k8s.io";
 /// Accepts the WebSocket upgrade and bridges each requested port of `pod`.
 pub fn upgrade(
     mut request: Request<Incoming>,
+    network: &ClusterNetwork,
     pod: &Value,
     query: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
@@ -64,11 +66,12 @@ pub fn upgrade(
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| ApiError::bad_request("port-forward needs a WebSocket upgrade"))?
         .clone();
-    let pod_ip = pod
+    let pod_network = pod
         .pointer("/status/podIP")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("the pod has no IP yet"))?
-        .to_owned();
+        .and_then(|ip| ip.parse().ok())
+        .and_then(|ip| network.pod(ip))
+        .ok_or_else(|| ApiError::bad_request("the pod is not running"))?;
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match upgrade.await {
@@ -76,7 +79,7 @@ pub fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                bridge(socket, &pod_ip, &ports).await;
+                bridge(socket, &pod_network, &ports).await;
             }
             Err(error) => debug!(%error, "port-forward upgrade failed"),
         }
@@ -104,7 +107,7 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::binary(bytes)
 }
 
-async fn bridge<S>(socket: WebSocketStream<S>, pod_ip: &str, ports: &[u16])
+async fn bridge<S>(socket: WebSocketStream<S>, pod: &PodNetwork, ports: &[u16])
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -116,7 +119,7 @@ where
         for channel in [data_channel, data_channel + 1] {
             let _ = to_client_tx.send(frame(channel, &port.to_le_bytes())).await;
         }
-        match TcpStream::connect((pod_ip, port)).await {
+        match pod.connect_inside(port).await {
             Ok(connection) => {
                 let (mut read, write) = connection.into_split();
                 to_pod.push(Some(write));
@@ -137,7 +140,10 @@ where
             }
             Err(error) => {
                 to_pod.push(None);
-                let message = format!("error forwarding port {port} to pod at {pod_ip}: {error}");
+                let message = format!(
+                    "error forwarding port {port} to pod at {}: {error}",
+                    pod.ip()
+                );
                 let _ = to_client_tx
                     .send(frame(data_channel + 1, message.as_bytes()))
                     .await;

@@ -112,7 +112,7 @@ pub static REPLICA_SETS: Kind = kind(
     true,
 );
 
-/// The RBAC group (`rbac.authorization.k8s.io`), whose objects [`crate::rbac`] reads.
+/// The RBAC group (`rbac.authorization.k8s.io`), whose objects the RBAC authorizer reads.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 pub static ROLES: Kind = kind(RBAC_GROUP, "roles", "role", "Role", true, &[], false);
 pub static ROLE_BINDINGS: Kind = kind(

@@ -9,6 +9,7 @@
 //! The switch goes through util-linux `setpriv` (the workspace forbids `unsafe`, which a
 //! `pre_exec` `setgroups` would need).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -74,27 +75,28 @@ impl RunAs {
         }
     }
 
-    /// A command that runs `program` as this identity (as the testkit's own user when it is not
-    /// root).
-    pub fn command(&self, program: &Path) -> tokio::process::Command {
+    /// The command line that runs `program` as this identity (as the testkit's own user when it
+    /// is not root).
+    pub fn command_line(&self, program: &Path) -> Vec<OsString> {
         if !is_root() {
-            return tokio::process::Command::new(program);
+            return vec![program.into()];
         }
-        let mut command = tokio::process::Command::new(SETPRIV);
-        command
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid));
+        let mut line: Vec<OsString> = vec![
+            SETPRIV.into(),
+            format!("--reuid={}", self.uid).into(),
+            format!("--regid={}", self.gid).into(),
+        ];
         if self.groups.is_empty() {
-            command.arg("--clear-groups");
+            line.push("--clear-groups".into());
         } else {
             let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
-            command.arg(format!("--groups={}", groups.join(",")));
+            line.push(format!("--groups={}", groups.join(",")).into());
         }
         if self.no_new_privileges {
-            command.arg("--no-new-privs");
+            line.push("--no-new-privs".into());
         }
-        command.arg("--").arg(program);
-        command
+        line.extend(["--".into(), program.into()]);
+        line
     }
 
     /// Explains a failure to start a process as this identity.

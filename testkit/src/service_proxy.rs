@@ -1,27 +1,50 @@
-//! Services as real addresses, like kube-proxy: each Service port listens on its ClusterIP, and
-//! every new connection (or UDP flow) goes to a ready endpoint of the Service, round-robin. As
+//! Services as real addresses, like kube-proxy: each Service port listens on its ClusterIP in
+//! the cluster network, and a `NodePort` Service's ports also on the host's 127.0.0.1 (a node's
+//! address); every new connection (or UDP flow) goes to a ready endpoint of the Service,
+//! round-robin, from inside the cluster network. As
 //! with kube-proxy, the endpoints a Service forwards to are the Endpoints object's ready addresses
 //! as they were `lag` ago ([`crate::ClusterOptions::endpoint_lag`]): after a selector change or a
 //! pod's deletion, new connections keep going to the old backends for that long, which is when
 //! a careless client of the cluster loses requests.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::network::ClusterNetwork;
 use crate::resources::{ENDPOINTS, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
-type ListenerKey = (String, String, SocketAddr, String);
+/// A listener: Service namespace and name, where it listens, protocol.
+type ListenerKey = (String, String, Listen, String);
+
+/// Where a Service port listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Listen {
+    /// On its ClusterIP, in the cluster network.
+    ClusterIp(SocketAddr),
+    /// On the host's 127.0.0.1 at the node port, forwarding to the Service port.
+    NodePort { node_port: u16, port: u16 },
+}
+
+impl Listen {
+    /// The Service port it forwards.
+    fn service_port(self) -> u16 {
+        match self {
+            Self::ClusterIp(address) => address.port(),
+            Self::NodePort { port, .. } => port,
+        }
+    }
+}
 /// A Service, by namespace and name.
 type ServiceKey = (String, String);
 /// A Service's ready backends, by Service port number.
@@ -147,6 +170,7 @@ fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
 /// Endpoints show them.
 pub async fn run(
     store: Arc<Store>,
+    network: Arc<ClusterNetwork>,
     forwarding: Arc<Forwarding>,
     lag: Duration,
     shutdown: CancellationToken,
@@ -194,10 +218,21 @@ pub async fn run(
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
+                if let Some(node_port) = port["nodePort"].as_u64() {
+                    wanted.push((
+                        namespace.clone(),
+                        name.clone(),
+                        Listen::NodePort {
+                            node_port: node_port as u16,
+                            port: number as u16,
+                        },
+                        protocol.clone(),
+                    ));
+                }
                 wanted.push((
                     namespace,
                     name,
-                    SocketAddr::new(ip, number as u16),
+                    Listen::ClusterIp(SocketAddr::new(ip, number as u16)),
                     protocol,
                 ));
             }
@@ -214,24 +249,37 @@ pub async fn run(
                 continue;
             }
             let stop = shutdown.child_token();
-            let (namespace, name, address, protocol) = key.clone();
+            let (namespace, name, listen, protocol) = key.clone();
             let backend = Backend {
+                network: network.clone(),
                 forwarding: forwarding.clone(),
                 service: (namespace, name),
-                port: address.port(),
+                port: listen.service_port(),
                 next: next.clone(),
             };
-            match protocol.as_str() {
-                "UDP" => match UdpSocket::bind(address).await {
-                    Ok(socket) => drop(tokio::spawn(relay_udp(socket, backend, stop.clone()))),
-                    Err(error) => warn!(%address, %error, "cannot listen for the Service (UDP)"),
-                },
-                _ => match TcpListener::bind(address).await {
-                    Ok(listener) => {
-                        drop(tokio::spawn(forward_tcp(listener, backend, stop.clone())))
-                    }
-                    Err(error) => warn!(%address, %error, "cannot listen for the Service"),
-                },
+            let udp = protocol == "UDP";
+            let bound = match (listen, udp) {
+                (Listen::ClusterIp(address), true) => network.bind_udp(address).map(Bound::Udp),
+                (Listen::ClusterIp(address), false) => network.bind_tcp(address).map(Bound::Tcp),
+                (Listen::NodePort { node_port, .. }, true) => {
+                    UdpSocket::bind((Ipv4Addr::LOCALHOST, node_port))
+                        .await
+                        .map(Bound::Udp)
+                }
+                (Listen::NodePort { node_port, .. }, false) => {
+                    TcpListener::bind((Ipv4Addr::LOCALHOST, node_port))
+                        .await
+                        .map(Bound::Tcp)
+                }
+            };
+            match bound {
+                Ok(Bound::Udp(socket)) => {
+                    drop(tokio::spawn(relay_udp(socket, backend, stop.clone())))
+                }
+                Ok(Bound::Tcp(listener)) => {
+                    drop(tokio::spawn(forward_tcp(listener, backend, stop.clone())))
+                }
+                Err(error) => warn!(?listen, %error, udp, "cannot listen for the Service"),
             }
             listeners.insert(key, stop);
         }
@@ -244,8 +292,15 @@ pub async fn run(
     }
 }
 
+/// A Service port's socket.
+enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 /// Picks a backend for each new connection to one Service port.
 struct Backend {
+    network: Arc<ClusterNetwork>,
     forwarding: Arc<Forwarding>,
     service: ServiceKey,
     port: u16,
@@ -271,8 +326,9 @@ async fn forward_tcp(listener: TcpListener, backend: Backend, stop: Cancellation
             debug!(service = %backend.service.1, "no ready endpoint; connection refused");
             continue;
         };
+        let network = backend.network.clone();
         tokio::spawn(async move {
-            if let Ok(mut pod) = TcpStream::connect(target).await {
+            if let Ok(mut pod) = network.connect(target).await {
                 let _ = (client.set_nodelay(true), pod.set_nodelay(true));
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut pod).await;
             }
@@ -298,11 +354,9 @@ async fn relay_udp(socket: UdpSocket, backend: Backend, stop: CancellationToken)
                 let Some(target) = backend.pick() else {
                     continue;
                 };
-                let Ok(flow) = UdpSocket::bind(SocketAddr::new(
-                    socket.local_addr().map(|a| a.ip()).unwrap_or(target.ip()),
-                    0,
-                ))
-                .await
+                let Ok(flow) = backend
+                    .network
+                    .bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
                 else {
                     continue;
                 };

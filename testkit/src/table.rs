@@ -67,8 +67,12 @@ fn columns_and_cells(
             .into_iter()
             .flatten()
             .map(|p| {
+                let node_port = p["nodePort"]
+                    .as_u64()
+                    .map(|n| format!(":{n}"))
+                    .unwrap_or_default();
                 format!(
-                    "{}/{}",
+                    "{}{node_port}/{}",
                     p["port"],
                     p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
                 )

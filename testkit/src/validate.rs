@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
+use crate::error::ApiError;
 use crate::resources::{Kind, NAMESPACES, SERVICES};
-use crate::store::ApiError;
 
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cz_testkit::{Cluster, ClusterOptions};
@@ -17,6 +18,7 @@ use kube::api::{
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 async fn start(sample: bool) -> (Cluster, Client) {
     let cluster = Cluster::start(ClusterOptions::default())
@@ -45,9 +47,9 @@ fn api_error(error: kube::Error) -> (u16, String) {
     }
 }
 
-/// Which pod answers a request to `address`.
-async fn answered_by(address: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+/// Which pod answers a request on `connection`.
+async fn answered_by(connection: std::io::Result<tokio::net::TcpStream>) -> Option<String> {
+    let mut stream = connection.ok()?;
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: echo\r\nconnection: close\r\n\r\n")
         .await
@@ -59,15 +61,26 @@ async fn answered_by(address: &str) -> Option<String> {
     json["pod"].as_str().map(str::to_owned)
 }
 
-fn cluster_ip_address(service: &Service, port: u16) -> String {
-    format!(
-        "{}:{port}",
-        service
-            .spec
-            .as_ref()
-            .and_then(|s| s.cluster_ip.clone())
-            .expect("cluster IP")
-    )
+fn cluster_ip_address(service: &Service, port: u16) -> SocketAddr {
+    let ip = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .expect("a ClusterIP");
+    SocketAddr::new(ip, port)
+}
+
+/// Where `service`'s NodePort for `port` listens on the host.
+fn node_port_address(service: &Service, port: i32) -> SocketAddr {
+    let node_port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port))
+        .and_then(|p| p.node_port)
+        .expect("a NodePort");
+    SocketAddr::from(([127, 0, 0, 1], node_port as u16))
 }
 
 #[tokio::test]
@@ -257,11 +270,13 @@ async fn watches_resume_from_a_resource_version() {
 }
 
 #[tokio::test]
-async fn selector_change_redirects_new_connections() {
+async fn a_node_port_reaches_the_pods_and_follows_a_selector_change() {
     let (cluster, client) = start(true).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "demo");
-    let address = cluster_ip_address(&services.get("echo").await.expect("service"), 80);
-    let pod = answered_by(&address).await.expect("an echo pod answers");
+    let address = node_port_address(&services.get("echo").await.expect("service"), 80);
+    let pod = answered_by(TcpStream::connect(address).await)
+        .await
+        .expect("an echo pod answers on the host's 127.0.0.1");
     assert!(pod.starts_with("echo-"), "{pod}");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "demo");
@@ -292,7 +307,7 @@ async fn selector_change_redirects_new_connections() {
         "new connections to reach the other pod",
         CONVERGE,
         || async {
-            answered_by(&address)
+            answered_by(TcpStream::connect(address).await)
                 .await
                 .filter(|pod| pod.starts_with("other-"))
         },
@@ -452,7 +467,7 @@ fn proxy_deployment(name: &str, secret: Option<&str>) -> Deployment {
 
 #[tokio::test]
 async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
-    let (_cluster, client) = start(false).await;
+    let (cluster, client) = start(false).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // With its certificates in a Secret volume, the pod runs the real cz-proxy: ready, serving
@@ -480,9 +495,11 @@ async fn proxy_images_run_cz_proxy_and_failed_pods_are_replaced() {
             .then_some(status.pod_ip)?
     })
     .await;
-    let mut admin = tokio::net::TcpStream::connect(format!("{ip}:9901"))
+    let ip: std::net::IpAddr = ip.parse().expect("a pod IP");
+    let mut admin = cluster
+        .connect_inside(SocketAddr::new(ip, 9901))
         .await
-        .expect("the proxy's admin port on the pod IP");
+        .expect("the proxy's admin port on the pod IP, from inside the cluster");
     admin
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n")
         .await
@@ -561,7 +578,9 @@ async fn services_follow_endpoint_changes_only_after_the_lag() {
     let client = Client::try_from(config).expect("client");
     let services: Api<Service> = Api::namespaced(client, "demo");
     let address = cluster_ip_address(&services.get("echo").await.expect("service"), 80);
-    let pod = answered_by(&address).await.expect("an echo pod answers");
+    let pod = answered_by(cluster.connect_inside(address).await)
+        .await
+        .expect("an echo pod answers");
     assert!(pod.starts_with("echo-"), "{pod}");
 
     let changed = tokio::time::Instant::now();
@@ -574,11 +593,13 @@ async fn services_follow_endpoint_changes_only_after_the_lag() {
         .await
         .expect("patched");
     // Right after the change, new connections still go to the old pods, as with kube-proxy...
-    let pod = answered_by(&address).await.expect("an echo pod answers");
+    let pod = answered_by(cluster.connect_inside(address).await)
+        .await
+        .expect("an echo pod answers");
     assert!(pod.starts_with("echo-"), "{pod}");
     // ... until the lag has passed.
     cz_testkit::eventually("new connections to reach the canary", CONVERGE, || async {
-        answered_by(&address)
+        answered_by(cluster.connect_inside(address).await)
             .await
             .filter(|pod| pod.starts_with("canary-"))
     })
@@ -765,11 +786,11 @@ async fn udp_service_ports_reach_a_pod() {
         .expect("created");
     cluster.wait_ready(CONVERGE).await.expect("ready");
     let address = cluster_ip_address(&service, 53);
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let socket = cluster
+        .udp_socket_inside()
+        .expect("a UDP socket in the cluster");
     let reply = cz_testkit::eventually("a UDP answer", CONVERGE, || async {
-        socket.send_to(b"ping", &address).await.ok()?;
+        socket.send_to(b"ping", address).await.ok()?;
         let mut buf = [0; 256];
         let len = tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf))
             .await

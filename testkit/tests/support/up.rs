@@ -14,6 +14,8 @@ const START: Duration = Duration::from_secs(60);
 /// A running `cz-testkit up`.
 pub struct Up {
     child: Child,
+    /// What it printed before `ready`.
+    lines: Vec<String>,
     /// The kubeconfig it wrote.
     pub kubeconfig: PathBuf,
     dir: PathBuf,
@@ -36,19 +38,22 @@ impl Up {
             .kill_on_drop(true)
             .spawn()
             .expect("cz-testkit starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        tokio::time::timeout(START, async {
-            while let Some(line) = lines.next_line().await.expect("read") {
+        let mut output = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let lines = tokio::time::timeout(START, async {
+            let mut lines = Vec::new();
+            while let Some(line) = output.next_line().await.expect("read") {
                 if line == "ready" {
-                    return;
+                    return lines;
                 }
+                lines.push(line);
             }
-            panic!("cz-testkit up ended before it was ready");
+            panic!("cz-testkit up ended before it was ready: {lines:?}");
         })
         .await
         .expect("cz-testkit up is ready in time");
         Self {
             child,
+            lines,
             kubeconfig,
             dir,
         }
@@ -56,6 +61,15 @@ impl Up {
 }
 
 impl Up {
+    /// The line it printed before `ready` that starts with `prefix`.
+    #[allow(dead_code)] // not every test binary that includes this module reads its output
+    pub fn line(&self, prefix: &str) -> &str {
+        self.lines
+            .iter()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix}... in {:?}", self.lines))
+    }
+
     /// Stops it as Ctrl-C or a service manager would (SIGTERM) and waits; whether it exited 0.
     pub async fn stop(mut self) -> bool {
         let pid = self.child.id().expect("running").to_string();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use cz_testkit::network::NetworkMode;
 use cz_testkit::{Cluster, ClusterOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -50,6 +51,9 @@ impl Setup {
     pub async fn start() -> Self {
         let cluster = Cluster::start(ClusterOptions {
             endpoint_lag: ENDPOINT_LAG,
+            // czctl dials the proxy pod's QUIC port, which only a shared network lets the
+            // laptop reach, until the tunnel rides pods/portforward (issue 12).
+            network: NetworkMode::Shared,
             ..Default::default()
         })
         .await

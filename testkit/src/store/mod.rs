@@ -1,114 +1,24 @@
-//! The object store: every object as JSON, one resource version counter, a bounded history of
-//! changes for watches to resume from, and the API server's write semantics (optimistic
-//! concurrency, generation, garbage collection of dependents).
+//! The object store: every object as JSON under one resource version counter, with the API
+//! server's write semantics (optimistic concurrency, generation, garbage collection of
+//! dependents) and watches that resume from a bounded history of changes.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod change;
+mod history;
+mod meta;
+pub mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+pub use crate::error::ApiError;
 use crate::resources::{self, Kind};
 use crate::selector::Selector;
 use crate::validate;
-
-/// How many changes watches can resume from.
-const HISTORY: usize = 10_000;
-
-/// An API error, rendered as a `Status` object.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    /// HTTP status code.
-    pub code: u16,
-    /// `Status.reason`, e.g. `NotFound`.
-    pub reason: &'static str,
-    /// Human-readable message.
-    pub message: String,
-}
-
-impl ApiError {
-    /// 404 for an object.
-    pub fn not_found(kind: &Kind, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", kind.plural),
-        )
-    }
-
-    /// Any error.
-    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// 400 BadRequest.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
-    }
-
-    /// 422 Invalid.
-    pub fn invalid(kind: &Kind, name: &str, problems: &[String]) -> Self {
-        Self::new(
-            422,
-            "Invalid",
-            format!(
-                "{} \"{name}\" is invalid: {}",
-                kind.kind,
-                problems.join(", ")
-            ),
-        )
-    }
-
-    /// The `Status` object.
-    pub fn status(&self) -> Value {
-        json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
-        })
-    }
-}
-
-/// What happened to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeType {
-    /// Created.
-    Added,
-    /// Changed.
-    Modified,
-    /// Removed.
-    Deleted,
-}
-
-impl ChangeType {
-    /// The watch event type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Added => "ADDED",
-            Self::Modified => "MODIFIED",
-            Self::Deleted => "DELETED",
-        }
-    }
-}
-
-/// One change, as watches and controllers see it.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// The resource version the change made.
-    pub revision: u64,
-    /// The object's kind.
-    pub kind: &'static Kind,
-    /// What happened.
-    pub change: ChangeType,
-    /// The object after the change (before it, for deletions).
-    pub object: Arc<Value>,
-    /// The object before a modification.
-    pub previous: Option<Arc<Value>>,
-}
+pub use change::{Change, ChangeType, WatchStart};
+use history::History;
 
 type Key = (&'static str, &'static str, String, String);
 
@@ -124,7 +34,7 @@ fn key(kind: &'static Kind, namespace: &str, name: &str) -> Key {
 struct State {
     revision: u64,
     objects: BTreeMap<Key, Arc<Value>>,
-    history: VecDeque<Change>,
+    history: History,
     next_name: u64,
     next_cluster_ip: u32,
     /// (group, plural, namespace) whose objects may not be deleted, as if RBAC denied it.
@@ -136,6 +46,8 @@ pub struct Store {
     state: Mutex<State>,
     /// Second octet of ClusterIPs: 127.<octet>.x.y.
     service_octet: u8,
+    /// Where NodePorts are allocated from.
+    node_ports: std::ops::Range<u16>,
     changes_tx: broadcast::Sender<Change>,
 }
 
@@ -150,42 +62,23 @@ pub enum Propagation {
     Orphan,
 }
 
-/// A watch's start: past changes to replay, then live ones.
-pub struct WatchStart {
-    /// Changes after the requested revision (or the current objects, as ADDED).
-    pub replay: Vec<Change>,
-    /// Live changes from here on.
-    pub live: broadcast::Receiver<Change>,
-    /// The revision `replay` ends at.
-    pub revision: u64,
-}
-
-fn meta(object: &Value, field: &str) -> String {
-    object
-        .pointer(&format!("/metadata/{field}"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 impl Store {
-    /// An empty store whose Services get ClusterIPs in 127.`service_octet`.0.0/16.
-    pub fn new(service_octet: u8) -> Self {
+    /// An empty store whose Services get ClusterIPs in 127.`service_octet`.0.0/16 and NodePorts
+    /// from `node_ports` (a part of the node port range, so that clusters beside each other on
+    /// one host do not collide).
+    pub fn new(service_octet: u8, node_ports: std::ops::Range<u16>) -> Self {
         Self {
             service_octet,
+            node_ports,
             state: Mutex::new(State {
                 revision: 1,
                 objects: BTreeMap::new(),
-                history: VecDeque::new(),
+                history: History::default(),
                 next_name: 0,
                 next_cluster_ip: 0,
                 refused_deletes: BTreeSet::new(),
             }),
-            changes_tx: broadcast::channel(HISTORY).0,
+            changes_tx: broadcast::channel(history::CAPACITY).0,
         }
     }
 
@@ -215,10 +108,7 @@ impl Store {
             object,
             previous,
         };
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
-        state.history.push_back(change.clone());
+        state.history.push(change.clone());
         let _ = self.changes_tx.send(change);
     }
 
@@ -272,13 +162,9 @@ impl Store {
                 .objects
                 .contains_key(&key(&resources::NAMESPACES, "", namespace))
         {
-            return Err(ApiError::new(
-                404,
-                "NotFound",
-                format!("namespaces \"{namespace}\" not found"),
-            ));
+            return Err(ApiError::not_found(&resources::NAMESPACES, namespace));
         }
-        let metadata = object_metadata(&mut object)?;
+        let metadata = meta::map(&mut object)?;
         if metadata
             .get("name")
             .and_then(Value::as_str)
@@ -297,42 +183,34 @@ impl Store {
                 ));
             }
             state.next_name += 1;
-            let suffix = format!(
-                "{:05x}",
-                (state.next_name.wrapping_mul(0x9e37_79b9) >> 7) & 0xfffff
-            );
-            metadata.insert("name".into(), Value::String(format!("{prefix}{suffix}")));
+            let name = meta::generated_name(&prefix, state.next_name);
+            metadata.insert("name".into(), Value::String(name));
         }
-        let name = meta(&object, "name");
+        let name = meta::field(&object, "name");
         if state.objects.contains_key(&key(kind, namespace, &name)) {
-            return Err(ApiError::new(
-                409,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", kind.plural),
-            ));
+            return Err(ApiError::already_exists(kind, &name));
         }
         validate::object(kind, &name, &object)?;
         if std::ptr::eq(kind, &resources::SERVICES) {
             state.next_cluster_ip += 1;
-            let n = state.next_cluster_ip;
-            service_defaults(
-                &mut object,
-                format!("127.{}.{}.{}", self.service_octet, n / 250, n % 250 + 1),
-            );
+            let cluster_ip = service::cluster_ip(self.service_octet, state.next_cluster_ip);
+            service::defaults(&mut object, cluster_ip);
+            let taken = node_ports_taken(&state, namespace, &name);
+            service::node_ports(&mut object, None, &self.node_ports, &taken)?;
         }
         state.revision += 1;
-        let metadata = object_metadata(&mut object)?;
+        let metadata = meta::map(&mut object)?;
         if kind.namespaced {
             metadata.insert("namespace".into(), Value::String(namespace.to_owned()));
         } else {
             metadata.remove("namespace");
         }
-        metadata.insert("uid".into(), Value::String(uid(state.revision)));
+        metadata.insert("uid".into(), Value::String(meta::uid(state.revision)));
         metadata.insert(
             "resourceVersion".into(),
             Value::String(state.revision.to_string()),
         );
-        metadata.insert("creationTimestamp".into(), Value::String(now()));
+        metadata.insert("creationTimestamp".into(), Value::String(meta::now()));
         metadata.insert("generation".into(), json!(1));
         object["apiVersion"] = Value::String(kind.api_version());
         object["kind"] = Value::String(kind.kind.to_owned());
@@ -363,21 +241,15 @@ impl Store {
             .get(&key(kind, namespace, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(kind, name))?;
-        let wanted_version = meta(&object, "resourceVersion");
-        if !wanted_version.is_empty() && wanted_version != meta(&current, "resourceVersion") {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    kind.plural
-                ),
-            ));
+        let wanted_version = meta::field(&object, "resourceVersion");
+        if !wanted_version.is_empty() && wanted_version != meta::field(&current, "resourceVersion")
+        {
+            return Err(ApiError::conflict(kind, name));
         }
-        if meta(&object, "name") != name {
+        if meta::field(&object, "name") != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
-                meta(&object, "name")
+                meta::field(&object, "name")
             )));
         }
         if status {
@@ -393,7 +265,9 @@ impl Store {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            service_defaults(&mut object, allocated);
+            service::defaults(&mut object, allocated);
+            let taken = node_ports_taken(&state, namespace, name);
+            service::node_ports(&mut object, Some(&*current), &self.node_ports, &taken)?;
         }
         validate::object(kind, name, &object)?;
         state.revision += 1;
@@ -402,7 +276,7 @@ impl Store {
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let spec_changed = !status && object.get("spec") != current.get("spec");
-        let metadata = object_metadata(&mut object)?;
+        let metadata = meta::map(&mut object)?;
         for immutable in ["uid", "creationTimestamp", "namespace"] {
             match current["metadata"].get(immutable) {
                 Some(value) => metadata.insert(immutable.into(), value.clone()),
@@ -480,17 +354,7 @@ impl Store {
             .refused_deletes
             .contains(&(kind.group, kind.plural, namespace.to_owned()))
         {
-            let (group, plural) = (kind.group, kind.plural);
-            let resource = if group.is_empty() {
-                plural.to_owned()
-            } else {
-                format!("{plural}.{group}")
-            };
-            return Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!("{resource} \"{name}\" is forbidden: User \"cz-testkit\" cannot delete resource \"{plural}\" in API group \"{group}\" in the namespace \"{namespace}\""),
-            ));
+            return Err(ApiError::delete_forbidden(kind, namespace, name));
         }
         let object = state
             .objects
@@ -498,7 +362,7 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(kind, name))?;
         state.revision += 1;
         self.record(&mut state, kind, ChangeType::Deleted, object.clone(), None);
-        let uid = meta(&object, "uid");
+        let uid = meta::field(&object, "uid");
         let contained = |(group, plural, ns, _): &Key, _: &Arc<Value>| {
             std::ptr::eq(kind, &resources::NAMESPACES)
                 && ns == name
@@ -507,7 +371,7 @@ impl Store {
         let dependents: Vec<Key> = state
             .objects
             .iter()
-            .filter(|(k, o)| contained(k, o) || owned_by(o, &uid))
+            .filter(|(k, o)| contained(k, o) || meta::owned_by(o, &uid))
             .map(|(k, _)| k.clone())
             .collect();
         drop(state);
@@ -516,12 +380,7 @@ impl Store {
                 resources::find(group, "v1", plural).expect("stored kinds are served");
             if propagation == Propagation::Orphan && ns != name {
                 let _ = self.update(dependent_kind, &ns, &dependent, false, |o| {
-                    if let Some(owners) = o
-                        .pointer_mut("/metadata/ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        owners.retain(|owner| owner["uid"] != uid.as_str());
-                    }
+                    meta::disown(o, &uid)
                 });
             } else {
                 let _ = self.delete(dependent_kind, &ns, &dependent, propagation);
@@ -542,7 +401,7 @@ impl Store {
         let live = self.changes_tx.subscribe();
         let in_scope = |change: &Change| {
             std::ptr::eq(change.kind, kind)
-                && namespace.is_none_or(|ns| meta(&change.object, "namespace") == ns)
+                && namespace.is_none_or(|ns| meta::field(&change.object, "namespace") == ns)
         };
         let replay = match revision {
             None => state
@@ -561,22 +420,7 @@ impl Store {
                     previous: None,
                 })
                 .collect(),
-            Some(revision) => {
-                let oldest = state.history.front().map_or(state.revision, |c| c.revision);
-                if revision + 1 < oldest {
-                    return Err(ApiError::new(
-                        410,
-                        "Expired",
-                        format!("too old resource version: {revision} ({oldest})"),
-                    ));
-                }
-                state
-                    .history
-                    .iter()
-                    .filter(|c| c.revision > revision && in_scope(c))
-                    .cloned()
-                    .collect()
-            }
+            Some(revision) => state.history.since(revision, state.revision, in_scope)?,
         };
         Ok(WatchStart {
             replay,
@@ -586,70 +430,23 @@ impl Store {
     }
 }
 
-/// What the API server fills in on Services: type, ClusterIP, protocols and target ports.
-fn service_defaults(service: &mut Value, cluster_ip: String) {
-    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    spec.entry("type").or_insert_with(|| json!("ClusterIP"));
-    spec.entry("sessionAffinity")
-        .or_insert_with(|| json!("None"));
-    if spec
-        .get("clusterIP")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        spec.insert("clusterIP".into(), json!(cluster_ip));
-    }
-    let ip = spec["clusterIP"].clone();
-    spec.insert("clusterIPs".into(), json!([ip]));
-    for port in spec
-        .get_mut("ports")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        let number = port["port"].clone();
-        if let Some(port) = port.as_object_mut() {
-            port.entry("protocol").or_insert_with(|| json!("TCP"));
-            port.entry("targetPort").or_insert(number);
-        }
-    }
-}
-
-fn owned_by(object: &Value, uid: &str) -> bool {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
-}
-
-fn object_metadata(object: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
-    if !object.is_object() {
-        return Err(ApiError::bad_request("the body is not a JSON object"));
-    }
-    let metadata = object
-        .as_object_mut()
-        .expect("checked")
-        .entry("metadata")
-        .or_insert_with(|| json!({}));
-    metadata
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("metadata is not an object"))
-}
-
-/// A UUID-shaped, unique uid.
-fn uid(revision: u64) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos()) as u64;
-    let mixed = nanos ^ revision.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        mixed >> 32,
-        (mixed >> 16) & 0xffff,
-        mixed & 0xfff,
-        revision & 0xfff,
-        revision
-    )
+/// The node ports of every Service but `namespace/name`.
+fn node_ports_taken(state: &State, namespace: &str, name: &str) -> BTreeSet<u16> {
+    state
+        .objects
+        .iter()
+        .filter(|((group, plural, object_namespace, object_name), _)| {
+            (*group, *plural) == (resources::SERVICES.group, resources::SERVICES.plural)
+                && (object_namespace.as_str(), object_name.as_str()) != (namespace, name)
+        })
+        .flat_map(|(_, service)| {
+            service
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|port| port["nodePort"].as_u64())
+                .filter_map(|port| u16::try_from(port).ok())
+        })
+        .collect()
 }
