@@ -17,6 +17,7 @@
 //! - [`auth`] authenticates bearer tokens (and impersonation); [`rbac`] authorizes each request
 //!   from the stored Roles and bindings; [`review`] answers `kubectl auth can-i`.
 
+pub mod address_block;
 pub mod api;
 pub mod auth;
 pub mod body;
@@ -52,7 +53,6 @@ pub mod volumes;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::address_block::AddressBlock;
 use crate::network::{ClusterNetwork, NetworkMode};
 use crate::resources::{DEPLOYMENTS, NAMESPACES, SERVICES};
 use crate::selector::Selector;
@@ -94,90 +95,7 @@ pub struct Cluster {
     network_notice: Option<String>,
     tasks: Vec<JoinHandle<()>>,
     /// Keeps the address block this cluster claimed.
-    _address_block: std::fs::File,
-}
-
-/// How many address blocks there are: block `i` is 127.<10 + 2i>.x.y for pods and
-/// 127.<11 + 2i>.x.y for Services.
-const ADDRESS_BLOCKS: u8 = 50;
-
-/// Claims an address block no other cluster on this machine uses while this one runs — in this
-/// process or another (two test suites at once, a `cz-testkit up` beside a test run): a lock on a
-/// file per block in the temporary directory, held by the returned file for the cluster's life
-/// and released by the OS however the process ends. Returns the block's index and its lock.
-fn claim_address_block() -> anyhow::Result<(u8, std::fs::File)> {
-    static NEXT: AtomicU8 = AtomicU8::new(0);
-    let start = (std::process::id() % u32::from(ADDRESS_BLOCKS)) as u8;
-    let offset = NEXT.fetch_add(7, Ordering::Relaxed);
-    for step in 0..ADDRESS_BLOCKS {
-        let index = ((u16::from(start) + u16::from(offset) + u16::from(step))
-            % u16::from(ADDRESS_BLOCKS)) as u8;
-        let path = block_lock_path(index);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        if lock.try_lock().is_ok() {
-            return Ok((index, lock));
-        }
-    }
-    anyhow::bail!(
-        "all {ADDRESS_BLOCKS} loopback address blocks are taken by running clusters (lock files cz-testkit-addresses-*.lock in {})",
-        std::env::temp_dir().display()
-    )
-}
-
-/// The NodePorts of address block `index`: its share of the node port range.
-fn node_ports(index: u8) -> std::ops::Range<u16> {
-    let range = store::service::NODE_PORT_RANGE;
-    let share = (range.end() - range.start() + 1) / u16::from(ADDRESS_BLOCKS);
-    let start = range.start() + u16::from(index) * share;
-    start..start + share
-}
-
-/// The lock file of address block `index`; while a cluster holds it, it holds the cluster's API
-/// address (for `cz-testkit exec`).
-fn block_lock_path(index: u8) -> PathBuf {
-    std::env::temp_dir().join(format!("cz-testkit-addresses-{index}.lock"))
-}
-
-/// The cluster network of the running cluster whose API server listens at `api` (any running
-/// cluster's when `None`, if exactly one runs): `Ok(None)` when that cluster's network is shared.
-pub fn find_cluster_network(api: Option<&str>) -> anyhow::Result<Option<String>> {
-    let mut running = Vec::new();
-    for index in 0..ADDRESS_BLOCKS {
-        let Ok(file) = std::fs::File::open(block_lock_path(index)) else {
-            continue;
-        };
-        if file.try_lock_shared().is_ok() {
-            continue; // nobody holds it: no cluster runs on this block
-        }
-        let Ok(record) = std::fs::read_to_string(block_lock_path(index)) else {
-            continue;
-        };
-        let mut fields = record.split_whitespace();
-        let (Some(address), namespace) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        running.push((address.to_owned(), namespace.map(str::to_owned)));
-    }
-    let chosen: Vec<_> = running
-        .iter()
-        .filter(|(address, _)| api.is_none_or(|api| api == address))
-        .collect();
-    match chosen.as_slice() {
-        [(_, namespace)] => Ok(namespace.clone()),
-        [] => anyhow::bail!(
-            "no loopback cluster {}is running on this machine (start one with `cz-testkit up`)",
-            api.map(|api| format!("with its API server at {api} ")).unwrap_or_default()
-        ),
-        several => anyhow::bail!(
-            "{} loopback clusters are running (API servers at {}): say which with --kubeconfig or KUBECONFIG",
-            several.len(),
-            several.iter().map(|(address, _)| address.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-    }
+    _address_block: AddressBlock,
 }
 
 /// The `cz-proxy` binary: `CZ_PROXY_BIN`, else beside the running executable (or its parent,
@@ -197,12 +115,16 @@ fn find_proxy_binary() -> Option<PathBuf> {
 impl Cluster {
     /// Starts the API server on 127.0.0.1 and the controllers, kubelet and Service proxy.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
-        let (block, mut address_block) = claim_address_block()?;
-        let (pod_octet, service_octet) = (10 + block * 2, 11 + block * 2);
-        let (network, network_notice) =
-            ClusterNetwork::new(options.network, block, pod_octet, service_octet)?;
+        let mut address_block = AddressBlock::claim()?;
+        let (pod_octet, service_octet) = (address_block.pod_octet(), address_block.service_octet());
+        let (network, network_notice) = ClusterNetwork::new(
+            options.network,
+            address_block.index(),
+            pod_octet,
+            service_octet,
+        )?;
         let network = Arc::new(network);
-        let store = Arc::new(Store::new(service_octet, node_ports(block)));
+        let store = Arc::new(Store::new(service_octet, address_block.node_ports()));
         for namespace in ["default", "kube-system"] {
             store.create(&NAMESPACES, "", json!({"metadata": {"name": namespace}}))?;
         }
@@ -210,11 +132,7 @@ impl Cluster {
         let address = listener.local_addr()?;
         let tls = Arc::new(server::Tls::generate()?);
         let kubeconfig = tls.kubeconfig(address);
-        address_block.set_len(0)?;
-        std::io::Write::write_all(
-            &mut address_block,
-            format!("{address} {}\n", network.namespace().unwrap_or_default()).as_bytes(),
-        )?;
+        address_block.record(address, network.namespace())?;
         let state_dir =
             std::env::temp_dir().join(format!("cz-testkit-{}-{pod_octet}", std::process::id()));
         volumes::create_dir(&state_dir)?;

@@ -165,16 +165,16 @@ fn exec(kubeconfig: Option<&Path>, command: &[std::ffi::OsString]) -> anyhow::Re
                 .with_context(|| format!("{} names no API server", path.display()))
         })
         .transpose()?;
-    let mut line: Vec<std::ffi::OsString> = match cz_testkit::find_cluster_network(api.as_deref())?
-    {
-        Some(namespace) => vec![
-            "nsenter".into(),
-            format!("--net={}", cz_testkit::netns::path_of(&namespace).display()).into(),
-            "--".into(),
-        ],
-        // A shared network is this machine's own.
-        None => Vec::new(),
-    };
+    let mut line: Vec<std::ffi::OsString> =
+        match cz_testkit::address_block::find_cluster_network(api.as_deref())? {
+            Some(namespace) => vec![
+                "nsenter".into(),
+                format!("--net={}", cz_testkit::netns::path_of(&namespace).display()).into(),
+                "--".into(),
+            ],
+            // A shared network is this machine's own.
+            None => Vec::new(),
+        };
     line.extend(command.iter().cloned());
     let status = std::process::Command::new(&line[0])
         .args(&line[1..])
