@@ -27,9 +27,10 @@ const IMAGE_USER: u32 = 65532;
 const UPSTREAM_BODY: &str = "answered by the in-cluster upstream";
 /// The devices the OCI runtime spec puts in every container's /dev (bound in by [`ENTER_IMAGE`]).
 const OCI_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-/// Makes the root a mount of its own, gives it the devices every OCI runtime provides (rand's
-/// ThreadRng reads /dev/urandom: a static binary cannot look up the getrandom symbol), mounts
-/// the Secret into it, makes both read-only, then runs the binary
+/// Makes the root a mount of its own, gives it the devices every OCI runtime provides (without
+/// them the static binary's random source fails: seen as a panic initialising rand's ThreadRng,
+/// which falls back to /dev/urandom in a static build), mounts the Secret into it, makes both
+/// read-only, then runs the binary
 /// chrooted as the image's user. `$1` root, `$2` Secret directory, `$3` mount point inside the
 /// root, then the binary's arguments. `exec` keeps one pid: the child's pid is the proxy's.
 const ENTER_IMAGE: &str = r#"set -eu
