@@ -34,6 +34,8 @@ pub struct Api {
     pub pod_dirs: crate::logs::PodDirs,
     /// Where pods are, for `pods/portforward`.
     pub network: Arc<crate::network::ClusterNetwork>,
+    /// The port-forwards being served, for [`crate::Cluster::cut_port_forwards`].
+    pub port_forwards: Arc<crate::portforward::PortForwards>,
 }
 
 impl Api {
@@ -166,7 +168,13 @@ impl Api {
                 if std::ptr::eq(kind, &resources::PODS) =>
             {
                 let pod = self.store.get(kind, &namespace, name)?;
-                crate::portforward::upgrade(request, &self.network, &pod, &query)
+                crate::portforward::upgrade(
+                    request,
+                    &self.network,
+                    &self.port_forwards,
+                    &pod,
+                    &query,
+                )
             }
             (Method::GET, Some(name), Some("log")) if std::ptr::eq(kind, &resources::PODS) => {
                 let pod = self.store.get(kind, &namespace, name)?;

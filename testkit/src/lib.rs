@@ -92,6 +92,7 @@ pub struct Cluster {
     kubelet: Arc<kubelet::Kubelet>,
     forwarding: Arc<service_proxy::Forwarding>,
     network: Arc<ClusterNetwork>,
+    port_forwards: Arc<portforward::PortForwards>,
     network_notice: Option<String>,
     tasks: Vec<JoinHandle<()>>,
     /// Keeps the address block this cluster claimed.
@@ -151,12 +152,14 @@ impl Cluster {
             pod_octet,
         );
         let auth = Arc::new(auth::Authenticator::default());
+        let port_forwards = Arc::new(portforward::PortForwards::default());
         let api = Arc::new(api::Api {
             store: store.clone(),
             address: address.to_string(),
             auth: auth.clone(),
             pod_dirs,
             network: network.clone(),
+            port_forwards: port_forwards.clone(),
         });
         let forwarding = Arc::new(service_proxy::Forwarding::default());
         let tasks = vec![
@@ -180,6 +183,7 @@ impl Cluster {
             kubelet,
             forwarding,
             network,
+            port_forwards,
             network_notice,
             tasks,
             _address_block: address_block,
@@ -211,6 +215,12 @@ impl Cluster {
     pub fn udp_socket_inside(&self) -> std::io::Result<tokio::net::UdpSocket> {
         self.network
             .bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Cuts every port-forward the API server serves now, as a restart of the API server (or a
+    /// load balancer's idle timeout in front of it) would; new ones are served as usual.
+    pub fn cut_port_forwards(&self) {
+        self.port_forwards.cut_all();
     }
 
     /// The kubeconfig that kubectl and kube-rs accept.

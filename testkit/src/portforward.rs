@@ -10,12 +10,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::body::ApiBody;
@@ -28,6 +31,7 @@ const PROTOCOL: &str = "v4.channel.k8s.io";
 pub fn upgrade(
     mut request: Request<Incoming>,
     network: &ClusterNetwork,
+    port_forwards: &PortForwards,
     pod: &Value,
     query: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
@@ -73,13 +77,14 @@ pub fn upgrade(
         .and_then(|ip| network.pod(ip))
         .ok_or_else(|| ApiError::bad_request("the pod is not running"))?;
     let upgrade = hyper::upgrade::on(&mut request);
+    let cut = port_forwards.current();
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                bridge(socket, &pod_network, &ports).await;
+                bridge(socket, &pod_network, &ports, cut).await;
             }
             Err(error) => debug!(%error, "port-forward upgrade failed"),
         }
@@ -107,8 +112,12 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::binary(bytes)
 }
 
-async fn bridge<S>(socket: WebSocketStream<S>, pod: &PodNetwork, ports: &[u16])
-where
+async fn bridge<S>(
+    socket: WebSocketStream<S>,
+    pod: &PodNetwork,
+    ports: &[u16],
+    cut: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = socket.split();
@@ -159,7 +168,18 @@ where
         }
         let _ = sink.close().await;
     });
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            () = cut.cancelled() => {
+                // As when the API server goes away: no close frame, the connection just ends.
+                writer.abort();
+                return;
+            }
+            message = stream.next() => message,
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
         let Message::Binary(bytes) = message else {
             if message.is_close() {
                 break;
@@ -180,4 +200,23 @@ where
     }
     drop(to_pod);
     let _ = writer.await;
+}
+
+/// The port-forwards being served, so that all can be cut at once, as an API server restart or
+/// a load balancer's idle timeout cuts them.
+#[derive(Debug, Default)]
+pub struct PortForwards {
+    current: Mutex<CancellationToken>,
+}
+
+impl PortForwards {
+    /// What cuts the port-forwards opened now.
+    fn current(&self) -> CancellationToken {
+        self.current.lock().expect("not poisoned").clone()
+    }
+
+    /// Cuts every port-forward open now; later ones are served as usual.
+    pub fn cut_all(&self) {
+        std::mem::take(&mut *self.current.lock().expect("not poisoned")).cancel();
+    }
 }

@@ -224,3 +224,28 @@ async fn the_cluster_network_goes_with_the_cluster() {
     cluster.stop().await;
     assert_eq!(namespaces(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn cutting_port_forwards_ends_open_ones_and_serves_new_ones() {
+    let (cluster, client) = start_isolated().await;
+    echo_deployment(&client, "web", json!([{"containerPort": 8080}]), json!([])).await;
+    cluster.wait_ready(CONVERGE).await.expect("ready");
+    let (pod, _) = the_pod(&client, "web").await;
+    let pods = Api::<Pod>::namespaced(client, "default");
+    let mut open = pods.portforward(&pod, &[8080]).await.expect("port-forward");
+    let mut stream = open.take_stream(8080).expect("a stream");
+    cluster.cut_port_forwards();
+    let mut buf = [0; 16];
+    let ended = tokio::time::timeout(CONVERGE, stream.read(&mut buf))
+        .await
+        .expect("the cut port-forward ends in time");
+    assert!(
+        matches!(ended, Ok(0) | Err(_)),
+        "a cut port-forward still carries data: {ended:?}"
+    );
+    let mut again = pods.portforward(&pod, &[8080]).await.expect("port-forward");
+    assert_eq!(
+        answer(again.take_stream(8080).expect("a stream")).await,
+        pod
+    );
+}
