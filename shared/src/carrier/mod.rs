@@ -5,14 +5,14 @@
 //! QUIC connection, its mutual TLS and the tunnel's frames are the same on every carrier:
 //!
 //! - the laptop wraps one stream in a [`StreamSocket`] and builds its endpoint with
-//!   [`quinn::Endpoint::new_with_abstract_socket`], dialling [`STREAM_PEER`]. When the stream
+//!   [`quinn::Endpoint::new_with_abstract_socket`] (and [`stream_endpoint_config`]), dialling [`STREAM_PEER`]. When the stream
 //!   breaks (its token is cancelled) it opens a new one and calls
 //!   [`quinn::Endpoint::rebind_abstract`] with a new [`StreamSocket`]: the same QUIC connection
 //!   migrates to it.
 //! - the proxy feeds every accepted stream into one [`StreamListener`]; each stream is a peer
 //!   address of its own, so a laptop coming back on a new stream is a QUIC path migration.
 //!
-//! Both ends use [`stream_transport_config`]. Every queue is bounded: a full send queue is
+//! Both ends use [`stream_endpoint_config`] and [`stream_transport_config`]. Every queue is bounded: a full send queue is
 //! backpressure to quinn (`try_send` says `WouldBlock` and the poller wakes when there is room),
 //! a full receive queue stops reading the stream (TCP flow control reaches the sender). A
 //! datagram for a stream that has ended is dropped, as UDP would.
@@ -54,6 +54,17 @@ const SEND_QUEUE: usize = 64;
 
 /// Datagrams the receive queue holds before reading stops (at most 1 MiB).
 const RECEIVE_QUEUE: usize = 64;
+
+/// The endpoint settings of every endpoint on a stream carrier (both ends): receive buffers
+/// and the advertised `max_udp_payload_size` sized for [`STREAM_MTU`] (quinn's default, 1472
+/// bytes, would truncate every datagram).
+pub fn stream_endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(STREAM_MTU)
+        .expect("STREAM_MTU is within quinn's 1200..=65527");
+    config
+}
 
 /// Transport settings every endpoint on a stream carrier uses (both ends must agree): the
 /// tunnel's usual settings with the laptop's stream limit, a fixed MTU of [`STREAM_MTU`] without
