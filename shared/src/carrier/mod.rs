@@ -24,6 +24,8 @@ mod client;
 mod frame;
 mod io;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

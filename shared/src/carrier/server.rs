@@ -84,7 +84,7 @@ impl StreamListener {
 }
 
 /// The synthetic address of the `index`th stream: 240.0.0.0/4 (reserved, never routed).
-fn peer_address(index: u32) -> SocketAddr {
+pub(super) fn peer_address(index: u32) -> SocketAddr {
     SocketAddr::new(
         Ipv4Addr::from(0xF000_0000 | (index & 0x0FFF_FFFF)).into(),
         1,
