@@ -79,6 +79,8 @@ pub struct ProxyHandle {
     pub http: SocketAddr,
     /// The tunnel's UDP address.
     pub tunnel: SocketAddr,
+    /// The port-forward carrier's TCP address.
+    pub carrier: SocketAddr,
     /// The admin port.
     pub admin: SocketAddr,
     /// Pass-through ports, in the order given.
@@ -152,12 +154,14 @@ pub async fn spawn_proxy(
         http: buffers::pinned_listener().0,
         passthrough: forwards,
         tunnel,
+        carrier: bind().await.expect("bind carrier"),
         admin: bind().await.expect("bind admin"),
     };
     let handle_addrs = (
         listeners.http.local_addr().expect("addr"),
         listeners.tunnel.local_addr().expect("addr"),
         listeners.admin.local_addr().expect("addr"),
+        listeners.carrier.local_addr().expect("addr"),
         listeners
             .passthrough
             .iter()
@@ -171,7 +175,8 @@ pub async fn spawn_proxy(
         http: handle_addrs.0,
         tunnel: handle_addrs.1,
         admin: handle_addrs.2,
-        passthrough: handle_addrs.3,
+        carrier: handle_addrs.3,
+        passthrough: handle_addrs.4,
         shutdown,
         task: Some(task),
     }

@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(long = flag::TUNNEL_PORT, env = env::TUNNEL_PORT, default_value_t = contract::DEFAULT_TUNNEL_PORT)]
     pub tunnel_port: u16,
 
+    /// TCP port of the QUIC tunnel over a port-forward stream (czctl's default carrier). It
+    /// listens on 127.0.0.1 whatever --bind-ip says: only `pods/portforward`, which the API
+    /// server authorizes, reaches it.
+    #[arg(long = flag::CARRIER_PORT, env = env::CARRIER_PORT, default_value_t = contract::DEFAULT_CARRIER_PORT)]
+    pub carrier_port: u16,
+
     /// TCP port of /healthz, /readyz, /state (JSON) and Prometheus /metrics.
     #[arg(long = flag::ADMIN_PORT, env = env::ADMIN_PORT, default_value_t = contract::DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
@@ -118,6 +124,7 @@ mod tests {
         assert_eq!(config.header.to_string(), "x-my-header:ME");
         assert_eq!(config.reconnect_grace, Duration::from_secs(5));
         assert_eq!(config.tunnel_port, 7443);
+        assert_eq!(config.carrier_port, 7444);
     }
 
     #[test]
@@ -144,12 +151,13 @@ mod tests {
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 14] = [
+    const EVERY_FLAG: [(&str, &str, &str); 15] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
         ("passthrough", "CZ_PASSTHROUGH", "9090=a:90,9091=b:91"),
         ("tunnel-port", "CZ_TUNNEL_PORT", "7444"),
+        ("carrier-port", "CZ_CARRIER_PORT", "7445"),
         ("admin-port", "CZ_ADMIN_PORT", "9902"),
         ("tls-dir", "CZ_TLS_DIR", "/env/tls"),
         ("header", "CZ_HEADER", "x-env:on"),
@@ -176,6 +184,7 @@ mod tests {
         assert_eq!(config.upstream, "shadow.env:81", "{source}");
         assert_eq!(config.passthrough, passthrough, "{source}");
         assert_eq!(config.tunnel_port, 7444, "{source}");
+        assert_eq!(config.carrier_port, 7445, "{source}");
         assert_eq!(config.admin_port, 9902, "{source}");
         assert_eq!(config.tls_dir, PathBuf::from("/env/tls"), "{source}");
         assert_eq!(config.header.to_string(), "x-env:on", "{source}");
@@ -208,6 +217,7 @@ mod tests {
                 },
             ],
             tunnel_port: 7444,
+            carrier_port: 7445,
             admin_port: 9902,
             header: "x-my-header:me".into(),
         };
@@ -219,6 +229,7 @@ mod tests {
             upstream: config.upstream,
             passthrough: config.passthrough,
             tunnel_port: config.tunnel_port,
+            carrier_port: config.carrier_port,
             admin_port: config.admin_port,
             header: config.header.to_string(),
         };

@@ -5,7 +5,8 @@
 //! requests matching the session's [`InterceptRule`](cz_shared::InterceptRule) go through the
 //! QUIC tunnel to the developer's laptop ([`intercept`]), all others to the original pods behind
 //! a shadow Service ([`upstream`]). Other ports are passed through as raw TCP ([`passthrough`]).
-//! The laptop dials in ([`tunnel`]); nothing in the cluster dials out to it.
+//! The laptop dials in ([`tunnel`]), over UDP or over a port-forward stream ([`carrier`]);
+//! nothing in the cluster dials out to it.
 //!
 //! [`run`] takes already-bound listeners, so tests run the whole proxy in-process on ephemeral
 //! ports, and `main` only parses flags, binds and waits for SIGTERM.
@@ -13,6 +14,7 @@
 pub mod accept;
 pub mod admin;
 pub mod body;
+pub mod carrier;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -26,11 +28,12 @@ pub mod upgrade;
 pub mod upstream;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cz_shared::carrier::{stream_endpoint_config, stream_transport_config, StreamListener};
 use cz_shared::tls::{Identity, TlsError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -73,21 +76,17 @@ pub struct Listeners {
     pub passthrough: Vec<(TcpListener, String)>,
     /// The QUIC tunnel's UDP socket.
     pub tunnel: std::net::UdpSocket,
+    /// The port-forward carrier's TCP port, on 127.0.0.1.
+    pub carrier: TcpListener,
     /// The admin port.
     pub admin: TcpListener,
 }
 
 impl Listeners {
-    /// Binds every port `config` names on `config.bind_ip`.
+    /// Binds every port `config` names on `config.bind_ip`, except the carrier port: on
+    /// 127.0.0.1, so that only `pods/portforward` reaches it.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
-        let tcp = |port: u16| {
-            let address = SocketAddr::new(config.bind_ip, port);
-            async move {
-                TcpListener::bind(address)
-                    .await
-                    .map_err(|source| StartError::Bind { address, source })
-            }
-        };
+        let tcp = |port: u16| tcp_listener(SocketAddr::new(config.bind_ip, port));
         let mut passthrough = Vec::new();
         for forward in &config.passthrough {
             passthrough.push((tcp(forward.listen_port).await?, forward.target.clone()));
@@ -102,9 +101,16 @@ impl Listeners {
                     source,
                 }
             })?,
+            carrier: tcp_listener((Ipv4Addr::LOCALHOST, config.carrier_port).into()).await?,
             admin: tcp(config.admin_port).await?,
         })
     }
+}
+
+async fn tcp_listener(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
 }
 
 /// Runs the proxy until `shutdown` is cancelled, then drains: stops accepting, lets in-flight
@@ -129,6 +135,15 @@ pub async fn run(
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(StartError::Tunnel)?;
+    // The same laptops, certificates and route over port-forward streams.
+    let streams = StreamListener::new();
+    let carrier_endpoint = quinn::Endpoint::new_with_abstract_socket(
+        stream_endpoint_config(),
+        Some(identity.server_config_with(stream_transport_config())?),
+        streams.clone(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(StartError::Tunnel)?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
@@ -140,10 +155,17 @@ pub async fn run(
     ));
     let tunnel = tokio::spawn(tunnel::serve(
         endpoint.clone(),
+        route.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let carrier_tunnel = tokio::spawn(tunnel::serve(
+        carrier_endpoint.clone(),
         route,
         metrics.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(carrier::serve(listeners.carrier, streams, shutdown.clone()));
     let connections = TaskTracker::new();
     for (listener, target) in listeners.passthrough {
         let serve = passthrough::serve(
@@ -200,12 +222,15 @@ pub async fn run(
         }
     };
     tokio::join!(http, passthrough_drained);
-    let _ = tunnel.await;
-    endpoint.close(
-        cz_shared::protocol::CloseCode::Shutdown.into(),
-        b"proxy shutting down",
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    let _ = tokio::join!(tunnel, carrier_tunnel);
+    for endpoint in [&endpoint, &carrier_endpoint] {
+        endpoint.close(
+            cz_shared::protocol::CloseCode::Shutdown.into(),
+            b"proxy shutting down",
+        );
+    }
+    let idle = async { tokio::join!(endpoint.wait_idle(), carrier_endpoint.wait_idle()) };
+    let _ = tokio::time::timeout(Duration::from_secs(1), idle).await;
     admin_stop.cancel();
     let _ = admin.await;
     info!("stopped");

@@ -4,12 +4,13 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 14] = [
+const EVERY_FLAG: [(&str, &str); 15] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
     ("--passthrough", "CZ_PASSTHROUGH"),
     ("--tunnel-port", "CZ_TUNNEL_PORT"),
+    ("--carrier-port", "CZ_CARRIER_PORT"),
     ("--admin-port", "CZ_ADMIN_PORT"),
     ("--tls-dir", "CZ_TLS_DIR"),
     ("--header", "CZ_HEADER"),

@@ -20,6 +20,8 @@ pub mod flag {
     pub const PASSTHROUGH: &str = "passthrough";
     /// UDP port of the QUIC tunnel.
     pub const TUNNEL_PORT: &str = "tunnel-port";
+    /// TCP port (on 127.0.0.1) of the QUIC tunnel over a port-forward stream.
+    pub const CARRIER_PORT: &str = "carrier-port";
     /// TCP port of the admin endpoints.
     pub const ADMIN_PORT: &str = "admin-port";
     /// Directory of the session's certificates.
@@ -38,6 +40,8 @@ pub mod env {
     pub const PASSTHROUGH: &str = "CZ_PASSTHROUGH";
     /// `--tunnel-port`.
     pub const TUNNEL_PORT: &str = "CZ_TUNNEL_PORT";
+    /// `--carrier-port`.
+    pub const CARRIER_PORT: &str = "CZ_CARRIER_PORT";
     /// `--admin-port`.
     pub const ADMIN_PORT: &str = "CZ_ADMIN_PORT";
     /// `--tls-dir`.
@@ -48,12 +52,18 @@ pub mod env {
 
 /// The tunnel's UDP port unless the intercepted Service uses it.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7443;
+/// The port-forward carrier's TCP port (on the pod's loopback) unless the intercepted Service
+/// uses it.
+pub const DEFAULT_CARRIER_PORT: u16 = 7444;
 /// The admin port unless the intercepted Service uses it.
 pub const DEFAULT_ADMIN_PORT: u16 = 9901;
 /// Where the session Secret (ca.crt, tls.crt, tls.key) is mounted in the proxy container.
 pub const TLS_DIR: &str = "/etc/cz-proxy/tls";
 /// Name of the tunnel's container port.
 pub const TUNNEL_PORT_NAME: &str = "cz-tunnel";
+/// Name of the port-forward carrier's container port (TCP, listening on the pod's loopback only:
+/// `pods/portforward` reaches it, the cluster network does not).
+pub const CARRIER_PORT_NAME: &str = "cz-carrier";
 /// Name of the admin container port: czctl finds the admin port by it.
 pub const ADMIN_PORT_NAME: &str = "cz-admin";
 /// Liveness: the process serves.
@@ -111,6 +121,8 @@ pub struct ProxyArgs {
     pub passthrough: Vec<PassthroughArg>,
     /// UDP port of the tunnel.
     pub tunnel_port: u16,
+    /// TCP port (on 127.0.0.1) of the tunnel over a port-forward stream.
+    pub carrier_port: u16,
     /// TCP port of the admin endpoints.
     pub admin_port: u16,
     /// The intercept rule, `NAME:VALUE`.
@@ -125,6 +137,7 @@ impl ProxyArgs {
             arg(flag::HTTP_PORT, &self.http_port),
             arg(flag::UPSTREAM, &self.upstream),
             arg(flag::TUNNEL_PORT, &self.tunnel_port),
+            arg(flag::CARRIER_PORT, &self.carrier_port),
             arg(flag::ADMIN_PORT, &self.admin_port),
             arg(flag::TLS_DIR, &TLS_DIR),
             arg(flag::HEADER, &self.header),
@@ -240,6 +253,7 @@ mod tests {
                 target: "10.0.0.1:9090".into(),
             }],
             tunnel_port: DEFAULT_TUNNEL_PORT,
+            carrier_port: DEFAULT_CARRIER_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
             header: "x-c6o-intercept:yes".into(),
         }

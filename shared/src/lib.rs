@@ -4,10 +4,12 @@
 //!
 //! The wire is QUIC: [`protocol`] defines the handshake and frames, [`stream`] moves them over
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
-//! configuration of both ends. Nothing here opens a socket.
+//! configuration of both ends, [`carrier`] carries the QUIC connection over a byte stream (a
+//! port-forward) as well as over UDP. Nothing here opens a socket.
 
 #![warn(missing_docs)]
 
+pub mod carrier;
 pub mod contract;
 pub mod headers;
 pub mod hello;

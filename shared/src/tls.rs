@@ -202,11 +202,19 @@ impl Identity {
     /// The proxy's QUIC server configuration: presents this identity and accepts only client
     /// certificates issued by the session CA.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        self.server_config_with(transport_config())
+    }
+
+    /// [`server_config`](Self::server_config) on a carrier's own transport settings, such as
+    /// [`stream_transport_config`](crate::carrier::stream_transport_config).
+    pub fn server_config_with(
+        &self,
+        mut transport: quinn::TransportConfig,
+    ) -> Result<quinn::ServerConfig, TlsError> {
         let tls = self.server_tls()?;
         let mut config =
             quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
         // The laptop opens only the control stream; requests flow on streams the proxy opens.
-        let mut transport = transport_config();
         transport.max_concurrent_bidi_streams(4u32.into());
         config.transport_config(Arc::new(transport));
         Ok(config)
@@ -215,12 +223,22 @@ impl Identity {
     /// The laptop's QUIC client configuration: presents this identity and accepts only the
     /// session's proxy.
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
-        let tls = self.client_tls()?;
-        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         let mut transport = transport_config();
-        transport.max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into());
         // Keeps NAT bindings open and notices a dead proxy well within the idle timeout.
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        self.client_config_with(transport)
+    }
+
+    /// [`client_config`](Self::client_config) on a carrier's own transport settings, such as
+    /// [`stream_transport_config`](crate::carrier::stream_transport_config) (whose keep-alive
+    /// is kept).
+    pub fn client_config_with(
+        &self,
+        mut transport: quinn::TransportConfig,
+    ) -> Result<quinn::ClientConfig, TlsError> {
+        let tls = self.client_tls()?;
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        transport.max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into());
         config.transport_config(Arc::new(transport));
         Ok(config)
     }
@@ -266,7 +284,7 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 const MTU_UPPER_BOUND: u16 = 9000 - 48;
 
 /// Flow-control windows bound what one tunnel buffers: 2 MiB per stream, 16 MiB per connection.
-fn transport_config() -> quinn::TransportConfig {
+pub(crate) fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
     mtu_discovery.upper_bound(MTU_UPPER_BOUND);

@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::names::SessionNames;
 use cz_shared::contract::{
-    self, PassthroughArg, ProxyArgs, ADMIN_PORT_NAME, READY_PATH, TLS_DIR, TUNNEL_PORT_NAME,
+    self, PassthroughArg, ProxyArgs, ADMIN_PORT_NAME, CARRIER_PORT_NAME, READY_PATH, TLS_DIR,
+    TUNNEL_PORT_NAME,
 };
 
 use super::target::Target;
@@ -52,6 +53,11 @@ pub(crate) fn proxy_ports(target: &Target) -> (u16, u16) {
     )
 }
 
+/// The port-forward carrier's TCP port (on the proxy pod's loopback).
+pub(crate) fn carrier_port(target: &Target) -> u16 {
+    free_port(contract::DEFAULT_CARRIER_PORT, target)
+}
+
 /// The proxy Deployment.
 pub(crate) fn build(
     names: &SessionNames,
@@ -78,6 +84,7 @@ pub(crate) fn build(
             })
             .collect(),
         tunnel_port,
+        carrier_port: carrier_port(target),
         admin_port,
         header: spec.header.to_owned(),
     }
@@ -98,6 +105,12 @@ pub(crate) fn build(
         name: Some(TUNNEL_PORT_NAME.into()),
         container_port: i32::from(tunnel_port),
         protocol: Some("UDP".into()),
+        ..Default::default()
+    });
+    ports.push(ContainerPort {
+        name: Some(CARRIER_PORT_NAME.into()),
+        container_port: i32::from(carrier_port(target)),
+        protocol: Some("TCP".into()),
         ..Default::default()
     });
     ports.push(ContainerPort {
