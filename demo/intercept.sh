@@ -16,10 +16,9 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 1 240); do grep -q "$1" "$2" && return 0; sleep 0.25; done; echo "timed out waiting for '$1' in $2" >&2; cat "$2" >&2; exit 1; }
 
 say "1. the loopback cluster, with the sample"
-# --network shared: czctl still dials the proxy pod's QUIC port directly, which an isolated
-# network (like a real cluster) does not let the laptop reach, until the tunnel rides
-# pods/portforward.
-$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample --endpoint-lag 1s --network shared >"$work/cluster.log" 2>&1 & cluster=$!
+# As root the cluster network is isolated, as on a real cluster: the laptop reaches the API
+# server and the Service's NodePort, not the pods, so the tunnel rides a port-forward.
+$bin/cz-testkit up --kubeconfig "$kubeconfig" --sample --endpoint-lag 1s >"$work/cluster.log" 2>&1 & cluster=$!
 wait_for '^ready$' "$work/cluster.log"
 cat "$work/cluster.log"
 service=$(grep -o ' 80=[0-9.]*:[0-9]*' "$work/cluster.log" | cut -d= -f2)

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use czctl::{session, Intercept, InterceptOptions, TunnelEvent, DEFAULT_RULE};
+use czctl::{session, Intercept, InterceptOptions, TunnelEvent, TunnelMode, DEFAULT_RULE};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +35,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         image_pull_secret: None,
         timeout: Duration::from_secs(120),
         tunnel_endpoint: None,
+        // Direct UDP when the proxy pod answers at once, else a port-forward through the API
+        // server.
+        tunnel: TunnelMode::Auto,
     };
     // Without a Ctrl-C handler, set-up runs to its end instead of being cut short.
     let ctrl_c = async {

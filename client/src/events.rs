@@ -6,14 +6,26 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
+use crate::tunnel::TunnelPath;
+
 /// Something that happened on a tunnel.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TunnelEvent {
     /// The tunnel to the proxy is up; intercepted requests flow.
     Connected {
-        /// The proxy's tunnel address.
-        proxy: SocketAddr,
+        /// What carries it.
+        path: TunnelPath,
+        /// Why that carrier ([`crate::Connected::why`]).
+        why: String,
+    },
+    /// The carrier stream broke; a new one is being opened, and the connection (with the
+    /// requests in flight) continues on it. Reported once per break, not per retry.
+    CarrierLost,
+    /// A new carrier stream took over the connection `after` the old one broke.
+    CarrierBack {
+        /// How long the tunnel had no carrier.
+        after: Duration,
     },
     /// The tunnel went down; it is being re-established.
     Disconnected {

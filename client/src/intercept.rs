@@ -11,7 +11,7 @@ mod set_up;
 use cz_shared::tls::SessionCa;
 
 pub use error::{InterceptError, Rollback, SetUpError};
-pub use options::{InterceptOptions, Plan};
+pub use options::{InterceptOptions, Plan, TunnelMode};
 
 use crate::k8s::cleanup::{self, CleanupError};
 use crate::k8s::names::SessionNames;

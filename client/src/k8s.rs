@@ -7,6 +7,7 @@
 //! precondition.
 
 pub(crate) mod api_error;
+pub(crate) mod carrier;
 pub(crate) mod cleanup;
 pub(crate) mod names;
 pub(crate) mod owned;

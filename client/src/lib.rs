@@ -27,11 +27,14 @@ pub use cz_shared::contract::ProxyState;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
-pub use intercept::{Intercept, InterceptError, InterceptOptions, Plan};
+pub use intercept::{Intercept, InterceptError, InterceptOptions, Plan, TunnelMode};
 pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;
-pub use tunnel::{ProxyResolver, ResolveError, Tunnel, TunnelConfig, TunnelError, TunnelState};
+pub use tunnel::{
+    Carrier, CarrierIo, CarrierStream, Connected, ProxyResolver, ResolveError, StreamOpener,
+    Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
+};
 
 /// The errors of the Kubernetes steps, as [`InterceptError`] and [`session::SessionError`]
 /// carry them.

@@ -1,7 +1,8 @@
 //! The steps of starting and stopping an intercept, as the CLI prints them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::tunnel::{Connected, TunnelPath};
 
 /// A step of [`Intercept::start`](crate::Intercept::start), [`Intercept::stop`](crate::Intercept::stop)
 /// or [`session::close`](crate::session::close), for progress output.
@@ -24,7 +25,7 @@ pub enum Progress {
     /// The Service now routes through the proxy.
     Switched,
     /// The tunnel is connected.
-    TunnelConnected(SocketAddr),
+    TunnelConnected(Connected),
     /// The Service's selector is restored.
     Restored,
     /// Someone else changed the selector meanwhile; it was left as they set it.
@@ -43,7 +44,17 @@ impl std::fmt::Display for Progress {
             Self::WaitingForProxy => write!(f, "waiting for the proxy to become ready"),
             Self::ProxyReady(took) => write!(f, "proxy ready after {:.1}s", took.as_secs_f64()),
             Self::Switched => write!(f, "service now routes through the proxy"),
-            Self::TunnelConnected(proxy) => write!(f, "tunnel connected to {proxy}"),
+            Self::TunnelConnected(Connected { path, why }) => {
+                match path {
+                    TunnelPath::Stream => write!(f, "tunnel connected over a port-forward to the proxy pod through the API server")?,
+                    path => write!(f, "tunnel connected over {path}")?,
+                }
+                if why.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, " ({why})")
+                }
+            }
             Self::Restored => write!(f, "service selector restored"),
             Self::LeftAsChanged(selector) => write!(f, "service selector was changed by someone else during the intercept; left as they set it ({selector})"),
             Self::Deleted(what) => write!(f, "deleted {what}"),

@@ -1,6 +1,7 @@
-//! The laptop's end of the tunnel: dials the proxy, says hello, serves the streams the proxy
-//! opens, and redials with backoff whenever the connection is lost.
+//! The laptop's end of the tunnel: dials the proxy over its [`Carrier`], says hello, serves the
+//! streams the proxy opens, and redials with backoff whenever the connection is lost.
 
+mod carrier;
 mod dialer;
 
 use std::future::Future;
@@ -17,12 +18,14 @@ use tracing::Instrument;
 
 use crate::events::TunnelEvent;
 use crate::local_app::LocalApp;
+pub use carrier::{Carrier, CarrierIo, CarrierStream, StreamOpener, TunnelPath};
 use dialer::Dialer;
 
 /// What a [`Tunnel`] needs: where the proxy is, the session credentials, where the app is.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
-    /// The proxy's tunnel endpoint, `HOST:PORT` (UDP); resolved again on every reconnect.
+    /// The proxy's tunnel endpoint, `HOST:PORT` (UDP), resolved again on every direct
+    /// (re)connect; on a stream carrier, only the proxy's name in messages.
     pub proxy: String,
     /// The laptop's session identity (client certificate and key, and the session CA).
     pub identity: Identity,
@@ -59,19 +62,28 @@ pub enum TunnelError {
         #[source]
         source: ResolveError,
     },
+    /// No carrier stream to the proxy could be opened.
+    #[error("could not open a carrier to the proxy {proxy}: {source}")]
+    Carrier {
+        /// The proxy's name.
+        proxy: String,
+        /// Why.
+        #[source]
+        source: ResolveError,
+    },
     /// The proxy could not be reached or the connection broke during set-up.
     #[error("could not connect to the proxy at {proxy}: {reason}")]
     Connect {
-        /// The proxy's address.
-        proxy: SocketAddr,
+        /// The proxy's address, or its name on a stream carrier.
+        proxy: String,
         /// Why.
         reason: String,
     },
     /// TLS failed: the proxy does not hold this session's certificate, or it refused ours.
     #[error("the proxy at {proxy} is not this session's proxy, or refused this laptop's certificate ({reason}); if a previous session left it behind, run `czctl session close` and start the intercept again")]
     Rejected {
-        /// The proxy's address.
-        proxy: SocketAddr,
+        /// The proxy's address, or its name on a stream carrier.
+        proxy: String,
         /// The TLS error.
         reason: String,
     },
@@ -100,14 +112,22 @@ pub enum TunnelState {
     /// Dialling the proxy (first time or again).
     Connecting,
     /// Connected; intercepted requests flow.
-    Connected {
-        /// The proxy's tunnel address.
-        proxy: SocketAddr,
-    },
+    Connected(Connected),
     /// Gave up: retrying cannot help.
     Failed(Arc<TunnelError>),
     /// Closed by [`Tunnel::close`].
     Closed,
+}
+
+/// How a connected tunnel reaches the proxy, and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Connected {
+    /// What carries the tunnel.
+    pub path: TunnelPath,
+    /// Why this carrier (for [`Carrier::Auto`]: which one answered, or why direct UDP was not
+    /// used); empty when only one was configured.
+    pub why: String,
 }
 
 /// A running tunnel from the laptop to a proxy. Dropping it without [`Tunnel::close`] stops it too.
@@ -149,16 +169,37 @@ impl Tunnel {
         config: TunnelConfig,
         resolver: Option<ProxyResolver>,
     ) -> Result<Self, TunnelError> {
-        let client_config = config.identity.client_config()?;
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-            .map_err(TunnelError::Socket)?;
-        endpoint.set_default_client_config(client_config);
+        Self::start_with_carrier(config, Carrier::Direct, resolver)
+    }
+
+    /// Like [`Tunnel::start_with_resolver`], over `carrier`: direct UDP, a byte stream such
+    /// as a port-forward to the proxy pod, or both with direct UDP given a head start.
+    pub fn start_with_carrier(
+        config: TunnelConfig,
+        carrier: Carrier,
+        resolver: Option<ProxyResolver>,
+    ) -> Result<Self, TunnelError> {
+        let udp = match carrier {
+            Carrier::Stream(_) => None,
+            Carrier::Direct | Carrier::Auto { .. } => {
+                let mut endpoint =
+                    quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                        .map_err(TunnelError::Socket)?;
+                endpoint.set_default_client_config(config.identity.client_config()?);
+                Some(endpoint)
+            }
+        };
+        let stream_config = config
+            .identity
+            .client_config_with(cz_shared::carrier::stream_transport_config())?;
         let (state_tx, state_rx) = watch::channel(TunnelState::Connecting);
         let (events_tx, _) = broadcast::channel(1024);
         let stop = CancellationToken::new();
         let local_app = Arc::new(LocalApp::new(config.local_app, events_tx.clone()));
         let dialer = Dialer {
-            endpoint,
+            udp,
+            stream_config,
+            carrier,
             proxy: config.proxy,
             resolver,
             local_app,
@@ -186,15 +227,16 @@ impl Tunnel {
         self.state_rx.borrow().clone()
     }
 
-    /// Waits until the tunnel is connected, or returns why it never will be.
-    pub async fn connected(&self) -> Result<SocketAddr, Arc<TunnelError>> {
+    /// Waits until the tunnel is connected (and says over what), or returns why it never will
+    /// be.
+    pub async fn connected(&self) -> Result<Connected, Arc<TunnelError>> {
         let mut state_rx = self.state_rx.clone();
         let state = state_rx
             .wait_for(|state| !matches!(state, TunnelState::Connecting))
             .await
             .map_err(|_| Arc::new(TunnelError::Closed))?;
         match &*state {
-            TunnelState::Connected { proxy } => Ok(*proxy),
+            TunnelState::Connected(connected) => Ok(connected.clone()),
             TunnelState::Failed(error) => Err(error.clone()),
             _ => Err(Arc::new(TunnelError::Closed)),
         }
@@ -207,7 +249,7 @@ impl Tunnel {
         let mut state_rx = self.state_rx.clone();
         let ended = tokio::time::timeout(
             timeout,
-            state_rx.wait_for(|state| !matches!(state, TunnelState::Connected { .. })),
+            state_rx.wait_for(|state| !matches!(state, TunnelState::Connected(_))),
         )
         .await;
         ended.is_ok()

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args};
-use czctl::{session, Intercept, InterceptOptions, InterceptRule, TunnelEvent, DEFAULT_RULE};
+use czctl::{
+    session, Intercept, InterceptOptions, InterceptRule, TunnelEvent, TunnelMode, DEFAULT_RULE,
+};
 
 use super::cluster::ClusterArgs;
 use super::output::Output;
@@ -48,6 +50,11 @@ pub struct InterceptArgs {
     /// How long the proxy may take to become ready.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// What carries the tunnel: `port-forward` through the API server (all a laptop usually
+    /// reaches), `direct` UDP to the proxy pod (or --tunnel-endpoint), or `auto`: direct if it
+    /// answers at once, else port-forward.
+    #[arg(long, env = "CZ_TUNNEL", value_enum, default_value_t = TunnelMode::Auto)]
+    tunnel: TunnelMode,
     /// Dial the tunnel at HOST:PORT (UDP) instead of the proxy pod's IP.
     #[arg(long, value_name = "HOST:PORT")]
     tunnel_endpoint: Option<String>,
@@ -91,6 +98,7 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
         image_pull_secret: args.image_pull_secret.clone(),
         timeout: args.timeout,
         tunnel_endpoint: args.tunnel_endpoint.clone(),
+        tunnel: args.tunnel,
     };
     if args.dry_run {
         let plan = Intercept::plan(&client, &options).await?;

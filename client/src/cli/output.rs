@@ -31,7 +31,10 @@ impl Output {
     /// Prints one tunnel event the way a user wants to read it.
     pub fn event(&self, event: &TunnelEvent) {
         match event {
-            TunnelEvent::Connected { proxy } => self.info(format_args!("tunnel connected to {proxy}")),
+            TunnelEvent::Connected { path, .. } => self.info(format_args!("tunnel connected over {path}")),
+            TunnelEvent::CarrierLost => self.warn("tunnel carrier lost — reconnecting…"),
+            TunnelEvent::CarrierBack { after } if after.as_secs() == 0 => self.info(format_args!("tunnel back after {} ms", after.as_millis())),
+            TunnelEvent::CarrierBack { after } => self.info(format_args!("tunnel back after {:.1} s", after.as_secs_f64())),
             TunnelEvent::Disconnected { reason } => self.warn(format_args!("tunnel lost ({reason}); reconnecting")),
             TunnelEvent::ConnectFailed { error, retry_in } => {
                 self.warn(format_args!("{error}; retrying in {retry_in:?}"))

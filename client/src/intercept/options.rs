@@ -27,8 +27,22 @@ pub struct InterceptOptions {
     pub image_pull_secret: Option<String>,
     /// How long the proxy may take to become ready.
     pub timeout: Duration,
-    /// Dial the tunnel here instead of the proxy pod's IP.
+    /// Dial the tunnel here instead of the proxy pod's IP (direct UDP).
     pub tunnel_endpoint: Option<String>,
+    /// What carries the tunnel.
+    pub tunnel: TunnelMode,
+}
+
+/// What carries the tunnel (`--tunnel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TunnelMode {
+    /// Direct UDP if it answers within a short head start, else port-forward.
+    #[default]
+    Auto,
+    /// A port-forward to the proxy pod through the API server: needs only the API server.
+    PortForward,
+    /// UDP to the proxy pod's IP (or `--tunnel-endpoint`): needs a route to it.
+    Direct,
 }
 
 /// What `--dry-run` prints.

@@ -18,10 +18,16 @@ use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{ObjectRef, SessionObject};
 use crate::k8s::record::Record;
 use crate::k8s::target::Target;
-use crate::k8s::{owner_reference, proxy_deployment, proxy_pod, secret, selector, shadow_service};
+use crate::k8s::{
+    carrier, owner_reference, proxy_deployment, proxy_pod, secret, selector, shadow_service,
+};
 use crate::progress::Progress;
-use crate::tunnel::ProxyResolver;
-use crate::{Tunnel, TunnelConfig};
+use crate::tunnel::{Carrier, CarrierStream, ProxyResolver, StreamOpener};
+use crate::{Tunnel, TunnelConfig, TunnelMode};
+
+/// How long direct UDP may take to connect before `--tunnel auto` uses the port-forward: a
+/// reachable proxy answers within a few round trips.
+const DIRECT_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The steps of setting up, in order.
 pub(super) struct SetUp<'a> {
@@ -101,7 +107,8 @@ impl SetUp<'_> {
         let switched = tokio::time::Instant::now();
         progress(Progress::Switched);
 
-        let (tunnel_port, _) = proxy_deployment::proxy_ports(target);
+        let ports = proxy_deployment::proxy_ports(target);
+        let tunnel_port = ports.tunnel;
         let config = TunnelConfig {
             proxy: options
                 .tunnel_endpoint
@@ -116,15 +123,37 @@ impl SetUp<'_> {
             .tunnel_endpoint
             .is_none()
             .then(|| proxy_resolver(client, names, tunnel_port));
-        let tunnel = Tunnel::start_with_resolver(config, resolver)
+        let open = carrier_opener(client, names, ports.carrier);
+        let carrier = match options.tunnel {
+            TunnelMode::Direct => Carrier::Direct,
+            TunnelMode::PortForward => Carrier::Stream(open),
+            TunnelMode::Auto => Carrier::Auto {
+                open,
+                head_start: DIRECT_HEAD_START,
+            },
+        };
+        let tunnel = Tunnel::start_with_carrier(config, carrier, resolver)
             .map_err(|error| SetUpError::Tunnel(Arc::new(error)))?;
-        let proxy = tunnel.connected().await.map_err(SetUpError::Tunnel)?;
-        progress(Progress::TunnelConnected(proxy));
+        let connected = tunnel.connected().await.map_err(SetUpError::Tunnel)?;
+        progress(Progress::TunnelConnected(connected));
         // kube-proxy follows the switch late; the summary that comes next promises that matching
         // requests reach the laptop, so it waits until Services have had that time.
         tokio::time::sleep_until(switched + ENDPOINT_PROPAGATION).await;
         Ok(tunnel)
     }
+}
+
+/// Opens the tunnel's carrier: a port-forward to the session's ready proxy pod, at its
+/// loopback-only carrier port.
+fn carrier_opener(client: &kube::Client, names: &SessionNames, port: u16) -> StreamOpener {
+    let (client, names) = (client.clone(), names.clone());
+    Arc::new(move || {
+        let (client, names) = (client.clone(), names.clone());
+        Box::pin(async move {
+            let stream = carrier::open(&client, &names, port).await?;
+            Ok(Box::new(stream) as CarrierStream)
+        })
+    })
 }
 
 /// The tunnel's resolver: the session's ready proxy pod, at `tunnel_port`.

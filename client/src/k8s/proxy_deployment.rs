@@ -45,17 +45,23 @@ fn free_port(preferred: u16, target: &Target) -> u16 {
         .expect("a free port")
 }
 
-/// The tunnel (UDP) and admin ports the proxy will use.
-pub(crate) fn proxy_ports(target: &Target) -> (u16, u16) {
-    (
-        free_port(contract::DEFAULT_TUNNEL_PORT, target),
-        free_port(contract::DEFAULT_ADMIN_PORT, target),
-    )
+/// The proxy's own ports, clear of the intercepted Service's.
+pub(crate) struct ProxyPorts {
+    /// The tunnel's UDP port, for direct QUIC.
+    pub tunnel: u16,
+    /// The admin port (probes, state).
+    pub admin: u16,
+    /// The carrier port on the pod's loopback, reached by port-forward.
+    pub carrier: u16,
 }
 
-/// The port-forward carrier's TCP port (on the proxy pod's loopback).
-pub(crate) fn carrier_port(target: &Target) -> u16 {
-    free_port(contract::DEFAULT_CARRIER_PORT, target)
+/// The ports the proxy will use.
+pub(crate) fn proxy_ports(target: &Target) -> ProxyPorts {
+    ProxyPorts {
+        tunnel: free_port(contract::DEFAULT_TUNNEL_PORT, target),
+        admin: free_port(contract::DEFAULT_ADMIN_PORT, target),
+        carrier: free_port(contract::DEFAULT_CARRIER_PORT, target),
+    }
 }
 
 /// The proxy Deployment.
@@ -65,7 +71,11 @@ pub(crate) fn build(
     owner: Option<OwnerReference>,
 ) -> Deployment {
     let target = spec.target;
-    let (tunnel_port, admin_port) = proxy_ports(target);
+    let ProxyPorts {
+        tunnel: tunnel_port,
+        admin: admin_port,
+        carrier: carrier_port,
+    } = proxy_ports(target);
     let intercepted = target.port();
     let args = ProxyArgs {
         http_port: intercepted.container_port,
@@ -84,7 +94,7 @@ pub(crate) fn build(
             })
             .collect(),
         tunnel_port,
-        carrier_port: carrier_port(target),
+        carrier_port,
         admin_port,
         header: spec.header.to_owned(),
     }
@@ -109,7 +119,7 @@ pub(crate) fn build(
     });
     ports.push(ContainerPort {
         name: Some(CARRIER_PORT_NAME.into()),
-        container_port: i32::from(carrier_port(target)),
+        container_port: i32::from(carrier_port),
         protocol: Some("TCP".into()),
         ..Default::default()
     });

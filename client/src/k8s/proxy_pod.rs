@@ -45,25 +45,50 @@ pub enum ProxyPodError {
     Api(#[from] ApiCallError),
 }
 
+/// Whether `pod` is Ready.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|status| status.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The session's proxy pods.
+async fn list(pods: &Api<Pod>, names: &SessionNames) -> Result<Vec<Pod>, ApiCallError> {
+    Ok(pods
+        .list(&ListParams::default().labels_from(&names.proxy_pods()))
+        .await
+        .during::<Pod>("list", Some(&names.namespace))?
+        .items)
+}
+
 /// The session's proxy pods, and the IP of a ready one.
 async fn ready_ip(
     pods: &Api<Pod>,
     names: &SessionNames,
 ) -> Result<(Option<String>, Vec<Pod>), ApiCallError> {
-    let list = pods
-        .list(&ListParams::default().labels_from(&names.proxy_pods()))
-        .await
-        .during::<Pod>("list", Some(&names.namespace))?;
-    let ready = list.items.iter().find_map(|pod| {
-        let status = pod.status.as_ref()?;
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then(|| status.pod_ip.clone()).flatten()
-    });
-    Ok((ready, list.items))
+    let items = list(pods, names).await?;
+    let ready = items
+        .iter()
+        .filter(|pod| is_ready(pod))
+        .find_map(|pod| pod.status.as_ref()?.pod_ip.clone());
+    Ok((ready, items))
+}
+
+/// The name of the session's ready proxy pod.
+pub(crate) async fn ready_pod_name(
+    client: &kube::Client,
+    names: &SessionNames,
+) -> Result<String, ProxyPodError> {
+    let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace);
+    list(&pods, names)
+        .await?
+        .into_iter()
+        .filter(is_ready)
+        .find_map(|pod| pod.metadata.name)
+        .ok_or_else(|| ProxyPodError::NoneReady {
+            session: names.id.clone(),
+        })
 }
 
 /// The tunnel address of the session's ready proxy pod, at `tunnel_port`.

@@ -2,6 +2,7 @@
 //! loopback cluster (whose Services follow endpoint changes a second late, as kube-proxy does),
 //! with concurrent traffic flowing through the Service before, during and after.
 
+mod carrier;
 mod cleanup;
 mod support;
 
@@ -697,10 +698,9 @@ async fn flags_and_defaults_work_as_documented() {
         "{summary}"
     );
     assert!(
-        czctl
-            .seen
-            .iter()
-            .any(|l| l.contains(&format!("tunnel connected to {tunnel_endpoint}"))),
+        czctl.seen.iter().any(|l| l.contains(&format!(
+            "tunnel connected over direct UDP to {tunnel_endpoint}"
+        ))),
         "the tunnel dials --tunnel-endpoint: {:?}",
         czctl.seen
     );

@@ -31,11 +31,14 @@ async fn main() -> anyhow::Result<()> {
 
     let tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
     let mut events = tunnel.events();
-    let proxy_at = tunnel
+    let connected = tunnel
         .connected()
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    println!("czctl tunnel connected to {proxy_at} (QUIC, mutual TLS with this session's certificates)\n");
+    println!(
+        "czctl tunnel connected over {} (QUIC, mutual TLS with this session's certificates)\n",
+        connected.path
+    );
 
     for (headers, label) in [
         (

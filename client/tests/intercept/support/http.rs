@@ -105,6 +105,12 @@ pub async fn answered_by(address: &str, header: Option<(&str, &str)>) -> Result<
     .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_DEADLINE:?}")))
 }
 
+/// `len` bytes of the pattern `GET /bytes/N` answers, from offset `start`: byte `i` is
+/// `i % 251`, so a byte lost, repeated or reordered anywhere shows.
+pub fn pattern(start: usize, len: usize) -> Bytes {
+    (start..start + len).map(|i| (i % 251) as u8).collect()
+}
+
 /// The developer's app on the laptop: answers `{"pod": "laptop"}` to everything; `GET /hold`
 /// is announced on `held_rx` and answered only once `release` is called.
 pub struct LaptopApp {
@@ -139,6 +145,12 @@ impl LaptopApp {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (held_tx, mut release_rx) = (held_tx.clone(), release_rx.clone());
                         async move {
+                            if let Some(size) = request.uri().path().strip_prefix("/bytes/") {
+                                let size = size.parse().unwrap_or(0);
+                                return Ok::<_, Infallible>(Response::new(Full::new(pattern(
+                                    0, size,
+                                ))));
+                            }
                             let body = if request.uri().path() == "/hold" {
                                 let _ = held_tx.send(()).await;
                                 let _ = release_rx.wait_for(|released| *released).await;

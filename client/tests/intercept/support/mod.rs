@@ -32,7 +32,8 @@ pub struct Setup {
     pub cluster: Cluster,
     pub client: Client,
     pub kubeconfig: PathBuf,
-    /// `CLUSTERIP:80` of the sample Service `demo/echo`.
+    /// Where the sample Service `demo/echo` port 80 is reached from the test: `CLUSTERIP:80` on
+    /// a shared network, its NodePort on an isolated one.
     pub service_address: String,
     _dir: TempDir,
 }
@@ -47,13 +48,22 @@ impl Drop for TempDir {
 }
 
 impl Setup {
-    /// Starts the cluster with the sample and waits until its pods serve.
+    /// Starts the cluster with the sample on a shared network (the laptop reaches pod IPs and
+    /// ClusterIPs, as with a VPN into the cluster) and waits until its pods serve.
     pub async fn start() -> Self {
+        Self::start_on(NetworkMode::Shared).await
+    }
+
+    /// Starts the cluster with the sample on an isolated network, as a real cluster is: the
+    /// laptop reaches only the API server, and the Service through its NodePort.
+    pub async fn start_isolated() -> Self {
+        Self::start_on(NetworkMode::Isolated).await
+    }
+
+    async fn start_on(network: NetworkMode) -> Self {
         let cluster = Cluster::start(ClusterOptions {
             endpoint_lag: ENDPOINT_LAG,
-            // czctl dials the proxy pod's QUIC port, which only a shared network lets the
-            // laptop reach, until the tunnel rides pods/portforward (issue 12).
-            network: NetworkMode::Shared,
+            network,
             ..Default::default()
         })
         .await
@@ -77,14 +87,25 @@ impl Setup {
         .await
         .expect("kube config");
         let client = Client::try_from(config).expect("kube client");
-        let cluster_ip = Api::<Service>::namespaced(client.clone(), NAMESPACE)
+        let spec = Api::<Service>::namespaced(client.clone(), NAMESPACE)
             .get("echo")
             .await
             .expect("the sample Service")
             .spec
-            .and_then(|s| s.cluster_ip)
-            .expect("a ClusterIP");
-        let service_address = format!("{cluster_ip}:80");
+            .expect("a spec");
+        let service_address = match network {
+            NetworkMode::Isolated => {
+                let node_port = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.port == 80)
+                    .and_then(|p| p.node_port)
+                    .expect("the sample's NodePort");
+                format!("127.0.0.1:{node_port}")
+            }
+            _ => format!("{}:80", spec.cluster_ip.expect("a ClusterIP")),
+        };
         // The Service forwards only once its endpoints have propagated.
         cz_testkit::eventually("the sample Service to answer", CZCTL_DEADLINE, || async {
             http::answered_by(&service_address, None).await.ok()

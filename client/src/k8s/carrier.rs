@@ -1,0 +1,94 @@
+//! The tunnel's carrier through the API server: a `pods/portforward` stream to the session's
+//! ready proxy pod, at the carrier port cz-proxy binds on its pod's loopback — so the API server,
+//! which authorizes the port-forward, is the only way in, and the laptop needs to reach nothing
+//! but the API server.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Portforwarder;
+use kube::Api;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+
+use super::api_error::ApiCallError;
+use super::names::SessionNames;
+use super::proxy_pod::{self, ProxyPodError};
+
+/// Why no carrier could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    /// The session has no ready proxy pod.
+    #[error(transparent)]
+    Pod(#[from] ProxyPodError),
+    /// The port-forward was refused or failed.
+    #[error(transparent)]
+    Api(#[from] ApiCallError),
+    /// The port-forward gave no stream.
+    #[error("the port-forward to the proxy pod {pod} opened no stream")]
+    NoStream {
+        /// The pod.
+        pod: String,
+    },
+}
+
+/// A port-forward stream; the port-forward ends with it.
+pub(crate) struct PortForwardStream {
+    stream: DuplexStream,
+    forwarder: Portforwarder,
+}
+
+impl Drop for PortForwardStream {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+impl AsyncRead for PortForwardStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PortForwardStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Opens a port-forward to `port` of the session's ready proxy pod.
+pub(crate) async fn open(
+    client: &kube::Client,
+    names: &SessionNames,
+    port: u16,
+) -> Result<PortForwardStream, CarrierError> {
+    let namespace = names.namespace.as_str();
+    let pod = proxy_pod::ready_pod_name(client, names).await?;
+    let mut forwarder = Api::<Pod>::namespaced(client.clone(), namespace)
+        .portforward(&pod, &[port])
+        .await
+        .map_err(|source| ApiCallError {
+            resource: "pods/portforward".into(),
+            ..ApiCallError::new::<Pod>("create", Some(namespace), source)
+        })?;
+    let stream = forwarder
+        .take_stream(port)
+        .ok_or(CarrierError::NoStream { pod })?;
+    Ok(PortForwardStream { stream, forwarder })
+}
