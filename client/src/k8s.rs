@@ -7,10 +7,10 @@
 //! precondition.
 
 pub(crate) mod api_error;
-pub(crate) mod carrier;
 pub(crate) mod cleanup;
 pub(crate) mod names;
 pub(crate) mod owned;
+pub(crate) mod port_forward;
 pub(crate) mod proxy_admin;
 pub(crate) mod proxy_deployment;
 pub(crate) mod proxy_pod;

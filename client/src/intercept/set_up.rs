@@ -19,7 +19,7 @@ use crate::k8s::owned::{ObjectRef, SessionObject};
 use crate::k8s::record::Record;
 use crate::k8s::target::Target;
 use crate::k8s::{
-    carrier, owner_reference, proxy_deployment, proxy_pod, secret, selector, shadow_service,
+    owner_reference, port_forward, proxy_deployment, proxy_pod, secret, selector, shadow_service,
 };
 use crate::progress::Progress;
 use crate::tunnel::{Carrier, CarrierStream, ProxyResolver, StreamOpener};
@@ -150,7 +150,8 @@ fn carrier_opener(client: &kube::Client, names: &SessionNames, port: u16) -> Str
     Arc::new(move || {
         let (client, names) = (client.clone(), names.clone());
         Box::pin(async move {
-            let stream = carrier::open(&client, &names, port).await?;
+            let pod = proxy_pod::ready_pod_name(&client, &names).await?;
+            let stream = port_forward::open(&client, &names.namespace, pod, port).await?;
             Ok(Box::new(stream) as CarrierStream)
         })
     })

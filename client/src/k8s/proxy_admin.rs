@@ -14,6 +14,7 @@ use kube::Api;
 
 use super::api_error::{ApiCallError, CallContext};
 use super::names::SessionNames;
+use super::port_forward::{self, PortForwardError};
 
 /// How long asking the proxy may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,9 +37,12 @@ pub enum AdminError {
     /// A Kubernetes call (the pod list or the port-forward) failed.
     #[error(transparent)]
     Api(#[from] ApiCallError),
-    /// The port-forward gave no stream.
-    #[error("the port-forward to the proxy's admin port opened no stream")]
-    NoStream,
+    /// The port-forward failed.
+    #[error(transparent)]
+    PortForward(#[from] PortForwardError),
+    /// The port-forward ended before the proxy answered.
+    #[error("the port-forward to the proxy's admin port ended before the proxy answered")]
+    Ended,
     /// HTTP to the admin port failed.
     #[error("the proxy's admin port did not answer over HTTP")]
     Http(#[source] hyper::Error),
@@ -87,16 +91,7 @@ async fn ask(client: &kube::Client, names: &SessionNames) -> Result<ProxyState, 
         .ok_or_else(|| AdminError::NoAdminPort {
             pod: pod_name.clone(),
         })?;
-    let mut forwarder = pods
-        .portforward(&pod_name, &[admin_port])
-        .await
-        .map_err(|source| ApiCallError {
-            resource: "pods/portforward".into(),
-            ..ApiCallError::new::<Pod>("create", Some(namespace), source)
-        })?;
-    let stream = forwarder
-        .take_stream(admin_port)
-        .ok_or(AdminError::NoStream)?;
+    let stream = port_forward::open(client, namespace, pod_name, admin_port).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(AdminError::Http)?;
@@ -115,7 +110,7 @@ async fn ask(client: &kube::Client, names: &SessionNames) -> Result<ProxyState, 
         exchange = exchange => exchange.map_err(AdminError::Http)?,
         ended = connection => {
             ended.map_err(AdminError::Http)?;
-            return Err(AdminError::NoStream);
+            return Err(AdminError::Ended);
         }
     };
     if !status.is_success() {

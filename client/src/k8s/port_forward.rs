@@ -1,7 +1,6 @@
-//! The tunnel's carrier through the API server: a `pods/portforward` stream to the session's
-//! ready proxy pod, at the carrier port cz-proxy binds on its pod's loopback — so the API server,
-//! which authorizes the port-forward, is the only way in, and the laptop needs to reach nothing
-//! but the API server.
+//! Port-forwards to the session's proxy pod through the API server, which authorizes them: the
+//! tunnel's carrier (to the port cz-proxy binds on its pod's loopback, so this is the only way
+//! in, and the laptop needs to reach nothing but the API server) and the admin port.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,15 +11,10 @@ use kube::Api;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
 use super::api_error::ApiCallError;
-use super::names::SessionNames;
-use super::proxy_pod::{self, ProxyPodError};
 
-/// Why no carrier could be opened.
+/// Why no port-forward could be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum CarrierError {
-    /// The session has no ready proxy pod.
-    #[error(transparent)]
-    Pod(#[from] ProxyPodError),
+pub enum PortForwardError {
     /// The port-forward was refused or failed.
     #[error(transparent)]
     Api(#[from] ApiCallError),
@@ -72,14 +66,13 @@ impl AsyncWrite for PortForwardStream {
     }
 }
 
-/// Opens a port-forward to `port` of the session's ready proxy pod.
+/// Opens a port-forward to `port` of `pod` in `namespace`.
 pub(crate) async fn open(
     client: &kube::Client,
-    names: &SessionNames,
+    namespace: &str,
+    pod: String,
     port: u16,
-) -> Result<PortForwardStream, CarrierError> {
-    let namespace = names.namespace.as_str();
-    let pod = proxy_pod::ready_pod_name(client, names).await?;
+) -> Result<PortForwardStream, PortForwardError> {
     let mut forwarder = Api::<Pod>::namespaced(client.clone(), namespace)
         .portforward(&pod, &[port])
         .await
@@ -89,6 +82,6 @@ pub(crate) async fn open(
         })?;
     let stream = forwarder
         .take_stream(port)
-        .ok_or(CarrierError::NoStream { pod })?;
+        .ok_or(PortForwardError::NoStream { pod })?;
     Ok(PortForwardStream { stream, forwarder })
 }
