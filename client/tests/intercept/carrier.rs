@@ -111,7 +111,8 @@ async fn a_cut_port_forward_does_not_cut_a_download_in_flight() {
         .await
         .expect("the download completes in time");
     assert_eq!(received, SIZE, "the whole body arrived");
-    czctl.read_until("tunnel back after").await;
+    let back = czctl.read_until("tunnel back after").await;
+    eprintln!("czctl: {back}");
     czctl.signal("INT");
     let (ok, _, stderr) = czctl.finish().await;
     assert!(ok, "{stderr}");
