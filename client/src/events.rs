@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::tunnel::TunnelPath;
-
 /// Something that happened on a tunnel.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -69,4 +67,23 @@ pub struct RequestEvent {
     pub duration: Duration,
     /// Response body bytes sent back to the cluster.
     pub response_bytes: u64,
+}
+
+/// What carries a connected tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TunnelPath {
+    /// QUIC over UDP, to the proxy at this address.
+    Direct(SocketAddr),
+    /// QUIC over a carrier stream ([`Carrier::Stream`](crate::Carrier::Stream)).
+    Stream,
+}
+
+impl std::fmt::Display for TunnelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct(proxy) => write!(f, "direct UDP to {proxy}"),
+            Self::Stream => f.write_str("a stream carrier"),
+        }
+    }
 }

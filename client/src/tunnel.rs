@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::events::TunnelEvent;
+pub use crate::events::TunnelPath;
 use crate::local_app::LocalApp;
-pub use carrier::{Carrier, CarrierIo, CarrierStream, StreamOpener, TunnelPath};
+pub use carrier::{Carrier, CarrierIo, CarrierStream, StreamOpener};
 use dialer::Dialer;
 
 /// What a [`Tunnel`] needs: where the proxy is, the session credentials, where the app is.

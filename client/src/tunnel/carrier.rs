@@ -4,7 +4,6 @@
 //! certificates and hello are the same on every carrier.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,25 +53,6 @@ impl std::fmt::Debug for Carrier {
             Self::Direct => f.write_str("Direct"),
             Self::Stream(_) => f.write_str("Stream"),
             Self::Auto { head_start, .. } => write!(f, "Auto {{ head_start: {head_start:?} }}"),
-        }
-    }
-}
-
-/// What carries a connected tunnel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TunnelPath {
-    /// QUIC over UDP, to the proxy at this address.
-    Direct(SocketAddr),
-    /// QUIC over a carrier stream ([`Carrier::Stream`]).
-    Stream,
-}
-
-impl std::fmt::Display for TunnelPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Direct(proxy) => write!(f, "direct UDP to {proxy}"),
-            Self::Stream => f.write_str("a stream carrier"),
         }
     }
 }

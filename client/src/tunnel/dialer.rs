@@ -12,9 +12,9 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::carrier::{open_stream, Carrier, Opened, StreamOpener, TunnelPath};
+use super::carrier::{open_stream, Carrier, Opened, StreamOpener};
 use super::{Connected, ProxyResolver, TunnelError, TunnelState};
-use crate::events::TunnelEvent;
+use crate::events::{TunnelEvent, TunnelPath};
 use crate::local_app::LocalApp;
 
 /// How long dialling and the hello may take before the attempt counts as failed.
