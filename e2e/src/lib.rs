@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cz_proxy::{Config, Listeners};
 use cz_shared::tls::{Identity, SessionCa};
-use czctl::{Tunnel, TunnelConfig};
+use czctl::{Carrier, CarrierStream, Tunnel, TunnelConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -203,6 +203,32 @@ pub fn start_tunnel(proxy: SocketAddr, identity: &Identity, local_app: SocketAdd
         identity: identity.clone(),
         local_app,
     })
+    .expect("tunnel starts")
+}
+
+/// Starts the laptop's tunnel over a TCP stream carrier to the proxy's carrier port `carrier`
+/// (what a port-forward to the proxy pod carries), forwarding to `local_app`.
+pub fn start_tunnel_over_tcp(
+    carrier: SocketAddr,
+    identity: &Identity,
+    local_app: SocketAddr,
+) -> Tunnel {
+    let open: czctl::StreamOpener = std::sync::Arc::new(move || {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(carrier).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as CarrierStream)
+        })
+    });
+    Tunnel::start_with_carrier(
+        TunnelConfig {
+            proxy: carrier.to_string(),
+            identity: identity.clone(),
+            local_app,
+        },
+        Carrier::Stream(open),
+        None,
+    )
     .expect("tunnel starts")
 }
 

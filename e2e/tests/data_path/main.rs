@@ -7,8 +7,8 @@ mod streaming;
 mod versions;
 
 use cz_e2e::{
-    init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, within, App, ProxyHandle,
-    Session, PROMPTLY,
+    init_tracing, proxy_config, spawn_app, spawn_proxy, start_tunnel, start_tunnel_over_tcp,
+    within, App, ProxyHandle, Session, PROMPTLY,
 };
 use czctl::Tunnel;
 
@@ -29,12 +29,29 @@ pub async fn intercept(extra: &[&str]) -> Intercept {
     intercept_with(cluster, laptop, extra).await
 }
 
+/// What carries the tunnel in a test.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    /// Direct UDP to the proxy's tunnel port.
+    Udp,
+    /// A TCP stream to the proxy's carrier port, as a port-forward carries it.
+    Tcp,
+}
+
 /// Like [`intercept`], with the given apps.
 pub async fn intercept_with(cluster: App, laptop: App, extra: &[&str]) -> Intercept {
+    intercept_via(cluster, laptop, extra, Via::Udp).await
+}
+
+/// Like [`intercept_with`], with the tunnel over `via`.
+pub async fn intercept_via(cluster: App, laptop: App, extra: &[&str], via: Via) -> Intercept {
     init_tracing();
     let session = Session::new();
     let proxy = spawn_proxy(proxy_config(cluster.addr, extra), &session.proxy, 0, &[]).await;
-    let tunnel = start_tunnel(proxy.tunnel, &session.laptop, laptop.addr);
+    let tunnel = match via {
+        Via::Udp => start_tunnel(proxy.tunnel, &session.laptop, laptop.addr),
+        Via::Tcp => start_tunnel_over_tcp(proxy.carrier, &session.laptop, laptop.addr),
+    };
     within(PROMPTLY, "the tunnel to connect", tunnel.connected())
         .await
         .expect("tunnel connects");

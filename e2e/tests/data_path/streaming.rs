@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Barrier, Notify};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{intercept, intercept_with};
+use crate::{intercept, intercept_via, intercept_with, Intercept, Via};
 
 const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
 
@@ -224,32 +224,62 @@ async fn big_download_streams_with_bounded_buffering_on_both_routes() {
         (true, &laptop_produced, &laptop_allowance),
         (false, &cluster_produced, &cluster_allowance),
     ] {
-        let (stream, _) = buffers::pinned_connect(setup.proxy.http).await;
-        let mut sender = http1_over::<Empty<Bytes>>(stream).await;
-        let mut request = Request::get("/download").header("host", "svc.test");
-        if intercepted {
-            request = request.header(INTERCEPT.0, INTERCEPT.1);
-        }
-        let request = request.body(Empty::new()).expect("request");
-        let response = within(
-            PROMPTLY,
-            "the download's head",
-            sender.send_request(request),
-        )
-        .await
-        .expect("head");
-        let what = format!("download (intercepted: {intercepted}), allowed:\n{allowance}\n");
-        let stalled_at = bulk::stalls_below(produced, allowance.total(), &what).await;
-        eprintln!("{what}stalled at {stalled_at}");
-
-        let received = within(
-            BULK_PATIENCE,
-            "the whole download",
-            read_pattern(response.into_body()),
-        )
-        .await;
-        assert_eq!(received, big);
+        stalled_download(&setup, intercepted, big, produced, allowance).await;
     }
+}
+
+/// The tunnel's stream carrier (what a port-forward carries) adds no buffering of its own: its
+/// queues hold QUIC packets, which the QUIC stream window already bounds.
+#[tokio::test]
+async fn big_download_over_a_stream_carrier_streams_with_bounded_buffering() {
+    let allowance = download_allowance(true);
+    let big = big_beyond(&allowance);
+    let produced = Arc::new(AtomicU64::new(0));
+    let laptop = download_handler(big, produced.clone());
+    let setup = intercept_via(
+        spawn_app("cluster", None).await,
+        spawn_app("laptop", Some(laptop)).await,
+        &[],
+        Via::Tcp,
+    )
+    .await;
+    stalled_download(&setup, true, big, &produced, &allowance).await;
+}
+
+/// Downloads `big` bytes through the proxy (`intercepted`: with the header), first not reading
+/// until the producer stalls below `allowance`, then reading every byte.
+async fn stalled_download(
+    setup: &Intercept,
+    intercepted: bool,
+    big: u64,
+    produced: &AtomicU64,
+    allowance: &Allowance,
+) {
+    let (stream, _) = buffers::pinned_connect(setup.proxy.http).await;
+    let mut sender = http1_over::<Empty<Bytes>>(stream).await;
+    let mut request = Request::get("/download").header("host", "svc.test");
+    if intercepted {
+        request = request.header(INTERCEPT.0, INTERCEPT.1);
+    }
+    let request = request.body(Empty::new()).expect("request");
+    let response = within(
+        PROMPTLY,
+        "the download's head",
+        sender.send_request(request),
+    )
+    .await
+    .expect("head");
+    let what = format!("download (intercepted: {intercepted}), allowed:\n{allowance}\n");
+    let stalled_at = bulk::stalls_below(produced, allowance.total(), &what).await;
+    eprintln!("{what}stalled at {stalled_at}");
+
+    let received = within(
+        BULK_PATIENCE,
+        "the whole download",
+        read_pattern(response.into_body()),
+    )
+    .await;
+    assert_eq!(received, big);
 }
 
 /// Reads a pattern body to its end, checking every byte; returns its length.
