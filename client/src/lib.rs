@@ -32,8 +32,8 @@ pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;
 pub use tunnel::{
-    Carrier, CarrierIo, CarrierStream, Connected, ProxyResolver, ResolveError, StreamOpener,
-    Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
+    Carrier, CarrierIo, CarrierRefused, CarrierStream, Connected, ProxyResolver, ResolveError,
+    StreamOpener, Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
 };
 
 /// The errors of the Kubernetes steps, as [`InterceptError`] and [`session::SessionError`]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::events::TunnelEvent;
 pub use crate::events::TunnelPath;
 use crate::local_app::LocalApp;
-pub use carrier::{Carrier, CarrierIo, CarrierStream, StreamOpener};
+pub use carrier::{Carrier, CarrierIo, CarrierRefused, CarrierStream, StreamOpener};
 use dialer::Dialer;
 
 /// What a [`Tunnel`] needs: where the proxy is, the session credentials, where the app is.
@@ -99,10 +99,13 @@ pub enum TunnelError {
 impl TunnelError {
     /// Errors that retrying cannot fix.
     pub(crate) fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Self::Tls(_) | Self::Socket(_) | Self::Rejected { .. } | Self::VersionMismatch(_)
-        )
+        match self {
+            Self::Tls(_) | Self::Socket(_) | Self::Rejected { .. } | Self::VersionMismatch(_) => {
+                true
+            }
+            Self::Carrier { source, .. } => source.is::<CarrierRefused>(),
+            _ => false,
+        }
     }
 }
 

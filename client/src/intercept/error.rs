@@ -62,6 +62,14 @@ pub enum SetUpError {
     /// The tunnel could not connect.
     #[error("the tunnel to the proxy failed")]
     Tunnel(#[source] Arc<TunnelError>),
+    /// The tunnel kept failing to connect for as long as set-up may take.
+    #[error("the tunnel did not connect within {timeout:?} (last attempt: {last_error}); check that you may port-forward to pods in the namespace (`kubectl auth can-i create pods/portforward`), or pass --tunnel direct where the proxy pod's IP is reachable")]
+    TunnelTimeout {
+        /// How long it tried (`--timeout`).
+        timeout: std::time::Duration,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
 }
 
 /// How far undoing a failed set-up got.

@@ -4,6 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cz_shared::tls::SessionCa;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,18 +17,19 @@ use crate::k8s::api_error::CallContext;
 use crate::k8s::cleanup::ENDPOINT_PROPAGATION;
 use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{ObjectRef, SessionObject};
+use crate::k8s::port_forward::PortForwardError;
 use crate::k8s::record::Record;
 use crate::k8s::target::Target;
 use crate::k8s::{
     owner_reference, port_forward, proxy_deployment, proxy_pod, secret, selector, shadow_service,
 };
 use crate::progress::Progress;
-use crate::tunnel::{Carrier, CarrierStream, ProxyResolver, StreamOpener};
-use crate::{Tunnel, TunnelConfig, TunnelMode};
+use crate::tunnel::{Carrier, CarrierRefused, CarrierStream, ProxyResolver, StreamOpener};
+use crate::{Connected, Tunnel, TunnelConfig, TunnelEvent, TunnelMode};
 
 /// How long direct UDP may take to connect before `--tunnel auto` uses the port-forward: a
 /// reachable proxy answers within a few round trips.
-const DIRECT_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+const DIRECT_HEAD_START: Duration = Duration::from_millis(300);
 
 /// The steps of setting up, in order.
 pub(super) struct SetUp<'a> {
@@ -134,12 +136,34 @@ impl SetUp<'_> {
         };
         let tunnel = Tunnel::start_with_carrier(config, carrier, resolver)
             .map_err(|error| SetUpError::Tunnel(Arc::new(error)))?;
-        let connected = tunnel.connected().await.map_err(SetUpError::Tunnel)?;
+        let connected = connect_within(&tunnel, options.timeout).await?;
         progress(Progress::TunnelConnected(connected));
         // kube-proxy follows the switch late; the summary that comes next promises that matching
         // requests reach the laptop, so it waits until Services have had that time.
         tokio::time::sleep_until(switched + ENDPOINT_PROPAGATION).await;
         Ok(tunnel)
+    }
+}
+
+/// Waits for `tunnel` to connect; after `timeout` of failed attempts, fails with the last
+/// attempt's error (set-up must not wait forever on a carrier that keeps failing).
+async fn connect_within(tunnel: &Tunnel, timeout: Duration) -> Result<Connected, SetUpError> {
+    let mut events = tunnel.events();
+    let mut last_error = String::from("no attempt finished");
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let connected = tunnel.connected();
+    tokio::pin!(connected);
+    loop {
+        tokio::select! {
+            connected = &mut connected => return connected.map_err(SetUpError::Tunnel),
+            Ok(event) = events.recv() => {
+                if let TunnelEvent::ConnectFailed { error, .. } = event {
+                    last_error = error;
+                }
+            }
+            () = &mut deadline => return Err(SetUpError::TunnelTimeout { timeout, last_error }),
+        }
     }
 }
 
@@ -151,8 +175,13 @@ fn carrier_opener(client: &kube::Client, names: &SessionNames, port: u16) -> Str
         let (client, names) = (client.clone(), names.clone());
         Box::pin(async move {
             let pod = proxy_pod::ready_pod_name(&client, &names).await?;
-            let stream = port_forward::open(&client, &names.namespace, pod, port).await?;
-            Ok(Box::new(stream) as CarrierStream)
+            match port_forward::open(&client, &names.namespace, pod, port).await {
+                Ok(stream) => Ok(Box::new(stream) as CarrierStream),
+                Err(PortForwardError::Api(error)) if error.is_forbidden() => {
+                    Err(CarrierRefused(error.into()).into())
+                }
+                Err(error) => Err(error.into()),
+            }
         })
     })
 }

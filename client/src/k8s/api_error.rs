@@ -36,10 +36,14 @@ impl ApiCallError {
         }
     }
 
-    /// The API server's status code, if it answered.
+    /// The API server's status code, if it answered (a refused upgrade, as for
+    /// `pods/portforward`, included).
     pub fn status_code(&self) -> Option<u16> {
         match &*self.source {
             kube::Error::Api(status) => Some(status.code),
+            kube::Error::UpgradeConnection(
+                kube::client::UpgradeConnectionError::ProtocolSwitch(status),
+            ) => Some(status.as_u16()),
             _ => None,
         }
     }

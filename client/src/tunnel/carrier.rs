@@ -22,12 +22,19 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> CarrierIo for T {}
 pub type CarrierStream = Box<dyn CarrierIo>;
 
 /// Opens a new carrier stream to the proxy: asked for the first one and again whenever one
-/// breaks, so a replaced proxy pod is found again.
+/// breaks, so a replaced proxy pod is found again. An error that retrying cannot fix (a refused
+/// permission) is a [`CarrierRefused`]: the tunnel then gives up instead of retrying.
 pub type StreamOpener = Arc<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<CarrierStream, ResolveError>> + Send>>
         + Send
         + Sync,
 >;
+
+/// A carrier the cluster refuses to open (e.g. no permission for `pods/portforward`): retrying
+/// cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CarrierRefused(pub ResolveError);
 
 /// How the tunnel reaches the proxy.
 #[derive(Clone)]

@@ -197,7 +197,7 @@ impl Dialer {
     }
 
     /// Direct UDP and the stream at once: direct if it connects within `head_start`, else the
-    /// stream (direct again if the stream fails).
+    /// stream; if the stream fails, its error once direct UDP has had its head start.
     async fn connect_auto(
         &self,
         open: &StreamOpener,
@@ -234,8 +234,8 @@ impl Dialer {
                     let why = format!("direct UDP did not answer within {head_start:?}");
                     return Ok(link.because(why));
                 }
-                (Some(_), Some(Err(error))) => return Err(error),
-                (None, Some(Err(error))) => stream_result = Some(Err(error)),
+                // Direct UDP had its head start (or failed): the stream's error is the answer.
+                (direct, Some(Err(error))) if head_passed || direct.is_some() => return Err(error),
                 (_, pending) => stream_result = pending,
             }
         }

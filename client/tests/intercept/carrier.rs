@@ -162,3 +162,40 @@ async fn the_carrier_port_is_closed_to_the_cluster_network() {
     );
     setup.stop_cleanly(czctl).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_port_forward_permission_the_intercept_says_so_and_leaves_nothing() {
+    let setup = Setup::start_isolated().await;
+    // deploy/rbac.yaml's Role, without its pods/portforward rule.
+    let manifest = include_str!("../../../deploy/rbac.yaml");
+    let role_yaml = manifest.split("\n---\n").next().expect("the Role");
+    let mut role: serde_json::Value = serde_saphyr::from_str(role_yaml).expect("the Role parses");
+    role["rules"]
+        .as_array_mut()
+        .expect("rules")
+        .retain(|rule| rule["resources"] != serde_json::json!(["pods/portforward"]));
+    let token = setup.cluster.add_user("dev", &[role]).expect("user dev");
+    let kubeconfig = setup.dir().join("dev-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        setup
+            .cluster
+            .user_kubeconfig("dev", &token)
+            .expect("dev's kubeconfig"),
+    )
+    .expect("write dev's kubeconfig");
+    let laptop = LaptopApp::start(0).await;
+    let port = laptop.port.to_string();
+    let mut command = super::support::czctl(&super::support::intercept_args(&port, &[]));
+    command.arg("-k").arg(&kubeconfig);
+    let (ok, _, stderr) = super::support::run(command).await;
+    assert!(
+        !ok,
+        "the intercept cannot work without a port-forward: {stderr}"
+    );
+    assert!(
+        stderr.contains("403 Forbidden") && stderr.contains("pods/portforward"),
+        "the error names the refused permission: {stderr}"
+    );
+    setup.no_leftovers("after the refused intercept").await;
+}
