@@ -41,9 +41,16 @@ pub(super) struct Dialer {
 struct Link {
     connection: quinn::Connection,
     connected: Connected,
-    /// On a stream carrier: the endpoint to move to a new stream, and the current stream's
-    /// loss.
-    stream: Option<(quinn::Endpoint, CancellationToken)>,
+    /// On a stream carrier: what replaces the stream when it is lost.
+    stream: Option<StreamPath>,
+}
+
+/// A connection's stream carrier: the opener of new streams, the endpoint to move onto them,
+/// and the current stream's loss.
+struct StreamPath {
+    open: StreamOpener,
+    endpoint: quinn::Endpoint,
+    lost: CancellationToken,
 }
 
 impl Link {
@@ -74,8 +81,10 @@ impl Dialer {
                     let Some(reason) = self.serve_link(&mut link).await else {
                         link.connection
                             .close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
-                        if let Some((endpoint, _)) = &link.stream {
-                            endpoint.close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
+                        if let Some(stream) = &link.stream {
+                            stream
+                                .endpoint
+                                .close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
                         }
                         break;
                     };
@@ -129,7 +138,7 @@ impl Dialer {
     /// A lost carrier stream is replaced meanwhile, under the same connection.
     async fn serve_link(&self, link: &mut Link) -> Option<quinn::ConnectionError> {
         loop {
-            let lost = link.stream.as_ref().map(|(_, lost)| lost.clone());
+            let lost = link.stream.as_ref().map(|stream| stream.lost.clone());
             let carrier_lost = async {
                 match lost {
                     Some(lost) => lost.cancelled().await,
@@ -140,20 +149,22 @@ impl Dialer {
                 () = self.stop.cancelled() => return None,
                 reason = self.serve(&link.connection) => return Some(reason),
                 () = carrier_lost => {
-                    let (Carrier::Stream(open) | Carrier::Auto { open, .. }) = &self.carrier else {
-                        unreachable!("only stream carriers are lost")
-                    };
-                    let Some((endpoint, _)) = &link.stream else {
-                        unreachable!("a lost carrier is a stream carrier")
+                    let Some(stream) = link.stream.as_mut() else {
+                        continue; // only a stream carrier has a loss to wait for
                     };
                     warn!("tunnel carrier lost; reconnecting");
                     let _ = self.events_tx.send(TunnelEvent::CarrierLost);
                     let started = tokio::time::Instant::now();
-                    if let Some(lost) = self.replace_carrier(open, endpoint, &link.connection).await {
-                        let after = started.elapsed();
-                        info!(?after, "tunnel carrier back");
-                        let _ = self.events_tx.send(TunnelEvent::CarrierBack { after });
-                        link.stream = Some((endpoint.clone(), lost));
+                    match self.replace_carrier(stream, &link.connection).await {
+                        Some(lost) => {
+                            let after = started.elapsed();
+                            info!(?after, "tunnel carrier back");
+                            let _ = self.events_tx.send(TunnelEvent::CarrierBack { after });
+                            stream.lost = lost;
+                        }
+                        None if self.stop.is_cancelled() => return None,
+                        // The connection ended before a new carrier took over.
+                        None => return Some(link.connection.closed().await),
                     }
                 }
             }
@@ -164,14 +175,13 @@ impl Dialer {
     /// the connection ends or the tunnel stops first.
     async fn replace_carrier(
         &self,
-        open: &StreamOpener,
-        endpoint: &quinn::Endpoint,
+        stream: &StreamPath,
         connection: &quinn::Connection,
     ) -> Option<CancellationToken> {
         let mut retry_in = FIRST_RETRY;
         loop {
-            match tokio::time::timeout(CONNECT_TIMEOUT, open_stream(open)).await {
-                Ok(Ok(Opened { socket, lost })) => match endpoint.rebind_abstract(socket) {
+            match tokio::time::timeout(CONNECT_TIMEOUT, open_stream(&stream.open)).await {
+                Ok(Ok(Opened { socket, lost })) => match stream.endpoint.rebind_abstract(socket) {
                     Ok(()) => return Some(lost),
                     Err(error) => debug!(%error, "could not move the tunnel to the new carrier"),
                 },
@@ -306,7 +316,11 @@ impl Dialer {
                 path: TunnelPath::Stream,
                 why: String::new(),
             },
-            stream: Some((endpoint, lost)),
+            stream: Some(StreamPath {
+                open: open.clone(),
+                endpoint,
+                lost,
+            }),
         })
     }
 
