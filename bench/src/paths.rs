@@ -144,12 +144,14 @@ pub fn start(
                 anyhow::ensure!(status.status.success(), "czctl tunnel certs failed");
             }
             let (http, tunnel, admin) = (free_tcp_port()?, free_udp_port()?, free_tcp_port()?);
+            let carrier = free_tcp_port()?;
             let args = [
                 "--bind-ip=127.0.0.1".into(),
                 format!("--http-port={http}"),
                 format!("--upstream=127.0.0.1:{app_port}"),
                 format!("--tunnel-port={tunnel}"),
                 format!("--admin-port={admin}"),
+                format!("--carrier-port={carrier}"),
                 format!("--tls-dir={}", certs.join("proxy").display()),
                 format!("--worker-threads={}", placement.workers),
             ];

@@ -44,8 +44,8 @@ pub struct Config {
     pub tunnel_port: u16,
 
     /// TCP port of the QUIC tunnel over a port-forward stream (czctl's default carrier). It
-    /// listens on 127.0.0.1 whatever --bind-ip says: only `pods/portforward`, which the API
-    /// server authorizes, reaches it.
+    /// listens on 127.0.0.1 (unless --bind-ip names one address): only `pods/portforward`,
+    /// which the API server authorizes, reaches it.
     #[arg(long = flag::CARRIER_PORT, env = env::CARRIER_PORT, default_value_t = contract::DEFAULT_CARRIER_PORT)]
     pub carrier_port: u16,
 

@@ -28,7 +28,7 @@ pub mod upgrade;
 pub mod upstream;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,9 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every port `config` names on `config.bind_ip`, except the carrier port: on
-    /// 127.0.0.1, so that only `pods/portforward` reaches it.
+    /// 127.0.0.1 when `bind_ip` is every address (as in a pod), so that only `pods/portforward`
+    /// reaches it; on `bind_ip` itself when one address is given (a process standing in for a pod
+    /// on a shared host, whose address stands for its network namespace).
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
         let tcp = |port: u16| tcp_listener(SocketAddr::new(config.bind_ip, port));
         let mut passthrough = Vec::new();
@@ -101,7 +103,11 @@ impl Listeners {
                     source,
                 }
             })?,
-            carrier: tcp_listener((Ipv4Addr::LOCALHOST, config.carrier_port).into()).await?,
+            carrier: tcp_listener(SocketAddr::new(
+                carrier_ip(config.bind_ip),
+                config.carrier_port,
+            ))
+            .await?,
             admin: tcp(config.admin_port).await?,
         })
     }
@@ -235,4 +241,13 @@ pub async fn run(
     let _ = admin.await;
     info!("stopped");
     Ok(())
+}
+
+/// Where the carrier port listens: the pod's loopback, unless one address is given for all.
+fn carrier_ip(bind_ip: IpAddr) -> IpAddr {
+    if bind_ip.is_unspecified() {
+        Ipv4Addr::LOCALHOST.into()
+    } else {
+        bind_ip
+    }
 }

@@ -1,5 +1,5 @@
-//! The port-forward carrier of a whole proxy, in-process: its TCP port is on 127.0.0.1 whatever
-//! `--bind-ip` says, and a laptop on it is hello'd and attached as on the UDP port.
+//! The port-forward carrier of a whole proxy, in-process: its TCP port is on 127.0.0.1 while the
+//! others are on every address, and a laptop on it is hello'd and attached as on the UDP port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +20,10 @@ use tokio_util::sync::CancellationToken;
 /// The whole test is done well within this.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A proxy on ephemeral ports of 127.0.0.2, a loopback address other than the carrier's.
+/// A proxy on ephemeral ports of every address, as in a pod.
 fn config() -> Config {
     Config::try_parse_from([
         "cz-proxy",
-        "--bind-ip=127.0.0.2",
         "--http-port=0",
         "--upstream=127.0.0.1:1",
         "--tunnel-port=0",
@@ -56,8 +55,31 @@ async fn a_laptop_on_the_loopback_carrier_port_is_hello_d_and_attached() {
     let listeners = Listeners::bind(&config).await.expect("bind");
     let carrier = listeners.carrier.local_addr().expect("address");
     let admin = listeners.admin.local_addr().expect("address");
-    assert_eq!(carrier.ip().to_string(), "127.0.0.1", "not on --bind-ip");
-    assert_eq!(admin.ip().to_string(), "127.0.0.2", "the others are");
+    assert_eq!(
+        carrier.ip().to_string(),
+        "127.0.0.1",
+        "on the loopback only"
+    );
+    assert_eq!(
+        admin.ip().to_string(),
+        "0.0.0.0",
+        "the others on every address"
+    );
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin.port()));
+    // A process standing in for a pod on a shared host binds everything on its own address.
+    let mut shared = config.clone();
+    shared.bind_ip = [127, 0, 0, 2].into();
+    let stand_in = Listeners::bind(&shared).await.expect("bind");
+    assert_eq!(
+        stand_in
+            .carrier
+            .local_addr()
+            .expect("address")
+            .ip()
+            .to_string(),
+        "127.0.0.2"
+    );
+    drop(stand_in);
 
     let session = SessionCa::generate().expect("CA");
     let shutdown = CancellationToken::new();

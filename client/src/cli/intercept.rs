@@ -55,7 +55,8 @@ pub struct InterceptArgs {
     /// answers at once, else port-forward.
     #[arg(long, env = "CZ_TUNNEL", value_enum, default_value_t = TunnelMode::Auto)]
     tunnel: TunnelMode,
-    /// Dial the tunnel at HOST:PORT (UDP) instead of the proxy pod's IP.
+    /// Dial the tunnel at HOST:PORT (UDP) instead of the proxy pod's IP; with `--tunnel auto`,
+    /// only there.
     #[arg(long, value_name = "HOST:PORT")]
     tunnel_endpoint: Option<String>,
     /// Print the objects that would be created and the change to the service, as YAML; change

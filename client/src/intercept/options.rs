@@ -27,7 +27,8 @@ pub struct InterceptOptions {
     pub image_pull_secret: Option<String>,
     /// How long the proxy may take to become ready.
     pub timeout: Duration,
-    /// Dial the tunnel here instead of the proxy pod's IP (direct UDP).
+    /// Dial the tunnel here instead of the proxy pod's IP (direct UDP; with
+    /// [`TunnelMode::Auto`], only here).
     pub tunnel_endpoint: Option<String>,
     /// What carries the tunnel.
     pub tunnel: TunnelMode,

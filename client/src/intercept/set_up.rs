@@ -126,8 +126,10 @@ impl SetUp<'_> {
             .is_none()
             .then(|| proxy_resolver(client, names, tunnel_port));
         let open = carrier_opener(client, names, ports.carrier);
+        // An explicit UDP endpoint is where the user wants the tunnel: auto means direct there.
         let carrier = match options.tunnel {
             TunnelMode::Direct => Carrier::Direct,
+            TunnelMode::Auto if options.tunnel_endpoint.is_some() => Carrier::Direct,
             TunnelMode::PortForward => Carrier::Stream(open),
             TunnelMode::Auto => Carrier::Auto {
                 open,
