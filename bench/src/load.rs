@@ -1,6 +1,7 @@
 //! Load against one path: requests/s with wrk (HTTP/1.1) and h2load (HTTP/2), and, from this
 //! process, latency at a fixed rate, bulk transfers and idle keep-alive connections.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,12 @@ use crate::procs::{CommandLog, Cpus};
 /// The intercept header, sent on the intercepted paths.
 pub const INTERCEPT_HEADER: (&str, &str) = ("X-C6O-INTERCEPT", "yes");
 
-/// Where the load goes: a port on 127.0.0.1, with or without the intercept header.
+/// Where the load goes: ports of an address of this machine, with or without the intercept
+/// header.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
+    /// 127.0.0.1, or a pod's address on the loopback cluster's shared network.
+    pub ip: Ipv4Addr,
     /// HTTP/1.1 port.
     pub h1_port: u16,
     /// HTTP/2 (h2c, prior knowledge) port.
@@ -64,7 +68,7 @@ fn load_args(cpus: Cpus, target: Target, extra: &[String], port: u16) -> Vec<Str
             format!("{}: {}", INTERCEPT_HEADER.0, INTERCEPT_HEADER.1),
         ]);
     }
-    args.push(format!("http://127.0.0.1:{port}/"));
+    args.push(format!("http://{}:{port}/", target.ip));
     args
 }
 
@@ -177,8 +181,8 @@ pub fn h2load(
 type ClientBody = Either<Empty<Bytes>, Zeros>;
 
 /// An HTTP/1.1 connection from this process.
-async fn connect(port: u16) -> anyhow::Result<SendRequest<ClientBody>> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+async fn connect(ip: Ipv4Addr, port: u16) -> anyhow::Result<SendRequest<ClientBody>> {
+    let stream = TcpStream::connect((ip, port)).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
@@ -226,7 +230,7 @@ pub async fn wait_until_served(target: Target) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let attempt = async {
-            let mut sender = connect(target.h1_port).await?;
+            let mut sender = connect(target.ip, target.h1_port).await?;
             exchange(
                 &mut sender,
                 request(target, "/", Either::Left(Empty::new())),
@@ -237,7 +241,8 @@ pub async fn wait_until_served(target: Target) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(error) if Instant::now() > deadline => {
                 bail!(
-                    "port {} does not answer after 10 s: {error}",
+                    "{}:{} does not answer after 10 s: {error}",
+                    target.ip,
                     target.h1_port
                 )
             }
@@ -271,7 +276,7 @@ pub async fn latency_at_rate(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::new();
     for i in 0..CONNECTIONS {
-        let mut sender = connect(target.h1_port).await?;
+        let mut sender = connect(target.ip, target.h1_port).await?;
         let first = start + interval.mul_f64(f64::from(i) / f64::from(CONNECTIONS));
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
@@ -332,7 +337,7 @@ pub struct Bulk {
 
 /// Uploads and then downloads `len` bytes through the path.
 pub async fn bulk(target: Target, len: u64) -> anyhow::Result<Bulk> {
-    let mut sender = connect(target.h1_port).await?;
+    let mut sender = connect(target.ip, target.h1_port).await?;
     let started = Instant::now();
     exchange(
         &mut sender,
@@ -362,7 +367,7 @@ pub async fn idle_connections(
 ) -> anyhow::Result<Vec<SendRequest<ClientBody>>> {
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut sender = connect(target.h1_port).await?;
+        let mut sender = connect(target.ip, target.h1_port).await?;
         exchange(
             &mut sender,
             request(target, "/", Either::Left(Empty::new())),

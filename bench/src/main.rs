@@ -55,16 +55,46 @@ enum Internal {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// A local port forwarded to a pod through the API server, one port-forward per connection
+    /// (started by the suite itself).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        pod: String,
+        #[arg(long)]
+        pod_port: u16,
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Internal::App { port, threads }) = args.command {
-        return tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-            .block_on(app::serve(port));
+    match args.command {
+        Some(Internal::App { port, threads }) => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+                .block_on(app::serve(port));
+        }
+        Some(Internal::Forward {
+            kubeconfig,
+            namespace,
+            pod,
+            pod_port,
+            port,
+        }) => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(paths::forward(kubeconfig, namespace, pod, pod_port, port));
+        }
+        None => {}
     }
     let tools = Tools::find()?;
     let mut mode = if args.quick {
@@ -141,7 +171,7 @@ impl Setting<'_> {
     /// Starts every path and measures them. Every figure is measured in rounds that go through
     /// all paths in turn (the median is kept; latency samples of all rounds are pooled), so that
     /// load from elsewhere on the machine falls on every path alike. The one-worker setting also
-    /// measures latency, bulk transfers and memory with idle connections.
+    /// measures the tunnel's carriers, latency, bulk transfers and memory with idle connections.
     async fn measure(
         &self,
         dir: &std::path::Path,
@@ -149,10 +179,16 @@ impl Setting<'_> {
     ) -> anyhow::Result<Vec<(PathKind, Figures)>> {
         let (placement, mode, tools) = (self.placement, self.mode, self.tools);
         let mut running = Vec::new();
-        for kind in PathKind::ALL {
+        let carriers = if placement.workers == 1 {
+            &PathKind::CARRIERS[..]
+        } else {
+            &[]
+        };
+        for &kind in PathKind::ALL.iter().chain(carriers) {
             let path_dir = dir.join(format!("{kind:?}-{}", placement.workers));
             std::fs::create_dir_all(&path_dir)?;
             let path = paths::start(kind, placement, tools, &path_dir, log)
+                .await
                 .with_context(|| format!("starting {kind}"))?;
             load::wait_until_served(path.target)
                 .await
@@ -234,7 +270,7 @@ impl Setting<'_> {
                 }
             }
             self.progress("idle connections");
-            for (((_, path, figures), latency), bulk) in
+            for (((kind, path, figures), latency), bulk) in
                 running.iter_mut().zip(latencies).zip(bulks)
             {
                 figures.latency = Some(Latency::of(latency));
@@ -242,7 +278,8 @@ impl Setting<'_> {
                     upload: median(bulk.iter().map(|b| b.upload).collect()),
                     download: median(bulk.iter().map(|b| b.download).collect()),
                 });
-                if !path.measured.is_empty() && !path.target.intercept {
+                let cluster_side_alone = PathKind::ALL.contains(kind) && !path.measured.is_empty();
+                if cluster_side_alone && !path.target.intercept {
                     let idle = load::idle_connections(path.target, mode.idle_connections).await?;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     figures.rss_idle_connections = Some(procs::rss_mb(&path.measured));

@@ -1,7 +1,13 @@
-//! The five paths the suite compares, each started from scratch with its own processes:
-//! direct, NGINX and cz-proxy pass-through, NGINX + rathole and cz-proxy + QUIC tunnel intercepted.
+//! The paths the suite compares, each started from scratch with its own processes: direct, NGINX
+//! and cz-proxy pass-through, NGINX + rathole and cz-proxy + QUIC tunnel intercepted; and the
+//! tunnel's carriers through a loopback cluster (`carriers`).
+
+mod carriers;
+
+pub use carriers::forward;
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -23,6 +29,14 @@ pub enum PathKind {
     NginxTunnel,
     /// cz-proxy ⇒ (QUIC, mutual TLS) ⇒ czctl → app.
     CzTunnel,
+    /// The loopback cluster's cz-proxy pod ⇒ (QUIC over a port-forward through the API server)
+    /// ⇒ czctl → app.
+    PortForwardCarrier,
+    /// The loopback cluster's cz-proxy pod ⇒ (QUIC over UDP to the pod) ⇒ czctl → app.
+    DirectCarrier,
+    /// A port-forward through the loopback cluster's API server → the in-cluster app: no
+    /// tunnel, the carrier's own limit.
+    RawPortForward,
 }
 
 impl PathKind {
@@ -33,6 +47,13 @@ impl PathKind {
         Self::CzPassthrough,
         Self::NginxTunnel,
         Self::CzTunnel,
+    ];
+
+    /// The tunnel's carriers through the loopback cluster, measured with one worker.
+    pub const CARRIERS: [Self; 3] = [
+        Self::RawPortForward,
+        Self::PortForwardCarrier,
+        Self::DirectCarrier,
     ];
 
     /// The path it is compared with: NGINX's counterpart of a cz-proxy path.
@@ -53,6 +74,9 @@ impl fmt::Display for PathKind {
             Self::CzPassthrough => "cz-proxy pass-through",
             Self::NginxTunnel => "NGINX + rathole intercepted",
             Self::CzTunnel => "cz-proxy + QUIC intercepted",
+            Self::PortForwardCarrier => "intercepted, tunnel over port-forward",
+            Self::DirectCarrier => "intercepted, tunnel direct (UDP)",
+            Self::RawPortForward => "raw port-forward, no tunnel",
         })
     }
 }
@@ -80,30 +104,32 @@ pub struct RunningPath {
 }
 
 /// Starts `kind` in `dir`, with an app of its own, and waits until it serves.
-pub fn start(
+pub async fn start(
     kind: PathKind,
     placement: Placement,
     tools: &Tools,
     dir: &Path,
     log: &mut CommandLog,
 ) -> anyhow::Result<RunningPath> {
-    let mut processes = Vec::new();
-    let app_port = free_tcp_port()?;
-    let own = std::env::current_exe()?;
-    let app_args = [
-        "app".into(),
-        "--port".into(),
-        app_port.to_string(),
-        "--threads".into(),
-        placement.workers.to_string(),
-    ];
-    let mut app = Process::spawn("app", log.command(placement.rest, &own, &app_args))?;
-    wait_for_port(&mut app, app_port)?;
-    processes.push(app);
+    use carriers::Carrier;
+    let carrier = match kind {
+        PathKind::PortForwardCarrier => Some(Carrier::Tunnel("port-forward")),
+        PathKind::DirectCarrier => Some(Carrier::Tunnel("direct")),
+        PathKind::RawPortForward => Some(Carrier::RawPortForward),
+        _ => None,
+    };
+    if let Some(carrier) = carrier {
+        return carriers::start(carrier, placement, tools, dir, log).await;
+    }
+    let (app, app_port) = start_app(placement, log)?;
+    let mut processes = vec![app];
     let intercept = matches!(kind, PathKind::NginxTunnel | PathKind::CzTunnel);
     let mut laptop = Vec::new();
     let (h1_port, h2_port, measured) = match kind {
         PathKind::Direct => (app_port, app_port, Vec::new()),
+        PathKind::PortForwardCarrier | PathKind::DirectCarrier | PathKind::RawPortForward => {
+            unreachable!("started by carriers::start")
+        }
         PathKind::NginxPassthrough | PathKind::NginxTunnel => {
             let mut measured = Vec::new();
             let laptop_port = if intercept {
@@ -181,6 +207,7 @@ pub fn start(
     };
     Ok(RunningPath {
         target: Target {
+            ip: Ipv4Addr::LOCALHOST,
             h1_port,
             h2_port,
             intercept,
@@ -189,6 +216,22 @@ pub fn start(
         laptop,
         _processes: processes,
     })
+}
+
+/// The app of a path (cz-bench's own), on the other CPU; returns it and its port.
+fn start_app(placement: Placement, log: &mut CommandLog) -> anyhow::Result<(Process, u16)> {
+    let port = free_tcp_port()?;
+    let args = [
+        "app".into(),
+        "--port".into(),
+        port.to_string(),
+        "--threads".into(),
+        placement.workers.to_string(),
+    ];
+    let own = std::env::current_exe()?;
+    let mut app = Process::spawn("app", log.command(placement.rest, &own, &args))?;
+    wait_for_port(&mut app, port)?;
+    Ok((app, port))
 }
 
 /// NGINX configured as the reference: a `map` on the intercept header choosing between

@@ -1,6 +1,7 @@
 //! The processes of a run: started pinned with `taskset`, recorded as exact command lines,
 //! measured through /proc, and stopped when dropped.
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -75,6 +76,40 @@ impl Process {
             .spawn()
             .with_context(|| format!("could not start {name}"))?;
         Ok(Self { name, child })
+    }
+
+    /// Starts `command` and waits up to `timeout` until it prints a line starting with `marker`
+    /// on stdout (e.g. a readiness line); the rest of its output is discarded.
+    pub fn spawn_until_line(
+        name: &'static str,
+        mut command: Command,
+        marker: &'static str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("could not start {name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (seen, marked) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(marker) {
+                    let _ = seen.send(());
+                }
+            }
+        });
+        let mut process = Self { name, child };
+        let deadline = Instant::now() + timeout;
+        while marked.recv_timeout(Duration::from_millis(50)).is_err() {
+            process.check_running()?;
+            if Instant::now() > deadline {
+                bail!("{name} did not print {marker:?} within {timeout:?}");
+            }
+        }
+        Ok(process)
     }
 
     /// The process id.

@@ -1,6 +1,8 @@
 //! The figures of a run and their markdown report: absolute figures, ratios against direct and
 //! against NGINX, the targets, the machine, the exact command lines, the `ratios:` line.
 
+mod carriers;
+
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -158,6 +160,7 @@ impl Report {
         );
         self.one_worker_table(&mut md);
         self.ratio_table(&mut md);
+        self.carrier_table(&mut md);
         self.two_worker_table(&mut md);
         self.targets(&mut md);
         self.method(&mut md);
@@ -384,11 +387,13 @@ impl Report {
     pub fn ratios_line(&self) -> String {
         use PathKind::*;
         format!(
-            "ratios: passthrough_rps_vs_nginx={} intercept_rps_vs_nginx_tunnel={} passthrough_cpu_per_req_vs_nginx={} intercept_bulk_vs_nginx_tunnel={}",
+            "ratios: passthrough_rps_vs_nginx={} intercept_rps_vs_nginx_tunnel={} passthrough_cpu_per_req_vs_nginx={} intercept_bulk_vs_nginx_tunnel={} port_forward_rps_vs_direct={} port_forward_bulk_vs_raw={}",
             num(self.ratio(1, CzPassthrough, NginxPassthrough, Figures::h1_rps), 2),
             num(self.ratio(1, CzTunnel, NginxTunnel, Figures::h1_rps), 2),
             num(self.ratio(1, CzPassthrough, NginxPassthrough, |f| f.cpu_us_per_request), 2),
             num(self.ratio(1, CzTunnel, NginxTunnel, Figures::bulk_mbps), 2),
+            num(self.ratio(1, PortForwardCarrier, DirectCarrier, Figures::h1_rps), 2),
+            num(self.ratio(1, PortForwardCarrier, RawPortForward, Figures::bulk_mbps), 2),
         )
     }
 }

@@ -20,7 +20,13 @@ pub struct Tools {
     pub cz_proxy: PathBuf,
     /// The laptop side of the tunnel under test.
     pub czctl: PathBuf,
+    /// The loopback cluster the carrier paths run in (it runs cz-proxy pods from `cz_proxy`'s
+    /// directory).
+    pub cz_testkit: PathBuf,
 }
+
+/// How the workspace's own programs are built.
+const BUILD: &str = "cargo build --release -p cz-proxy -p czctl -p cz-testkit -p cz-bench";
 
 impl Tools {
     /// Finds every program, or says how to install those missing.
@@ -30,7 +36,7 @@ impl Tools {
             .parent()
             .context("cz-bench has no directory")?
             .to_owned();
-        let wanted: [(&str, &str); 6] = [
+        let wanted: [(&str, &str); 7] = [
             ("nginx", "apt-get install nginx-light"),
             ("wrk", "apt-get install wrk"),
             ("h2load", "apt-get install nghttp2-client"),
@@ -38,14 +44,9 @@ impl Tools {
                 "rathole",
                 "cargo install rathole   (without --locked: its lock file no longer builds)",
             ),
-            (
-                "cz-proxy",
-                "cargo build --release -p cz-proxy -p czctl -p cz-bench",
-            ),
-            (
-                "czctl",
-                "cargo build --release -p cz-proxy -p czctl -p cz-bench",
-            ),
+            ("cz-proxy", BUILD),
+            ("czctl", BUILD),
+            ("cz-testkit", BUILD),
         ];
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -66,8 +67,8 @@ impl Tools {
                 missing.join("\n")
             );
         }
-        let [nginx, wrk, h2load, rathole, cz_proxy, czctl] =
-            <[PathBuf; 6]>::try_from(found).expect("one path per wanted program");
+        let [nginx, wrk, h2load, rathole, cz_proxy, czctl, cz_testkit] =
+            <[PathBuf; 7]>::try_from(found).expect("one path per wanted program");
         Ok(Self {
             nginx,
             wrk,
@@ -75,6 +76,7 @@ impl Tools {
             rathole,
             cz_proxy,
             czctl,
+            cz_testkit,
         })
     }
 

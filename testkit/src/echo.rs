@@ -1,14 +1,15 @@
 //! The built-in `example/echo` image: answers every request with its pod name, method, path and
-//! headers as JSON (HTTP/1.1 and h2c), echoes WebSocket messages, and on UDP ports answers each
-//! datagram with `<pod>: <datagram>`.
+//! headers as JSON (HTTP/1.1 and h2c) after reading its body, streams N zero bytes for
+//! `GET /bytes/N` (downloads through a Service or a port-forward), echoes WebSocket messages, and
+//! on UDP ports answers each datagram with `<pod>: <datagram>`.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{stream, SinkExt, Stream, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -53,8 +54,8 @@ pub fn serve(
                 let pod = pod.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let response = answer(&pod, request);
-                        async move { Ok::<_, Infallible>(response) }
+                        let pod = pod.clone();
+                        async move { Ok::<_, Infallible>(answer(&pod, request).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -65,7 +66,13 @@ pub fn serve(
     }
 }
 
-fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A response body: small and whole, or streamed zeros.
+type EchoBody = Either<Full<Bytes>, StreamBody<ZeroFrames>>;
+
+/// The frames of a `/bytes/N` download.
+type ZeroFrames = Box<dyn Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Unpin>;
+
+async fn answer(pod: &str, mut request: Request<Incoming>) -> Response<EchoBody> {
     let websocket = request
         .headers()
         .get(header::UPGRADE)
@@ -91,7 +98,7 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
                 }
             }
         });
-        let mut response = Response::new(Full::default());
+        let mut response = Response::new(Either::Left(Full::default()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -102,6 +109,14 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         );
         return response;
     }
+    if let Some(len) = request.uri().path().strip_prefix("/bytes/") {
+        if let Ok(len) = len.parse() {
+            return Response::new(Either::Right(StreamBody::new(zeros(len))));
+        }
+    }
+    let (parts, mut body) = request.into_parts();
+    while let Some(Ok(_)) = body.frame().await {}
+    let request = Request::from_parts(parts, ());
     let mut headers = Map::new();
     for (name, value) in request.headers() {
         headers.insert(
@@ -116,7 +131,7 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         "version": format!("{:?}", request.version()),
         "headers": headers,
     });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(format!("{body}\n")))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -126,4 +141,89 @@ fn answer(pod: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         HeaderValue::from_str(pod).unwrap_or(HeaderValue::from_static("echo")),
     );
     response
+}
+
+/// `len` zero bytes in 64 KiB frames of one static buffer.
+fn zeros(len: u64) -> ZeroFrames {
+    const CHUNK: u64 = 64 * 1024;
+    static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
+    let frames = (0..len.div_ceil(CHUNK)).map(move |i| {
+        let size = (len - i * CHUNK).min(CHUNK) as usize;
+        Ok(Frame::data(Bytes::from_static(&ZEROS[..size])))
+    });
+    Box::new(stream::iter(frames))
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Empty;
+    use hyper::client::conn::http1;
+
+    use super::*;
+
+    /// One HTTP/1.1 connection to an echo server of its own.
+    async fn echo_connection() -> (
+        http1::SendRequest<Either<Empty<Bytes>, Full<Bytes>>>,
+        CancellationToken,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let stop = CancellationToken::new();
+        serve(vec![listener], Vec::new(), "echo-1".into(), stop.clone());
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        (sender, stop)
+    }
+
+    #[tokio::test]
+    async fn downloads_stream_the_asked_bytes_and_uploads_are_read_before_the_answer() {
+        let (mut sender, stop) = echo_connection().await;
+        let len = 200_000;
+        let response = sender
+            .send_request(
+                Request::get(format!("/bytes/{len}"))
+                    .body(Either::Left(Empty::new()))
+                    .expect("request"),
+            )
+            .await
+            .expect("download");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(body.len(), len, "the asked length");
+        assert!(body.iter().all(|&b| b == 0), "zeros");
+
+        // The same connection answers an upload after reading all of it, and stays usable.
+        let upload = Bytes::from(vec![7; 300_000]);
+        sender.ready().await.expect("reusable after the download");
+        let response = sender
+            .send_request(
+                Request::post("/upload")
+                    .body(Either::Right(Full::new(upload)))
+                    .expect("request"),
+            )
+            .await
+            .expect("upload");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            (answer["method"].as_str(), answer["path"].as_str()),
+            (Some("POST"), Some("/upload"))
+        );
+        sender.ready().await.expect("reusable after the upload");
+        stop.cancel();
+    }
 }

@@ -1,0 +1,176 @@
+//! The carrier paths: cz-proxy as `czctl service intercept` deploys it in the loopback cluster
+//! (`cz-testkit up --sample`, shared network so that the pod's UDP port is reachable too), the
+//! tunnel carried by a port-forward through the cluster's API server or by UDP to the pod; and a
+//! raw port-forward through the same API server to the in-cluster app, the carrier's own limit.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+use super::{start_app, Placement, RunningPath};
+use crate::load::Target;
+use crate::procs::{free_tcp_port, wait_for_port, CommandLog, Process};
+use crate::tools::Tools;
+
+/// The sample Service every carrier path intercepts, its namespace and the port of its pods.
+const NAMESPACE: &str = "demo";
+const SERVICE: &str = "echo";
+const SERVICE_PORT: u16 = 80;
+const APP_PORT: u16 = 8080;
+
+/// How long the loopback cluster and the intercept may take to be ready.
+const READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// What carries a path through the loopback cluster.
+#[derive(Debug, Clone, Copy)]
+pub enum Carrier {
+    /// The QUIC tunnel, over `--tunnel port-forward` or `--tunnel direct`.
+    Tunnel(&'static str),
+    /// No tunnel: HTTP through a port-forward to the in-cluster app.
+    RawPortForward,
+}
+
+/// Starts a loopback cluster of its own, then the carrier's path through it.
+pub async fn start(
+    carrier: Carrier,
+    placement: Placement,
+    tools: &Tools,
+    dir: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<RunningPath> {
+    let kubeconfig = dir.join("kubeconfig");
+    let args = [
+        "up".into(),
+        "--sample".into(),
+        "--network=shared".into(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+    ];
+    let mut command = log.command(placement.cluster, &tools.cz_testkit, &args);
+    command.env("RUST_LOG", "warn");
+    let cluster = Process::spawn_until_line("cz-testkit", command, "ready", READY_WITHIN)?;
+    let client = client(&kubeconfig).await?;
+    let measured = vec![cluster.pid()];
+    match carrier {
+        Carrier::Tunnel(tunnel) => {
+            let (app, app_port) = start_app(placement, log)?;
+            let args = [
+                "service".into(),
+                "intercept".into(),
+                SERVICE.into(),
+                format!("--namespace={NAMESPACE}"),
+                format!("--remotePort={SERVICE_PORT}"),
+                format!("--localPort={app_port}"),
+                format!("--tunnel={tunnel}"),
+                format!("--kubeconfig={}", kubeconfig.display()),
+            ];
+            let mut command = log.command(placement.rest, &tools.czctl, &args);
+            command.env("RUST_LOG", "warn");
+            let czctl = Process::spawn_until_line("czctl", command, "Intercepting", READY_WITHIN)?;
+            let (_, proxy) = pod(&client, "app.kubernetes.io/name=cz-proxy").await?;
+            Ok(RunningPath {
+                target: Target {
+                    ip: proxy,
+                    h1_port: APP_PORT,
+                    h2_port: APP_PORT,
+                    intercept: true,
+                },
+                measured,
+                laptop: vec![czctl.pid()],
+                // Dropped in this order: the intercept is restored while the cluster still runs.
+                _processes: vec![app, czctl, cluster],
+            })
+        }
+        Carrier::RawPortForward => {
+            let (echo, _) = pod(&client, "app=echo").await?;
+            let port = free_tcp_port()?;
+            let args = [
+                "forward".into(),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--namespace={NAMESPACE}"),
+                format!("--pod={echo}"),
+                format!("--pod-port={APP_PORT}"),
+                format!("--port={port}"),
+            ];
+            let own = std::env::current_exe()?;
+            let mut forwarder =
+                Process::spawn("forwarder", log.command(placement.rest, &own, &args))?;
+            wait_for_port(&mut forwarder, port)?;
+            Ok(RunningPath {
+                target: Target {
+                    ip: Ipv4Addr::LOCALHOST,
+                    h1_port: port,
+                    h2_port: port,
+                    intercept: false,
+                },
+                measured,
+                laptop: vec![forwarder.pid()],
+                _processes: vec![forwarder, cluster],
+            })
+        }
+    }
+}
+
+/// A client of the cluster `kubeconfig` points at.
+async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
+    let kubeconfig_file = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig_file, &KubeConfigOptions::default())
+            .await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The name and IP of a running pod of the sample's namespace matching `selector`.
+async fn pod(client: &Client, selector: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&ListParams::default().labels(selector))
+        .await?;
+    pods.items
+        .into_iter()
+        .find_map(|pod| {
+            let ip = pod.status?.pod_ip?.parse().ok()?;
+            Some((pod.metadata.name?, ip))
+        })
+        .with_context(|| format!("no pod {selector} with an IP in namespace {NAMESPACE}"))
+}
+
+/// `cz-bench forward`: a local port whose every connection is one port-forward to `pod_port`
+/// of `pod`, through the API server (as `kubectl port-forward`, with the kube client czctl
+/// uses), copied both ways in 64 KiB buffers.
+pub async fn forward(
+    kubeconfig: PathBuf,
+    namespace: String,
+    pod: String,
+    pod_port: u16,
+    port: u16,
+) -> anyhow::Result<()> {
+    const BUFFER: usize = 64 * 1024;
+    let pods = Api::<Pod>::namespaced(client(&kubeconfig).await?, &namespace);
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (pods, pod) = (pods.clone(), pod.clone());
+        tokio::spawn(async move {
+            let Ok(mut forwarder) = pods.portforward(&pod, &[pod_port]).await else {
+                return;
+            };
+            if let Some(mut upstream) = forwarder.take_stream(pod_port) {
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut stream,
+                    &mut upstream,
+                    BUFFER,
+                    BUFFER,
+                )
+                .await;
+            }
+            forwarder.abort();
+        });
+    }
+}
