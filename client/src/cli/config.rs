@@ -76,7 +76,7 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     /// A key czctl does not know (a typo, or a setting that is not shared).
-    #[error("unknown key `{key}` in the config file {}{}; the keys are the long flags' names: {}", path.display(), suggestion.map(|s| format!(" — did you mean `{s}`?")).unwrap_or_default(), KEYS.join(", "))]
+    #[error("unknown key `{key}` in the config file {}{}; the keys are the long flags' names: {}", path.display(), suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(), KEYS.join(", "))]
     UnknownKey {
         /// The file.
         path: PathBuf,
@@ -148,7 +148,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         image_pull_secret: written.image_pull_secret,
         tunnel: written
             .tunnel
-            .map(|value| TunnelMode::from_str(&value, false))
+            .map(|value| {
+                TunnelMode::from_str(&value, false).map_err(|_| one_of::<TunnelMode>(&value))
+            })
             .transpose()
             .map_err(invalid("tunnel"))?,
         timeout: written
@@ -162,6 +164,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             .transpose()
             .map_err(invalid("header"))?,
     })
+}
+
+/// Why `value` is not one of `T`'s values.
+fn one_of<T: ValueEnum>(value: &str) -> String {
+    let names: Vec<String> = T::value_variants()
+        .iter()
+        .filter_map(|variant| variant.to_possible_value())
+        .map(|possible| possible.get_name().to_owned())
+        .collect();
+    format!("`{value}` is not one of {}", names.join(", "))
 }
 
 /// The known key closest to `key`, if it is close enough to be a typo of it.
@@ -242,7 +254,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_the_file() {
         for (text, key) in [
-            ("tunnel = \"udp\"", "`tunnel`"),
+            (
+                "tunnel = \"udp\"",
+                "`udp` is not one of auto, port-forward, direct",
+            ),
             ("timeout = \"soon\"", "`timeout`"),
             ("header = \"no-colon\"", "`header`"),
         ] {

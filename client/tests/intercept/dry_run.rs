@@ -206,6 +206,20 @@ async fn dry_run_output_is_what_kubectl_applies_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_come_from_flag_then_env_then_config_file_then_default() {
+    // --help names every variable and every key of the file.
+    let (ok, help, _) = support::run(support::czctl(&["service", "intercept", "--help"])).await;
+    assert!(ok);
+    for name in SETTINGS.iter().chain(&[
+        "proxy-image",
+        "image-pull-secret",
+        "tunnel",
+        "timeout",
+        "header",
+        "config.toml",
+    ]) {
+        assert!(help.contains(name), "--help does not name {name}:\n{help}");
+    }
+
     let setup = Setup::start().await;
     let home = setup.dir().join("config-home");
     let default_image = concat!("ghcr.io/czctl/cz-proxy:", env!("CARGO_PKG_VERSION"));
