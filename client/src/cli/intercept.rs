@@ -113,7 +113,12 @@ impl InterceptArgs {
 /// Runs the intercept until Ctrl-C or SIGTERM, then restores everything; `matches` are the
 /// command's own, for the config file's place among the settings.
 pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()> {
-    let args = args.with_config(matches)?;
+    // --clean uses none of the settings: a broken config file never stands in a clean-up's way.
+    let args = if args.clean {
+        args
+    } else {
+        args.with_config(matches)?
+    };
     let mut interrupts =
         super::Interrupts::catch().context("could not catch Ctrl-C and SIGTERM")?;
     let output = Output { quiet: args.quiet };

@@ -291,6 +291,20 @@ async fn settings_come_from_flag_then_env_then_config_file_then_default() {
             "{stderr}"
         );
     }
+    // --clean uses none of the settings, so the broken file does not stop a clean-up.
+    let mut clean = setup.czctl(&[
+        "service",
+        "intercept",
+        "echo",
+        "-n",
+        NAMESPACE,
+        "--clean",
+        "--config",
+        other_path,
+    ]);
+    clean.env_remove("CZ_CONFIG");
+    let (ok, _, stderr) = support::run(clean).await;
+    assert!(ok, "{stderr}");
     std::fs::write(&other, "tunnel = \"port-forward\"\n").expect("write");
     let (ok, json, stderr) =
         dry_run(&setup, &home, &[], &["-o", "json", "--config", other_path]).await;
