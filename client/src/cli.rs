@@ -2,6 +2,8 @@
 //! `--quiet`), errors to stderr; logs are separate and follow `RUST_LOG`.
 
 mod cluster;
+mod config;
+mod dry_run;
 mod intercept;
 mod output;
 mod session;
@@ -9,7 +11,7 @@ mod tunnel;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Parser, Subcommand};
 
 /// Redirect selected traffic of a Kubernetes Service to a program on your laptop.
 #[derive(Debug, Parser)]
@@ -63,10 +65,17 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command; `matches` are what `cli` was parsed from (they tell which settings
+/// came from flags and variables, and which are defaults a config file may replace).
+pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Service(ServiceCommand::Intercept(args)) => intercept::run(args).await,
+        Command::Service(ServiceCommand::Intercept(args)) => {
+            let matches = matches
+                .subcommand_matches("service")
+                .and_then(|service| service.subcommand_matches("intercept"))
+                .expect("the matches of the command parsed as `service intercept`");
+            intercept::run(args, matches).await
+        }
         Command::Session(SessionCommand::Close(args)) => session::close(args).await,
         Command::Session(SessionCommand::List(args)) => session::list(args).await,
         Command::Tunnel(TunnelCommand::Connect(args)) => tunnel::connect(args).await,

@@ -3,6 +3,7 @@
 //! Service's selector, connect the tunnel — and undo it all in reverse, on request or on failure.
 //! This module only orders the steps; each lives in [`crate::k8s`].
 
+mod blueprint;
 mod error;
 mod options;
 mod owner;
@@ -11,16 +12,17 @@ mod set_up;
 use cz_shared::tls::SessionCa;
 
 pub use error::{InterceptError, Rollback, SetUpError};
-pub use options::{InterceptOptions, Plan, TunnelMode};
+pub use options::{InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER};
 
 use crate::k8s::cleanup::{self, CleanupError};
 use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{self, ObjectRef};
 use crate::k8s::record::Record;
+use crate::k8s::secret;
 use crate::k8s::target::{self, Target};
-use crate::k8s::{owner_reference, proxy_deployment, secret, shadow_service};
 use crate::progress::Progress;
 use crate::Tunnel;
+use blueprint::Blueprint;
 use set_up::SetUp;
 
 /// How long [`Intercept::stop`] lets in-flight intercepted requests finish before it closes the
@@ -37,39 +39,24 @@ pub struct Intercept {
 }
 
 impl Intercept {
-    /// The Service and port that would be intercepted, and what would be created: for
-    /// `--dry-run`. Changes nothing.
+    /// What [`Self::start`] would create and change, for `--dry-run` (see [`Plan`]): the
+    /// Service is checked as `start` checks it, and nothing is changed.
     pub async fn plan(
         client: &kube::Client,
         options: &InterceptOptions,
     ) -> Result<Plan, InterceptError> {
         let target = resolve(client, options).await?;
         let names = SessionNames::generate(&options.namespace, &options.service)?;
-        let owner = owner_reference(&target.service);
-        let shadow = shadow_service::build(&names, &target, owner.clone());
-        let header = options.rule.to_string();
-        let spec = proxy_deployment::ProxySpec {
-            target: &target,
-            shadow_ip: "<shadow ClusterIP>",
-            header: &header,
-            image: &options.proxy_image,
-            image_pull_secret: options.image_pull_secret.as_deref(),
-        };
-        let deployment = proxy_deployment::build(&names, &spec, owner.clone());
-        let identity = SessionCa::generate()
+        let record = new_record(&names, &target, options);
+        let blueprint = Blueprint::new(&names, &target, &record, options);
+        let proxy = SessionCa::generate()
             .and_then(|ca| ca.issue_proxy())
             .map_err(InterceptError::Certificates)?;
-        let mut secret = secret::build(&names, &identity, owner);
-        secret.data = secret.data.map(|data| {
-            data.into_keys()
-                .map(|k| (k, k8s_openapi::ByteString(b"<generated>".to_vec())))
-                .collect()
-        });
         Ok(Plan {
-            secret,
-            shadow,
-            deployment,
-            record: new_record(&names, &target, options),
+            secret: secret::elide(blueprint.secret(&proxy)),
+            shadow_service: blueprint.shadow_service(),
+            proxy_deployment: blueprint.proxy_deployment(SHADOW_IP_PLACEHOLDER),
+            switched_service: blueprint.switched_service(),
         })
     }
 
@@ -96,6 +83,7 @@ impl Intercept {
             target: &target,
             record: &record,
             options: &options,
+            blueprint: Blueprint::new(&names, &target, &record, &options),
         };
         let result = tokio::select! {
             result = set_up.run(&mut created, &mut progress) => result,

@@ -27,7 +27,9 @@ pub use cz_shared::contract::ProxyState;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
-pub use intercept::{Intercept, InterceptError, InterceptOptions, Plan, TunnelMode};
+pub use intercept::{
+    Intercept, InterceptError, InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
+};
 pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::PostParams;
 use kube::Api;
 
-use super::{InterceptOptions, SetUpError};
+use super::{Blueprint, InterceptOptions, SetUpError};
 use crate::k8s::api_error::CallContext;
 use crate::k8s::cleanup::ENDPOINT_PROPAGATION;
 use crate::k8s::names::SessionNames;
@@ -20,9 +20,7 @@ use crate::k8s::owned::{ObjectRef, SessionObject};
 use crate::k8s::port_forward::PortForwardError;
 use crate::k8s::record::Record;
 use crate::k8s::target::Target;
-use crate::k8s::{
-    owner_reference, port_forward, proxy_deployment, proxy_pod, secret, selector, shadow_service,
-};
+use crate::k8s::{port_forward, proxy_deployment, proxy_pod, selector};
 use crate::progress::Progress;
 use crate::tunnel::{Carrier, CarrierRefused, CarrierStream, ProxyResolver, StreamOpener};
 use crate::{Connected, Tunnel, TunnelConfig, TunnelEvent, TunnelMode};
@@ -38,6 +36,8 @@ pub(super) struct SetUp<'a> {
     pub(super) target: &'a Target,
     pub(super) record: &'a Record,
     pub(super) options: &'a InterceptOptions,
+    /// The objects to create.
+    pub(super) blueprint: Blueprint<'a>,
 }
 
 impl SetUp<'_> {
@@ -48,14 +48,13 @@ impl SetUp<'_> {
     ) -> Result<Tunnel, SetUpError> {
         let (client, names, target, options) = (self.client, self.names, self.target, self.options);
         let namespace = names.namespace.as_str();
-        let owner = owner_reference(&target.service);
         let (proxy_identity, laptop_identity) = SessionCa::generate()
             .and_then(|ca| Ok((ca.issue_proxy()?, ca.issue_client()?)))
             .map_err(SetUpError::Certificates)?;
         let post = PostParams::default();
 
         let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-            .create(&post, &secret::build(names, &proxy_identity, owner.clone()))
+            .create(&post, &self.blueprint.secret(&proxy_identity))
             .await
             .during::<Secret>("create", Some(namespace))?;
         created.extend(ObjectRef::from_meta(
@@ -65,7 +64,7 @@ impl SetUp<'_> {
         progress(Progress::Created(format!("secret {}", names.secret())));
 
         let shadow = Api::<Service>::namespaced(client.clone(), namespace)
-            .create(&post, &shadow_service::build(names, target, owner.clone()))
+            .create(&post, &self.blueprint.shadow_service())
             .await
             .during::<Service>("create", Some(namespace))?;
         created.extend(ObjectRef::from_meta(
@@ -78,15 +77,8 @@ impl SetUp<'_> {
             names.shadow()
         )));
 
-        let spec = proxy_deployment::ProxySpec {
-            target,
-            shadow_ip: &shadow_ip,
-            header: &self.record.header,
-            image: &options.proxy_image,
-            image_pull_secret: options.image_pull_secret.as_deref(),
-        };
         let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-            .create(&post, &proxy_deployment::build(names, &spec, owner))
+            .create(&post, &self.blueprint.proxy_deployment(&shadow_ip))
             .await
             .during::<Deployment>("create", Some(namespace))?;
         created.extend(ObjectRef::from_meta(

@@ -9,6 +9,7 @@ use kube::Api;
 use super::api_error::{ApiCallError, CallContext};
 use super::record::Record;
 use super::selector_patch;
+pub(crate) use super::selector_patch::switched;
 pub use super::selector_patch::Restored;
 
 /// How often a restore reads the Service again after someone else changed it meanwhile.

@@ -9,7 +9,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{
     AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
 };
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use super::record::Record;
@@ -94,6 +95,39 @@ pub(super) fn switch(service: &Service, record: &Record) -> Patch {
     Patch(operations)
 }
 
+/// What [`switch`] changes, as an object `kubectl apply` takes and a reviewer reads (for
+/// `--dry-run`): the Service's name, namespace and resourceVersion (the switch's precondition:
+/// applied to a newer Service it is refused), the record annotation and the selector as they are
+/// after the switch, and nothing else. Built by applying the very patch [`switch`] makes to the
+/// Service as read. czctl itself sends the JSON patch, which replaces the whole selector.
+pub(crate) fn switched(service: &Service, record: &Record) -> Service {
+    let mut document = serde_json::to_value(service).expect("a Service serializes to JSON");
+    json_patch::patch(&mut document, &switch(service, record))
+        .expect("the switch's preconditions hold on the Service it was built from");
+    let annotation = document["metadata"]["annotations"][INTERCEPT_ANNOTATION]
+        .as_str()
+        .map(ToOwned::to_owned)
+        .unwrap_or_default();
+    let selector = serde_json::from_value(document["spec"]["selector"].take()).unwrap_or_default();
+    Service {
+        metadata: ObjectMeta {
+            name: service.metadata.name.clone(),
+            namespace: service.metadata.namespace.clone(),
+            resource_version: service.metadata.resource_version.clone(),
+            annotations: Some(BTreeMap::from([(
+                INTERCEPT_ANNOTATION.to_owned(),
+                annotation,
+            )])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Removes `record` from `service` and, if the selector is still the proxy's, puts the original
 /// back; a selector someone else changed stays as they set it. Returns the patch and what it
 /// does.
@@ -172,6 +206,27 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Record>(recorded).expect("a record"),
             record()
+        );
+    }
+
+    #[test]
+    fn switched_shows_only_what_the_switch_sets() {
+        let original = service(json!({"team": "payments"}), json!({"app": "echo"}));
+        let shown = serde_json::to_value(switched(&original, &record())).expect("serializes");
+        assert_eq!(
+            shown,
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "echo",
+                    "resourceVersion": "7",
+                    "annotations": {
+                        INTERCEPT_ANNOTATION: serde_json::to_string(&record()).expect("serializes"),
+                    },
+                },
+                "spec": {"selector": {"czctl.io/session": "0123abcd"}},
+            })
         );
     }
 
