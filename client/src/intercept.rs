@@ -1,5 +1,5 @@
 //! An intercept, start to finish: check the Service, make the session's certificates, create the
-//! Secret, shadow Service and proxy Deployment, wait until the proxy is ready, switch the
+//! shadow Service, the Secret (owned by the shadow Service) and the proxy Deployment, wait until the proxy is ready, switch the
 //! Service's selector, connect the tunnel — and undo it all in reverse, on request or on failure.
 //! This module only orders the steps; each lives in [`crate::k8s`].
 
@@ -9,6 +9,7 @@ mod owner;
 mod set_up;
 
 use cz_shared::tls::SessionCa;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 pub use error::{InterceptError, Rollback, SetUpError};
 pub use options::{InterceptOptions, Plan, TunnelMode};
@@ -55,11 +56,20 @@ impl Intercept {
             image: &options.proxy_image,
             image_pull_secret: options.image_pull_secret.as_deref(),
         };
-        let deployment = proxy_deployment::build(&names, &spec, owner.clone());
+        let deployment = proxy_deployment::build(&names, &spec, owner);
         let identity = SessionCa::generate()
             .and_then(|ca| ca.issue_proxy())
             .map_err(InterceptError::Certificates)?;
-        let mut secret = secret::build(&names, &identity, owner);
+        // The Secret is owned by the shadow Service, whose uid exists only once it is created.
+        let shadow_owner = OwnerReference {
+            api_version: "v1".to_owned(),
+            kind: "Service".to_owned(),
+            name: names.shadow(),
+            uid: "<uid of the shadow service>".to_owned(),
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+        };
+        let mut secret = secret::build(&names, &identity, Some(shadow_owner));
         secret.data = secret.data.map(|data| {
             data.into_keys()
                 .map(|k| (k, k8s_openapi::ByteString(b"<generated>".to_vec())))
@@ -132,8 +142,8 @@ impl Intercept {
 
     /// Restores the Service first (so new connections go to the original pods), then removes
     /// the proxy and, once it has drained (its in-flight intercepted requests answered through
-    /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service and the Secret, and closes the
-    /// tunnel. The error lists whatever could not be removed.
+    /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service (the cluster's garbage collector
+    /// deletes the Secret it owns), and closes the tunnel. The error lists whatever could not be removed.
     pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
         let drained = async {
             self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;

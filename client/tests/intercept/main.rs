@@ -182,7 +182,7 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
             "service selector restored",
             "deleted proxy deployment",
             "deleted shadow service",
-            "deleted secret",
+            "goes with its owner shadow service",
             "intercept of demo/echo ended; the service is restored",
         ],
     );
