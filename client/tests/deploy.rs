@@ -43,12 +43,16 @@ fn first_difference(path: &str, original: &Value, round_trip: &Value) -> Option<
             original.iter().find_map(|(key, value)| {
                 let path = format!("{path}.{key}");
                 match round_trip.get(key) {
-                    None => Some(format!("{path} (unknown field: the typed object dropped it)")),
+                    None => Some(format!(
+                        "{path} (unknown field: the typed object dropped it)"
+                    )),
                     Some(kept) => first_difference(&path, value, kept),
                 }
             })
         }
-        (Value::Array(original), Value::Array(round_trip)) if original.len() == round_trip.len() => {
+        (Value::Array(original), Value::Array(round_trip))
+            if original.len() == round_trip.len() =>
+        {
             original
                 .iter()
                 .zip(round_trip)
@@ -117,7 +121,10 @@ fn a_misspelt_field_is_caught() {
         "rules": [{"apiGroups": [""], "resources": ["services"], "verb": ["get"]}],
     });
     let problem = check(&document).expect_err("`verb` is not a field of a rule");
-    assert!(problem.contains(".rules[0].verb (unknown field"), "{problem}");
+    assert!(
+        problem.contains(".rules[0].verb (unknown field"),
+        "{problem}"
+    );
 }
 
 #[test]

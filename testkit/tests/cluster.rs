@@ -384,9 +384,7 @@ async fn deleting_an_owner_deletes_its_dependents_of_any_kind_and_theirs() {
     let (_cluster, client) = start(false).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let owner_of = |object: &Service| {
-        json!([{"apiVersion": "v1", "kind": "Service", "name": object.metadata.name, "uid": object.metadata.uid}])
-    };
+    let owner_of = |object: &Service| json!([{"apiVersion": "v1", "kind": "Service", "name": object.metadata.name, "uid": object.metadata.uid}]);
     let service = |name: &str, owners: serde_json::Value| -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": name, "ownerReferences": owners},
@@ -420,9 +418,18 @@ async fn deleting_an_owner_deletes_its_dependents_of_any_kind_and_theirs() {
         .await
         .expect("owner deleted");
     for (what, holds) in [
-        ("the owned Service is gone", services.get_opt("web-shadow").await.expect("get").is_none()),
-        ("the Secret its dependent owned is gone", secrets.get_opt("web-certs").await.expect("get").is_none()),
-        ("a Secret nobody owns is kept", secrets.get_opt("unrelated").await.expect("get").is_some()),
+        (
+            "the owned Service is gone",
+            services.get_opt("web-shadow").await.expect("get").is_none(),
+        ),
+        (
+            "the Secret its dependent owned is gone",
+            secrets.get_opt("web-certs").await.expect("get").is_none(),
+        ),
+        (
+            "a Secret nobody owns is kept",
+            secrets.get_opt("unrelated").await.expect("get").is_some(),
+        ),
     ] {
         assert!(holds, "{what}");
     }

@@ -4,6 +4,7 @@
 
 mod carrier;
 mod cleanup;
+mod rbac;
 mod support;
 
 use std::collections::BTreeMap;
