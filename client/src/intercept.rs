@@ -1,6 +1,7 @@
 //! An intercept, start to finish: check the Service, make the session's certificates, create the
-//! shadow Service, the Secret (owned by the shadow Service) and the proxy Deployment, wait until the proxy is ready, switch the
-//! Service's selector, connect the tunnel — and undo it all in reverse, on request or on failure.
+//! shadow Service, the Secret (owned by the shadow Service) and the proxy Deployment, wait until
+//! the proxy is ready, switch the Service's selector, connect the tunnel — and undo it all in
+//! reverse, on request or on failure.
 //! This module only orders the steps; each lives in [`crate::k8s`].
 
 mod error;
@@ -143,7 +144,8 @@ impl Intercept {
     /// Restores the Service first (so new connections go to the original pods), then removes
     /// the proxy and, once it has drained (its in-flight intercepted requests answered through
     /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service (the cluster's garbage collector
-    /// deletes the Secret it owns), and closes the tunnel. The error lists whatever could not be removed.
+    /// deletes the Secret it owns), and closes the tunnel. The error lists whatever could not be
+    /// removed.
     pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
         let drained = async {
             self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;

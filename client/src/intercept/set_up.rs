@@ -1,6 +1,7 @@
 //! The steps of setting up an intercept, in order: certificates, shadow Service, Secret (owned by
-//! the shadow Service), proxy Deployment, the proxy's readiness, the selector switch, the tunnel. Each created object is
-//! recorded as it is created, so a failure part-way undoes exactly what was done.
+//! the shadow Service), proxy Deployment, the proxy's readiness, the selector switch, the tunnel.
+//! Each created object is recorded as it is created, so a failure part-way undoes exactly what
+//! was done (the Secret by going with the shadow Service).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -68,8 +68,8 @@ impl AsyncWrite for PortForwardStream {
 
 /// What RBAC checks for a port-forward as kube-rs opens it: a WebSocket upgrade is an HTTP GET,
 /// authorized as `get`, and since Kubernetes 1.35 also as `create` (the
-/// `AuthorizePodWebsocketUpgradeCreatePermission` check). A refused upgrade answers with its
-/// status code only, so the message names both.
+/// `AuthorizePodWebsocketUpgradeCreatePermission` check). Either may be the one refused, so the
+/// message names both (the API server's own message, kept as the cause, says which).
 const PORT_FORWARD_VERBS: &str = "get and create";
 
 /// Opens a port-forward to `port` of `pod` in `namespace`.
