@@ -1,6 +1,7 @@
 //! An intercept, start to finish: check the Service, make the session's certificates, create the
-//! Secret, shadow Service and proxy Deployment, wait until the proxy is ready, switch the
-//! Service's selector, connect the tunnel — and undo it all in reverse, on request or on failure.
+//! shadow Service, the Secret (owned by the shadow Service) and the proxy Deployment, wait until
+//! the proxy is ready, switch the Service's selector, connect the tunnel — and undo it all in
+//! reverse, on request or on failure.
 //! This module only orders the steps; each lives in [`crate::k8s`].
 
 mod blueprint;
@@ -12,7 +13,9 @@ mod set_up;
 use cz_shared::tls::SessionCa;
 
 pub use error::{InterceptError, Rollback, SetUpError};
-pub use options::{InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER};
+pub use options::{
+    InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER,
+};
 
 use crate::k8s::cleanup::{self, CleanupError};
 use crate::k8s::names::SessionNames;
@@ -52,9 +55,13 @@ impl Intercept {
         let proxy = SessionCa::generate()
             .and_then(|ca| ca.issue_proxy())
             .map_err(InterceptError::Certificates)?;
+        let shadow_service = blueprint.shadow_service();
+        // The Secret's owner is the shadow Service, whose uid exists once it is created.
+        let mut created_shadow = shadow_service.clone();
+        created_shadow.metadata.uid = Some(SHADOW_UID_PLACEHOLDER.to_owned());
         Ok(Plan {
-            secret: secret::elide(blueprint.secret(&proxy)),
-            shadow_service: blueprint.shadow_service(),
+            secret: secret::elide(blueprint.secret(&proxy, &created_shadow)),
+            shadow_service,
             proxy_deployment: blueprint.proxy_deployment(SHADOW_IP_PLACEHOLDER),
             switched_service: blueprint.switched_service(),
         })
@@ -120,8 +127,9 @@ impl Intercept {
 
     /// Restores the Service first (so new connections go to the original pods), then removes
     /// the proxy and, once it has drained (its in-flight intercepted requests answered through
-    /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service and the Secret, and closes the
-    /// tunnel. The error lists whatever could not be removed.
+    /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service (the cluster's garbage collector
+    /// deletes the Secret it owns), and closes the tunnel. The error lists whatever could not be
+    /// removed.
     pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
         let drained = async {
             self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;

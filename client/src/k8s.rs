@@ -1,10 +1,11 @@
 //! Everything czctl changes in a cluster, one module per object it manages and per operation.
 //! Every object czctl creates carries [`MANAGED_BY`], the session id (label and annotation) and
-//! an owner reference to the intercepted Service; the one change to a user's object — the
-//! intercepted Service's selector — is recorded in an annotation on that Service and applied and
-//! undone with JSON-patch `test` preconditions, so a concurrent change by someone else is never
-//! overwritten. Clean-up deletes only objects it verified as the session's, each with a uid
-//! precondition.
+//! an owner reference to the intercepted Service — except the session's Secret, owned by the
+//! shadow Service so that it goes with it and czctl never needs to read or delete Secrets; the
+//! one change to a user's object — the intercepted Service's selector — is recorded in an
+//! annotation on that Service and applied and undone with JSON-patch `test` preconditions, so a
+//! concurrent change by someone else is never overwritten. Clean-up deletes only objects it
+//! verified as the session's, each with a uid precondition.
 
 pub(crate) mod api_error;
 pub(crate) mod cleanup;

@@ -29,6 +29,7 @@ pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
 pub use intercept::{
     Intercept, InterceptError, InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
+    SHADOW_UID_PLACEHOLDER,
 };
 pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};

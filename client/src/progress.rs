@@ -32,6 +32,14 @@ pub enum Progress {
     LeftAsChanged(String),
     /// An object was deleted.
     Deleted(String),
+    /// An object goes with its deleted owner: the cluster's garbage collector deletes it (czctl
+    /// does not check, as it may not read it).
+    GoesWithOwner {
+        /// The dependent object.
+        object: String,
+        /// Its owner, just deleted.
+        owner: String,
+    },
     /// An object under a session's name is no longer the one the session created; left alone.
     LeftAlone(String),
 }
@@ -58,6 +66,7 @@ impl std::fmt::Display for Progress {
             Self::Restored => write!(f, "service selector restored"),
             Self::LeftAsChanged(selector) => write!(f, "service selector was changed by someone else during the intercept; left as they set it ({selector})"),
             Self::Deleted(what) => write!(f, "deleted {what}"),
+            Self::GoesWithOwner { object, owner } => write!(f, "{object} goes with its owner {owner} (the cluster's garbage collector deletes it)"),
             Self::LeftAlone(what) => write!(f, "left {what} alone: another object with another uid took its name"),
         }
     }

@@ -286,7 +286,18 @@ impl Api {
             namespace: target.namespace.clone().unwrap_or_default(),
             name: target.name.clone().unwrap_or_default(),
         };
-        rbac::authorize(&self.store, user, &attributes)
+        rbac::authorize(&self.store, user, &attributes)?;
+        if rbac::needs_create_too(request.method(), &attributes) {
+            rbac::authorize(
+                &self.store,
+                user,
+                &rbac::Attributes {
+                    verb: "create".to_owned(),
+                    ..attributes
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// A `SelfSubjectAccessReview` or `SelfSubjectRulesReview`, answered for the request's user.

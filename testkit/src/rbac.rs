@@ -55,6 +55,20 @@ pub fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
     }
 }
 
+/// Whether a request authorized as `attributes` must also be allowed `create`: a WebSocket
+/// upgrade (an HTTP GET) to `pods/exec`, `pods/attach` or `pods/portforward`, as Kubernetes 1.35
+/// checks it (feature gate `AuthorizePodWebsocketUpgradeCreatePermission`, on by default), so
+/// the streams that SPDY opened with `create` need it over WebSocket as well as `get`.
+pub fn needs_create_too(method: &Method, attributes: &Attributes) -> bool {
+    *method == Method::GET
+        && attributes.group.is_empty()
+        && attributes.resource == "pods"
+        && matches!(
+            attributes.subresource.as_str(),
+            "exec" | "attach" | "portforward"
+        )
+}
+
 /// Whether `user` may do what `attributes` describe.
 pub fn allowed(store: &Store, user: &User, attributes: &Attributes) -> bool {
     user.groups.iter().any(|g| g == SUPERUSER_GROUP)

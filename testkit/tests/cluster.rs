@@ -11,7 +11,7 @@ use cz_testkit::{Cluster, ClusterOptions};
 const CONVERGE: Duration = Duration::from_secs(30);
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -377,6 +377,62 @@ async fn orphaned_dependents_stay() {
         .owner_references
         .as_ref()
         .is_none_or(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn deleting_an_owner_deletes_its_dependents_of_any_kind_and_theirs() {
+    let (_cluster, client) = start(false).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let owner_of = |object: &Service| json!([{"apiVersion": "v1", "kind": "Service", "name": object.metadata.name, "uid": object.metadata.uid}]);
+    let service = |name: &str, owners: serde_json::Value| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": owners},
+            "spec": {"ports": [{"port": 80}]},
+        }))
+        .expect("a Service")
+    };
+    let post = PostParams::default();
+    let intercepted = services
+        .create(&post, &service("web", json!([])))
+        .await
+        .expect("the owner");
+    let shadow = services
+        .create(&post, &service("web-shadow", owner_of(&intercepted)))
+        .await
+        .expect("a Service owned by a Service");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "web-certs", "ownerReferences": owner_of(&shadow)}}),
+    )
+    .expect("a Secret");
+    secrets
+        .create(&post, &secret)
+        .await
+        .expect("a Secret owned by the owned Service");
+    let unrelated: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "unrelated"}})).expect("a Secret");
+    secrets.create(&post, &unrelated).await.expect("unrelated");
+
+    services
+        .delete("web", &DeleteParams::background())
+        .await
+        .expect("owner deleted");
+    for (what, holds) in [
+        (
+            "the owned Service is gone",
+            services.get_opt("web-shadow").await.expect("get").is_none(),
+        ),
+        (
+            "the Secret its dependent owned is gone",
+            secrets.get_opt("web-certs").await.expect("get").is_none(),
+        ),
+        (
+            "a Secret nobody owns is kept",
+            secrets.get_opt("unrelated").await.expect("get").is_some(),
+        ),
+    ] {
+        assert!(holds, "{what}");
+    }
 }
 
 #[tokio::test]

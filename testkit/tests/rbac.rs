@@ -500,3 +500,39 @@ async fn up_refuses_role_files_it_cannot_use() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The status of a port-forward to the pod `nope` in `demo` (which does not exist).
+async fn port_forward_status(client: &Client) -> u16 {
+    match Api::<Pod>::namespaced(client.clone(), "demo")
+        .portforward("nope", &[80])
+        .await
+    {
+        Err(kube::Error::Api(status)) => status.code,
+        Err(kube::Error::UpgradeConnection(
+            kube::client::UpgradeConnectionError::ProtocolSwitch(status),
+        )) => status.as_u16(),
+        other => panic!("expected a refused upgrade, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_port_forward_needs_get_and_create_as_on_kubernetes_1_35() {
+    let (cluster, _admin) = start().await;
+    for (user_name, verbs, status) in [
+        ("only-get", json!(["get"]), 403),
+        ("only-create", json!(["create"]), 403),
+        ("both", json!(["get", "create"]), 404),
+    ] {
+        let role = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": format!("forward-{user_name}"), "namespace": "demo"},
+            "rules": [{"apiGroups": [""], "resources": ["pods/portforward"], "verbs": verbs}],
+        });
+        let client = user(&cluster, user_name, &[role]).await;
+        assert_eq!(
+            port_forward_status(&client).await,
+            status,
+            "pods/portforward {verbs}: 403 unless both, else past RBAC to the missing pod"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! object, after comments saying what is elided; JSON is one `v1` `List`.
 
 use anyhow::Context;
-use czctl::{Plan, SHADOW_IP_PLACEHOLDER};
+use czctl::{Plan, SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER};
 use serde_json::json;
 
 /// The format of `--dry-run` (`-o/--output`).
@@ -35,11 +35,13 @@ pub fn render(plan: &Plan, service: &str, format: OutputFormat) -> anyhow::Resul
                 .unwrap_or("?");
             let mut text = format!(
                 "# czctl service intercept {service} --dry-run: what czctl would send, in this order.\n\
-                 # 1-3 are created (owned by the Service, labelled app.kubernetes.io/managed-by=czctl);\n\
+                 # 1-3 are created (labelled app.kubernetes.io/managed-by=czctl; the shadow Service and the proxy owned\n\
+                 # by the Service, the Secret by the shadow Service);\n\
                  # 4 is the one change to {service}: czctl sends it as a JSON patch that replaces the\n\
                  # selector and adds the annotation, refused if the Service changed since resourceVersion {version}.\n\
-                 # Elided: the Secret's data (generated on the laptop when the intercept starts) and\n\
-                 # {SHADOW_IP_PLACEHOLDER} in the proxy's arguments (assigned when the shadow Service is created).\n"
+                 # Elided: the Secret's data (generated on the laptop when the intercept starts),\n\
+                 # {SHADOW_UID_PLACEHOLDER} in its owner reference (the Secret goes with the shadow Service) and\n\
+                 # {SHADOW_IP_PLACEHOLDER} in the proxy's arguments (both assigned when the shadow Service is created).\n"
             );
             for object in &objects {
                 let document = serde_saphyr::to_string(object).context("could not print YAML")?;

@@ -133,7 +133,7 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         )
         .await?;
         output.info(format_args!(
-            "cleaned up {namespace}/{}: {closed} intercept(s) closed, and every object verified as created by czctl for it was removed",
+            "cleaned up {namespace}/{}: {closed} intercept(s) closed, and every object verified as created by czctl for it was removed (session Secrets go with their shadow services)",
             args.service
         ));
         return Ok(());

@@ -39,9 +39,10 @@ impl<'a> Blueprint<'a> {
         }
     }
 
-    /// The Secret holding the proxy's identity.
-    pub(super) fn secret(&self, proxy: &Identity) -> Secret {
-        secret::build(self.names, proxy, self.owner.clone())
+    /// The Secret holding the proxy's identity, owned by the `shadow` Service so that it goes
+    /// with it: czctl never reads, lists or deletes Secrets.
+    pub(super) fn secret(&self, proxy: &Identity, shadow: &Service) -> Secret {
+        secret::build(self.names, proxy, owner_reference(shadow))
     }
 
     /// The shadow Service: the original selector and ports under the session's name.

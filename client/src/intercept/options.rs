@@ -47,13 +47,15 @@ pub enum TunnelMode {
 /// What an intercept would create and change, as `--dry-run` shows it: built by the same code
 /// as the objects [`crate::Intercept::start`] sends, with the values that exist only once it
 /// runs elided (the Secret's certificates and key, the shadow Service's ClusterIP in the proxy's
-/// arguments: [`SHADOW_IP_PLACEHOLDER`]).
+/// arguments: [`SHADOW_IP_PLACEHOLDER`], its uid in the Secret's owner reference:
+/// [`SHADOW_UID_PLACEHOLDER`]).
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The Secret: its data keys with empty values, and an annotation saying why.
-    pub secret: Secret,
     /// The shadow Service.
     pub shadow_service: Service,
+    /// The Secret, owned by the shadow Service: its data keys with empty values, and an
+    /// annotation saying why.
+    pub secret: Secret,
     /// The proxy Deployment.
     pub proxy_deployment: Deployment,
     /// The intercepted Service as the selector switch leaves it, reduced to what the switch
@@ -66,12 +68,16 @@ pub struct Plan {
 /// API server assigns it when the shadow Service is created.
 pub const SHADOW_IP_PLACEHOLDER: &str = "SHADOW-SERVICE-CLUSTER-IP";
 
+/// What the Secret's owner reference says in a [`Plan`] where the shadow Service's uid goes: the
+/// API server assigns it when the shadow Service is created.
+pub const SHADOW_UID_PLACEHOLDER: &str = "SHADOW-SERVICE-UID";
+
 impl Plan {
     /// The objects in the order czctl sends them, each as JSON with `apiVersion` and `kind`.
     pub fn objects(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
         Ok(vec![
-            serde_json::to_value(&self.secret)?,
             serde_json::to_value(&self.shadow_service)?,
+            serde_json::to_value(&self.secret)?,
             serde_json::to_value(&self.proxy_deployment)?,
             serde_json::to_value(&self.switched_service)?,
         ])

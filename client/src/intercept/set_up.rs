@@ -1,6 +1,7 @@
-//! The steps of setting up an intercept, in order: certificates, Secret, shadow Service, proxy
-//! Deployment, the proxy's readiness, the selector switch, the tunnel. Each created object is
-//! recorded as it is created, so a failure part-way undoes exactly what was done.
+//! The steps of setting up an intercept, in order: certificates, shadow Service, Secret (owned by
+//! the shadow Service), proxy Deployment, the proxy's readiness, the selector switch, the tunnel.
+//! Each created object is recorded as it is created, so a failure part-way undoes exactly what
+//! was done (the Secret by going with the shadow Service).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -53,16 +54,6 @@ impl SetUp<'_> {
             .map_err(SetUpError::Certificates)?;
         let post = PostParams::default();
 
-        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-            .create(&post, &self.blueprint.secret(&proxy_identity))
-            .await
-            .during::<Secret>("create", Some(namespace))?;
-        created.extend(ObjectRef::from_meta(
-            SessionObject::Secret,
-            &secret.metadata,
-        ));
-        progress(Progress::Created(format!("secret {}", names.secret())));
-
         let shadow = Api::<Service>::namespaced(client.clone(), namespace)
             .create(&post, &self.blueprint.shadow_service())
             .await
@@ -71,10 +62,26 @@ impl SetUp<'_> {
             SessionObject::ShadowService,
             &shadow.metadata,
         ));
-        let shadow_ip = shadow.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        let shadow_ip = shadow
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.clone())
+            .unwrap_or_default();
         progress(Progress::Created(format!(
             "shadow service {} ({shadow_ip})",
             names.shadow()
+        )));
+
+        // Owned by the shadow Service, the Secret goes with it (the cluster's garbage collector
+        // deletes it): czctl never reads, lists or deletes Secrets, so the Role grants only
+        // `create` on them and nobody bound to it can read the namespace's Secrets.
+        Api::<Secret>::namespaced(client.clone(), namespace)
+            .create(&post, &self.blueprint.secret(&proxy_identity, &shadow))
+            .await
+            .during::<Secret>("create", Some(namespace))?;
+        progress(Progress::Created(format!(
+            "secret {} (owned by the shadow service, removed with it)",
+            names.secret()
         )));
 
         let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)

@@ -10,7 +10,8 @@ pub const RBAC_MANIFEST: &str = "deploy/rbac.yaml";
 #[derive(Debug, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct ApiCallError {
-    /// What czctl asked to do: `get`, `list`, `create`, `patch`, `delete`.
+    /// What czctl asked to do: `get`, `list`, `create`, `patch`, `delete` (`get and create` for a
+    /// port-forward, which RBAC checks as both).
     pub verb: &'static str,
     /// The resource, as RBAC names it (`deployments`, `services`, `pods/portforward`).
     pub resource: String,

@@ -1,8 +1,9 @@
 //! Undoing a session: restore the Service's selector first (so new connections go to the
 //! original pods), give kube-proxy time to follow, then delete the session's objects, each with
 //! its uid precondition — the proxy first, and the objects it drains through only once it has
-//! drained. Every object that could not be removed is reported with the command that removes it;
-//! nothing is claimed that was not verified.
+//! drained. The session's Secret goes with the shadow Service that owns it (the cluster's garbage
+//! collector deletes it; czctl may not even read Secrets). Every object that could not be removed
+//! is reported with the command that removes it; nothing is claimed that was not verified.
 
 use std::future::Future;
 use std::time::Duration;
@@ -109,8 +110,8 @@ pub struct Cleaned {
 pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(2);
 
 /// `objects` in the order they must go: the proxy first (it drains its in-flight requests
-/// through the shadow Service, with the Secret mounted), then the shadow Service, then the
-/// Secret — whatever order they were created or found in.
+/// through the shadow Service, with the Secret mounted), then the shadow Service (and with it,
+/// by garbage collection, the Secret) — whatever order they were created or found in.
 fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
     SessionObject::ALL
         .into_iter()
@@ -120,8 +121,8 @@ fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
 /// Restores the selector recorded by session `names` (if it is still recorded), waits
 /// [`ENDPOINT_PROPAGATION`] if it did, then deletes `objects`, which must be the session's own
 /// (created by it, or verified by [`owned::find`]). Once the proxy Deployment is deleted,
-/// `proxy_drained` is awaited before the shadow Service (the draining proxy's upstream) and the
-/// Secret go. Idempotent.
+/// `proxy_drained` is awaited before the shadow Service (the draining proxy's upstream, and the
+/// owner of the Secret) goes. Idempotent.
 pub(crate) async fn clean_up(
     client: &kube::Client,
     names: &SessionNames,
@@ -160,6 +161,12 @@ pub(crate) async fn clean_up(
         match owned::delete(client, object).await {
             Ok(Deleted::Removed) => {
                 progress(Progress::Deleted(object.to_string()));
+                if object.kind == SessionObject::ShadowService {
+                    progress(Progress::GoesWithOwner {
+                        object: format!("secret {}/{}", names.namespace, names.secret()),
+                        owner: object.to_string(),
+                    });
+                }
                 proxy_removed |= object.kind == SessionObject::ProxyDeployment;
                 removed.push(object.clone());
             }
@@ -184,7 +191,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
 
     #[test]
-    fn the_proxy_goes_first_and_the_secret_last() {
+    fn the_proxy_goes_first_and_the_shadow_service_last() {
         let object = |kind| ObjectRef {
             kind,
             namespace: "demo".into(),
@@ -193,7 +200,6 @@ mod tests {
         };
         // The order an intercept creates them in.
         let created = [
-            object(SessionObject::Secret),
             object(SessionObject::ShadowService),
             object(SessionObject::ProxyDeployment),
         ];

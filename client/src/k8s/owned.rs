@@ -1,10 +1,13 @@
-//! The objects a session creates, how to tell that an object really is the session's (its name,
-//! session label and annotation, and an owner reference to the intercepted Service's uid), and
-//! deleting one with a uid precondition, so an object that replaced it under the same name is
-//! never deleted.
+//! The objects a session creates and deletes, how to tell that an object really is the session's
+//! (its name, session label and annotation, and an owner reference to the intercepted Service's
+//! uid), and deleting one with a uid precondition, so an object that replaced it under the same
+//! name is never deleted.
+//!
+//! The session's Secret is not one of them: it is owned by the shadow Service, and the cluster's
+//! garbage collector deletes it with its owner, so czctl never reads, lists or deletes Secrets.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Resource};
@@ -19,22 +22,19 @@ use super::{SESSION_ANNOTATION, SESSION_LABEL};
 pub enum SessionObject {
     /// The proxy Deployment.
     ProxyDeployment,
-    /// The shadow Service.
+    /// The shadow Service (which owns the session's Secret).
     ShadowService,
-    /// The Secret with the proxy's certificates.
-    Secret,
 }
 
 impl SessionObject {
     /// Every kind, in the order clean-up deletes them (the proxy first, so it drains).
-    pub const ALL: [Self; 3] = [Self::ProxyDeployment, Self::ShadowService, Self::Secret];
+    pub const ALL: [Self; 2] = [Self::ProxyDeployment, Self::ShadowService];
 
     /// How progress messages name it.
     pub fn describe(self) -> &'static str {
         match self {
             Self::ProxyDeployment => "proxy deployment",
             Self::ShadowService => "shadow service",
-            Self::Secret => "secret",
         }
     }
 
@@ -43,7 +43,6 @@ impl SessionObject {
         match self {
             Self::ProxyDeployment => "deployment",
             Self::ShadowService => "service",
-            Self::Secret => "secret",
         }
     }
 
@@ -52,7 +51,6 @@ impl SessionObject {
         match self {
             Self::ProxyDeployment => names.proxy(),
             Self::ShadowService => names.shadow(),
-            Self::Secret => names.secret(),
         }
     }
 }
@@ -174,7 +172,6 @@ pub(crate) async fn delete(
     match object.kind {
         SessionObject::ProxyDeployment => delete_kind::<Deployment>(client, object).await,
         SessionObject::ShadowService => delete_kind::<Service>(client, object).await,
-        SessionObject::Secret => delete_kind::<Secret>(client, object).await,
     }
 }
 
@@ -214,7 +211,6 @@ pub(crate) async fn find(
             SessionObject::ShadowService => {
                 find_kind::<Service>(client, kind, names, service_uid).await?
             }
-            SessionObject::Secret => find_kind::<Secret>(client, kind, names, service_uid).await?,
         };
         found.extend(object);
     }
@@ -252,7 +248,7 @@ mod tests {
             "uid-echo"
         ));
         assert!(
-            !is_sessions(SessionObject::Secret, &meta, &names, "uid-echo"),
+            !is_sessions(SessionObject::ShadowService, &meta, &names, "uid-echo"),
             "another name"
         );
         assert!(

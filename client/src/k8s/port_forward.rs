@@ -66,6 +66,12 @@ impl AsyncWrite for PortForwardStream {
     }
 }
 
+/// What RBAC checks for a port-forward as kube-rs opens it: a WebSocket upgrade is an HTTP GET,
+/// authorized as `get`, and since Kubernetes 1.35 also as `create` (the
+/// `AuthorizePodWebsocketUpgradeCreatePermission` check). Either may be the one refused, so the
+/// message names both (the API server's own message, kept as the cause, says which).
+const PORT_FORWARD_VERBS: &str = "get and create";
+
 /// Opens a port-forward to `port` of `pod` in `namespace`.
 pub(crate) async fn open(
     client: &kube::Client,
@@ -78,7 +84,7 @@ pub(crate) async fn open(
         .await
         .map_err(|source| ApiCallError {
             resource: "pods/portforward".into(),
-            ..ApiCallError::new::<Pod>("create", Some(namespace), source)
+            ..ApiCallError::new::<Pod>(PORT_FORWARD_VERBS, Some(namespace), source)
         })?;
     let stream = forwarder
         .take_stream(port)

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use cz_shared::contract::ProxyState;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
 use kube::core::{Expression, Selector};
 use kube::{Api, Resource};
@@ -142,7 +142,8 @@ pub async fn close(
         .iter()
         .map(|s| SessionNames::existing(&s.namespace, &s.service, s.record.session.clone()))
         .collect();
-    // Sessions that crashed before recording themselves on their Service.
+    // Sessions that crashed before recording themselves on their Service. (Their Secrets need
+    // no search: each is owned by its session's shadow Service and goes with it.)
     let mut labels: Selector = [(MANAGED_BY_LABEL, MANAGED_BY)].into_iter().collect();
     labels.extend([Expression::Exists(SESSION_LABEL.to_owned())]);
     if let Some(service) = service {
@@ -153,7 +154,6 @@ pub async fn close(
     }
     sessions.extend(labelled_sessions::<Deployment>(client, namespace, &labels).await?);
     sessions.extend(labelled_sessions::<Service>(client, namespace, &labels).await?);
-    sessions.extend(labelled_sessions::<Secret>(client, namespace, &labels).await?);
 
     let mut failures = Vec::new();
     for names in &sessions {

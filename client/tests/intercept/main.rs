@@ -5,6 +5,7 @@
 mod carrier;
 mod cleanup;
 mod dry_run;
+mod rbac;
 mod support;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ fn positions(lines: &[String], wanted: &[&str]) -> Vec<usize> {
 }
 
 /// The session's Secret holds the proxy's certificate and key and the CA certificate: one private
-/// key, the proxy's own, never the CA's.
+/// key, the proxy's own, never the CA's; and it is owned by the shadow Service, which takes it along.
 async fn assert_secret_holds_no_ca_key(setup: &Setup) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
@@ -46,6 +47,17 @@ async fn assert_secret_holds_no_ca_key(setup: &Setup) {
         .expect("list Secrets")
         .items;
     assert_eq!(secrets.len(), 1, "one session Secret");
+    let owners = secrets[0]
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        owners.len() == 1
+            && owners[0].kind == "Service"
+            && owners[0].name.starts_with("cz-shadow-echo-"),
+        "the Secret is owned by the shadow Service, so it goes with it: {owners:?}"
+    );
     let data = secrets[0].data.clone().expect("the Secret has data");
     let text = |key: &str| String::from_utf8(data[key].0.clone()).expect("PEM text");
     assert_eq!(
@@ -183,7 +195,7 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
             "service selector restored",
             "deleted proxy deployment",
             "deleted shadow service",
-            "deleted secret",
+            "goes with its owner shadow service",
             "intercept of demo/echo ended; the service is restored",
         ],
     );
