@@ -31,6 +31,7 @@ pub use intercept::{
     Intercept, InterceptError, InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
     SHADOW_UID_PLACEHOLDER,
 };
+pub use k8s::client::client as kube_client;
 pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;

@@ -255,15 +255,18 @@ impl PodNetwork {
     /// listening on the pod's loopback only is reachable this way and no other (on the shared
     /// network, to the pod's address).
     pub async fn connect_inside(&self, port: u16) -> io::Result<TcpStream> {
-        match &self.namespace {
-            None => TcpStream::connect((self.ip, port)).await,
+        let stream = match &self.namespace {
+            None => TcpStream::connect((self.ip, port)).await?,
             Some(namespace) => {
                 namespace
                     .enter(TcpSocket::new_v4)?
                     .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-                    .await
+                    .await?
             }
-        }
+        };
+        // As the kubelet's and container runtimes' Go dialers do.
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// The command line that starts `argv` inside the pod's network; on the shared network,

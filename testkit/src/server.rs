@@ -81,6 +81,8 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted { Ok(accepted) => accepted, Err(_) => continue },
         };
+        // As Go's net package does for every connection of a real API server.
+        let _ = stream.set_nodelay(true);
         let (acceptor, api, shutdown) = (tls.acceptor.clone(), api.clone(), shutdown.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(stream).await else {

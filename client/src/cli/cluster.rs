@@ -37,8 +37,7 @@ impl ClusterArgs {
             "could not load cluster credentials; pass -k/--kubeconfig FILE or set KUBECONFIG",
         )?;
         let namespace = config.default_namespace.clone();
-        let client =
-            kube::Client::try_from(config).context("could not create a Kubernetes client")?;
+        let client = czctl::kube_client(config).context("could not create a Kubernetes client")?;
         Ok((client, namespace))
     }
 }

@@ -135,8 +135,8 @@ async fn dry_run_output_is_what_kubectl_applies_and_changes_nothing() {
     let lines: Vec<&str> = applied.lines().collect();
     assert_eq!(lines.len(), 4, "{applied}");
     assert!(
-        lines[0].starts_with("secret/cz-tls-echo-")
-            && lines[1].starts_with("service/cz-shadow-echo-")
+        lines[0].starts_with("service/cz-shadow-echo-")
+            && lines[1].starts_with("secret/cz-tls-echo-")
             && lines[2].starts_with("deployment.apps/cz-proxy-echo-")
             && lines[3] == "service/echo configured (dry run)",
         "{applied}"
