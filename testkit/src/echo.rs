@@ -161,11 +161,11 @@ mod tests {
 
     use super::*;
 
+    type TestBody = Either<Empty<Bytes>, Full<Bytes>>;
+    type Sender = http1::SendRequest<TestBody>;
+
     /// One HTTP/1.1 connection to an echo server of its own.
-    async fn echo_connection() -> (
-        http1::SendRequest<Either<Empty<Bytes>, Full<Bytes>>>,
-        CancellationToken,
-    ) {
+    async fn echo_connection() -> (Sender, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let stop = CancellationToken::new();
@@ -180,44 +180,27 @@ mod tests {
         (sender, stop)
     }
 
+    /// Sends `request` and reads the whole answer.
+    async fn exchange(sender: &mut Sender, request: Request<TestBody>) -> Bytes {
+        let response = sender.send_request(request).await.expect("an answer");
+        let body = response.into_body().collect().await.expect("the body");
+        body.to_bytes()
+    }
+
     #[tokio::test]
     async fn downloads_stream_the_asked_bytes_and_uploads_are_read_before_the_answer() {
         let (mut sender, stop) = echo_connection().await;
         let len = 200_000;
-        let response = sender
-            .send_request(
-                Request::get(format!("/bytes/{len}"))
-                    .body(Either::Left(Empty::new()))
-                    .expect("request"),
-            )
-            .await
-            .expect("download");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let request = Request::get(format!("/bytes/{len}")).body(Either::Left(Empty::new()));
+        let body = exchange(&mut sender, request.expect("request")).await;
         assert_eq!(body.len(), len, "the asked length");
         assert!(body.iter().all(|&b| b == 0), "zeros");
 
         // The same connection answers an upload after reading all of it, and stays usable.
         let upload = Bytes::from(vec![7; 300_000]);
         sender.ready().await.expect("reusable after the download");
-        let response = sender
-            .send_request(
-                Request::post("/upload")
-                    .body(Either::Right(Full::new(upload)))
-                    .expect("request"),
-            )
-            .await
-            .expect("upload");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let request = Request::post("/upload").body(Either::Right(Full::new(upload)));
+        let body = exchange(&mut sender, request.expect("request")).await;
         let answer: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(
             (answer["method"].as_str(), answer["path"].as_str()),

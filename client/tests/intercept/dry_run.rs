@@ -28,16 +28,7 @@ async fn dry_run(
     env: &[(&str, &str)],
     extra: &[&str],
 ) -> (bool, String, String) {
-    let mut args = vec![
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        NAMESPACE,
-        "-r",
-        "80",
-        "--dry-run",
-    ];
+    let mut args = support::sample_args(&["-r", "80", "--dry-run"]);
     args.extend_from_slice(extra);
     let mut command = setup.czctl(&args);
     for variable in SETTINGS {
@@ -149,13 +140,23 @@ async fn dry_run_output_is_what_kubectl_applies_and_changes_nothing() {
         .iter()
         .map(|item| item["kind"].as_str().expect("a kind"))
         .collect();
-    assert_eq!(kinds, ["Secret", "Service", "Deployment", "Service"]);
-    let data = items[0]["data"]
+    assert_eq!(kinds, ["Service", "Secret", "Deployment", "Service"]);
+    let data = items[1]["data"]
         .as_object()
         .expect("the Secret's data keys");
     assert!(
         data.len() == 3 && data.values().all(|value| value == ""),
         "{data:?}"
+    );
+    // It is owned by the shadow Service (created just before it), so it goes with it.
+    let owner = &items[1]["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["uid"]),
+        (
+            &items[0]["kind"],
+            &items[0]["metadata"]["name"],
+            &Value::from(czctl::SHADOW_UID_PLACEHOLDER)
+        )
     );
     // The change to the Service: its selector becomes the proxy pods' labels, and nothing but
     // the selector and czctl's annotation is set.
@@ -292,16 +293,7 @@ async fn settings_come_from_flag_then_env_then_config_file_then_default() {
         );
     }
     // --clean uses none of the settings, so the broken file does not stop a clean-up.
-    let mut clean = setup.czctl(&[
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        NAMESPACE,
-        "--clean",
-        "--config",
-        other_path,
-    ]);
+    let mut clean = setup.czctl(&support::sample_args(&["--clean", "--config", other_path]));
     clean.env_remove("CZ_CONFIG");
     let (ok, _, stderr) = support::run(clean).await;
     assert!(ok, "{stderr}");

@@ -351,17 +351,7 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     );
 
     // Both are idempotent: nothing left is fine. (--quiet prints nothing but errors.)
-    let (ok, stdout, stderr) = setup
-        .run(&[
-            "service",
-            "intercept",
-            "echo",
-            "-n",
-            NAMESPACE,
-            "--clean",
-            "-q",
-        ])
-        .await;
+    let (ok, stdout, stderr) = setup.run(&support::sample_args(&["--clean", "-q"])).await;
     assert!(ok && stdout.is_empty(), "{stdout}{stderr}");
     let (ok, stdout, stderr) = setup.run(&["session", "close", "-A"]).await;
     assert!(

@@ -302,19 +302,16 @@ pub async fn free_port() -> u16 {
 
 /// `service intercept echo -n demo -r 80 -l LOCAL_PORT EXTRA…`: the sample's intercept.
 pub fn intercept_args<'a>(local_port: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "service",
-        "intercept",
-        "echo",
-        "-n",
-        NAMESPACE,
-        "-r",
-        "80",
-        "-l",
-        local_port,
-    ];
+    let mut args = sample_args(&["-r", "80", "-l", local_port]);
     args.extend_from_slice(extra);
     args
+}
+
+/// `service intercept echo -n demo ARGS…`: a command on the sample's Service.
+pub fn sample_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["service", "intercept", "echo", "-n", NAMESPACE];
+    all.extend_from_slice(args);
+    all
 }
 
 /// `czctl ARGS`, with no kubeconfig flag.
