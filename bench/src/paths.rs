@@ -76,7 +76,7 @@ impl fmt::Display for PathKind {
             Self::CzTunnel => "cz-proxy + QUIC intercepted",
             Self::PortForwardCarrier => "intercepted, tunnel over port-forward",
             Self::DirectCarrier => "intercepted, tunnel direct (UDP)",
-            Self::RawPortForward => "raw port-forward, no tunnel",
+            Self::RawPortForward => "raw port-forward (kube-rs Portforwarder), no tunnel",
         })
     }
 }

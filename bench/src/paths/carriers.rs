@@ -141,8 +141,8 @@ async fn pod(client: &Client, selector: &str) -> anyhow::Result<(String, Ipv4Add
 }
 
 /// `cz-bench forward`: a local port whose every connection is one port-forward to `pod_port`
-/// of `pod`, through the API server (as `kubectl port-forward`, with the kube client czctl
-/// uses), copied both ways in 64 KiB buffers.
+/// of `pod`, through the API server (as `kubectl port-forward`: kube-rs's `Portforwarder` on
+/// czctl's client), copied both ways in 64 KiB buffers.
 pub async fn forward(
     kubeconfig: PathBuf,
     namespace: String,

@@ -19,8 +19,9 @@ impl Report {
              (`cz-testkit up --sample --network shared`, one per path: API server, kubelet stand-in and \
              pods pinned to CPU 0); czctl with `--tunnel port-forward` or `--tunnel direct`, the app and \
              the load on CPU 1. The raw port-forward is HTTP to the in-cluster echo app through \
-             `cz-bench forward` (one port-forward per connection, with the kube client czctl uses): what \
-             the API server's port-forward carries without a tunnel. Cluster CPU counts the whole loopback \
+             `cz-bench forward` (one port-forward per connection: kube-rs's `Portforwarder`, as a kube-rs \
+             program would forward a port, on czctl's client): what the API server's port-forward carries \
+             without a tunnel. Cluster CPU counts the whole loopback \
              cluster (its API server relays every port-forward byte, as a real one and its kubelet do). \
              Same rounds and load as above.\n\n\
              | path | HTTP/1.1 req/s | HTTP/2 req/s | p50 µs | p99 µs | cluster CPU µs/req | laptop CPU µs/req | \
