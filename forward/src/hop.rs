@@ -5,9 +5,25 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Headers a `Connection:` token never removes (as NGINX ignores such tokens for them): the
+/// request's target and credentials, and the forwarding headers proxies set.
+const NEVER_HOP_BY_HOP: [&str; 7] = [
+    "host",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
 /// Removes hop-by-hop headers. For an upgrade, `Upgrade` and `Connection: upgrade` stay, since
 /// the next hop must see them to switch protocols too. `TE: trailers` stays (gRPC needs it).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+///
+/// Headers named by `Connection:` are removed too, except Host, Authorization and the
+/// forwarding headers, and any name `keep` says the caller needs (such as the intercept
+/// header): a client cannot make a forwarder drop them.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep: impl Fn(&[u8]) -> bool) {
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderValue> = headers
             .get_all(header::CONNECTION)
@@ -19,7 +35,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         {
             let token = token.trim_ascii();
-            if !token.eq_ignore_ascii_case(b"upgrade") {
+            let kept = token.eq_ignore_ascii_case(b"upgrade")
+                || NEVER_HOP_BY_HOP
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+                || keep(token);
+            if !kept {
                 if let Ok(name) = HeaderName::from_bytes(token) {
                     headers.remove(name);
                 }
@@ -71,7 +92,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-end-to-end", "stays"),
         ]);
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, false, |_| false);
         assert_eq!(headers, map(&[("x-end-to-end", "stays")]));
     }
 
@@ -83,7 +104,7 @@ mod tests {
             ("te", "trailers"),
         ]);
         assert!(is_upgrade(&headers));
-        strip_hop_by_hop(&mut headers, true);
+        strip_hop_by_hop(&mut headers, true, |_| false);
         assert_eq!(
             headers,
             map(&[
@@ -93,5 +114,35 @@ mod tests {
             ])
         );
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn connection_tokens_never_remove_end_to_end_headers() {
+        let mut headers = map(&[
+            (
+                "connection",
+                "Host, AUTHORIZATION, x-forwarded-for, X-Forwarded-Proto, x-forwarded-host",
+            ),
+            (
+                "connection",
+                "x-real-ip, forwarded, x-c6o-intercept, x-gone",
+            ),
+            ("host", "svc.demo"),
+            ("authorization", "Bearer t"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "svc.example"),
+            ("x-real-ip", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-c6o-intercept", "yes"),
+            ("x-gone", "1"),
+        ]);
+        let mut expected = headers.clone();
+        expected.remove("connection");
+        expected.remove("x-gone");
+        strip_hop_by_hop(&mut headers, false, |name| {
+            name.eq_ignore_ascii_case(b"x-c6o-intercept")
+        });
+        assert_eq!(headers, expected);
     }
 }
