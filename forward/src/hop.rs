@@ -5,27 +5,51 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Headers a `Connection:` token never removes (as NGINX ignores such tokens for them): the
+/// request's target and credentials, and the forwarding headers proxies set.
+const NEVER_HOP_BY_HOP: [&str; 7] = [
+    "host",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
 /// Removes hop-by-hop headers. For an upgrade, `Upgrade` and `Connection: upgrade` stay, since
 /// the next hop must see them to switch protocols too. `TE: trailers` stays (gRPC needs it).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderValue> = headers
+///
+/// Headers named by `Connection:` are removed too, except Host, Authorization and the
+/// forwarding headers, and any name `keep` says the caller needs (such as the intercept
+/// header): a client cannot make a forwarder drop them.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep: impl Fn(&[u8]) -> bool) {
+    if let Some(first) = headers.get(header::CONNECTION).cloned() {
+        // Values share the request's buffer, so these clones copy no bytes; a second
+        // `Connection:` line is rare, and an empty `Vec` allocates nothing.
+        let more: Vec<HeaderValue> = headers
             .get_all(header::CONNECTION)
             .iter()
+            .skip(1)
             .cloned()
             .collect();
-        for token in listed
-            .iter()
+        headers.remove(header::CONNECTION);
+        for token in std::iter::once(&first)
+            .chain(&more)
             .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         {
             let token = token.trim_ascii();
-            if !token.eq_ignore_ascii_case(b"upgrade") {
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    headers.remove(name);
-                }
+            let kept = token.eq_ignore_ascii_case(b"upgrade")
+                || NEVER_HOP_BY_HOP
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+                || keep(token);
+            // Looked up by `&str` (in any case), which makes no `HeaderName`; an invalid name
+            // matches nothing.
+            if let (false, Ok(token)) = (kept, std::str::from_utf8(token)) {
+                headers.remove(token);
             }
         }
-        headers.remove(header::CONNECTION);
     }
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
@@ -71,7 +95,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-end-to-end", "stays"),
         ]);
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, false, |_| false);
         assert_eq!(headers, map(&[("x-end-to-end", "stays")]));
     }
 
@@ -83,7 +107,7 @@ mod tests {
             ("te", "trailers"),
         ]);
         assert!(is_upgrade(&headers));
-        strip_hop_by_hop(&mut headers, true);
+        strip_hop_by_hop(&mut headers, true, |_| false);
         assert_eq!(
             headers,
             map(&[
@@ -93,5 +117,37 @@ mod tests {
             ])
         );
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn connection_tokens_never_remove_end_to_end_headers() {
+        let mut headers = map(&[
+            (
+                "connection",
+                "Host, AUTHORIZATION, x-forwarded-for, X-Forwarded-Proto, x-forwarded-host",
+            ),
+            ("connection", "x-real-ip, forwarded, x-c6o-intercept, X-Gone"),
+            ("connection", "not a name, X-LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL"),
+            ("host", "svc.demo"),
+            ("authorization", "Bearer t"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "svc.example"),
+            ("x-real-ip", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-c6o-intercept", "yes"),
+            ("x-gone", "1"),
+            ("x-llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll", "1"),
+        ]);
+        let mut expected = headers.clone();
+        expected.remove("connection");
+        expected.remove("x-gone");
+        expected.remove(
+            "x-llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
+        );
+        strip_hop_by_hop(&mut headers, false, |name| {
+            name.eq_ignore_ascii_case(b"x-c6o-intercept")
+        });
+        assert_eq!(headers, expected);
     }
 }

@@ -8,6 +8,8 @@ use clap::Parser;
 use cz_shared::contract::{self, env, flag};
 use cz_shared::{InterceptRule, DEFAULT_RULE};
 
+use crate::trusted::TrustedProxy;
+
 /// A raw TCP port forward: `LISTEN_PORT=HOST:PORT` (the form czctl writes).
 pub type Passthrough = contract::PassthroughArg;
 
@@ -88,6 +90,13 @@ pub struct Config {
     /// upstream connections; one per CPU when unset.
     #[arg(long, env = "CZ_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
+
+    /// Peers whose forwarding headers are kept and appended to (a load balancer or ingress in
+    /// front of the Service), as CIDR blocks or addresses, separated by commas: e.g.
+    /// 10.0.0.0/8,fd00::/8. Every other peer's X-Forwarded-For/-Proto/-Host, X-Real-IP and
+    /// Forwarded are replaced by what the proxy saw. None by default.
+    #[arg(long, env = "CZ_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Config {
@@ -151,7 +160,7 @@ mod tests {
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 15] = [
+    const EVERY_FLAG: [(&str, &str, &str); 16] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -171,6 +180,11 @@ mod tests {
             "11s",
         ),
         ("worker-threads", "CZ_WORKER_THREADS", "3"),
+        (
+            "trusted-proxies",
+            "CZ_TRUSTED_PROXIES",
+            "10.0.0.0/8,fd00::/8",
+        ),
     ];
 
     /// Asserts that `config` holds the values of [`EVERY_FLAG`].
@@ -199,6 +213,12 @@ mod tests {
         let connect_timeout = config.upstream_connect_timeout;
         assert_eq!(connect_timeout, Duration::from_secs(11), "{source}");
         assert_eq!(config.worker_threads, Some(3), "{source}");
+        let trusted: Vec<_> = config
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "fd00::/8"], "{source}");
     }
 
     #[test]
@@ -261,10 +281,11 @@ mod tests {
     fn every_flag_takes_effect() {
         let mut args = vec!["cz-proxy".to_owned()];
         for (flag, _, value) in EVERY_FLAG {
-            for value in value.split(',').filter(|_| flag == "passthrough") {
+            let repeated = ["passthrough", "trusted-proxies"].contains(&flag);
+            for value in value.split(',').filter(|_| repeated) {
                 args.push(format!("--{flag}={value}"));
             }
-            if flag != "passthrough" {
+            if !repeated {
                 args.push(format!("--{flag}={value}"));
             }
         }

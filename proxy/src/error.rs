@@ -1,5 +1,6 @@
 //! Every way a proxied request can fail, and the one place failures become HTTP responses.
 
+use cz_shared::protocol::MAX_METHOD_LEN;
 use cz_shared::stream::StreamError;
 use http::{Response, StatusCode};
 
@@ -32,6 +33,12 @@ pub enum ProxyError {
     /// Opening a stream on the tunnel failed (the connection was lost).
     #[error("the intercept tunnel to the developer's laptop was lost: {0}")]
     TunnelLost(#[from] quinn::ConnectionError),
+    /// The request's method is longer than the tunnel carries ([`MAX_METHOD_LEN`]); refused on
+    /// both routes, so the answer does not depend on the route.
+    #[error(
+        "the request method is longer than {MAX_METHOD_LEN} bytes, the longest this proxy forwards"
+    )]
+    MethodTooLong,
 }
 
 impl ProxyError {
@@ -43,6 +50,7 @@ impl ProxyError {
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::TunnelDisconnected => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodTooLong => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -53,6 +61,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream-timeout",
             Self::TunnelDisconnected => "tunnel-disconnected",
             Self::Tunnel(_) | Self::TunnelLost(_) => "tunnel-failed",
+            Self::MethodTooLong => "method-too-long",
         }
     }
 

@@ -64,7 +64,7 @@ pub async fn forward(
 
     let (mut head, ()) = reader.read_response_head().await?.into_parts();
     let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(&mut head.headers, switched);
+    headers::strip_hop_by_hop(&mut head.headers, switched, |_| false);
     let body = match (switched, downstream_upgrade, upgrade_writer) {
         (true, Some(downstream), Some(writer)) => {
             let io = reader.into_io(writer.into_send_stream());

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod passthrough;
 pub mod routes;
 pub mod server;
+pub mod trusted;
 pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;

@@ -111,6 +111,14 @@ impl RouteTable {
         });
     }
 
+    /// Whether `name` is the header of one of the routes' rules (in any spelling).
+    pub fn is_rule_name(&self, name: &[u8]) -> bool {
+        self.routes
+            .load()
+            .iter()
+            .any(|route| route.rule.matches_name(name))
+    }
+
     /// The route a request with `headers` takes, if any.
     pub fn find(&self, headers: &HeaderMap) -> Option<Arc<Route>> {
         self.routes
@@ -151,6 +159,8 @@ mod tests {
                 .map(|r| r.rule().clone()),
             Some(alice)
         );
+        assert!(table.is_rule_name(b"X_DEV"));
+        assert!(!table.is_rule_name(b"x-other"));
         table.remove(&bob);
         assert!(table.find(&headers("x-dev", "bob")).is_none());
         assert!(table.find(&HeaderMap::new()).is_none());

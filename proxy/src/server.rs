@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cz_shared::protocol::MAX_METHOD_LEN;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -16,6 +17,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::error::ProxyError;
 use crate::headers::{self, ClientAddr};
 use crate::intercept;
 use crate::metrics::{Metrics, Route};
@@ -42,9 +44,20 @@ impl Router {
         client: &ClientAddr,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        // Routing sees the request as the next hop will: a `Connection:` token cannot hide
+        // the intercept header from one and show it to the other.
+        let upgrade =
+            headers::prepare_request(&mut request, client, |name| self.routes.is_rule_name(name));
         let laptop_route = self.routes.find(request.headers());
-        let upgrade = headers::prepare_request(&mut request, client);
         let (route, result) = match laptop_route {
+            // Refused on both routes, so that the answer does not depend on the route.
+            _ if request.method().as_str().len() > MAX_METHOD_LEN => {
+                let route = match laptop_route {
+                    Some(_) => Route::Tunnel,
+                    None => Route::Upstream,
+                };
+                (route, Err(ProxyError::MethodTooLong))
+            }
             Some(laptop_route) => {
                 let span =
                     tracing::debug_span!("req", route = "tunnel", rule = %laptop_route.rule());
@@ -121,7 +134,7 @@ pub async fn serve(
             break;
         };
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientAddr::new(peer));
+        let client = Arc::new(ClientAddr::new(peer, &config.trusted_proxies));
         let router = router.clone();
         let service = service_fn(move |request| {
             let (router, client) = (router.clone(), client.clone());

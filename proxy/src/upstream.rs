@@ -58,7 +58,7 @@ impl Upstream {
                 (),
             );
         }
-        headers::strip_hop_by_hop(response.headers_mut(), switched);
+        headers::strip_hop_by_hop(response.headers_mut(), switched, |_| false);
         Ok(response.map(ProxyBody::Upstream))
     }
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 15] = [
+const EVERY_FLAG: [(&str, &str); 16] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -20,6 +20,7 @@ const EVERY_FLAG: [(&str, &str); 15] = [
     ("--max-header-bytes", "CZ_MAX_HEADER_BYTES"),
     ("--upstream-connect-timeout", "CZ_UPSTREAM_CONNECT_TIMEOUT"),
     ("--worker-threads", "CZ_WORKER_THREADS"),
+    ("--trusted-proxies", "CZ_TRUSTED_PROXIES"),
 ];
 
 /// The binary, with no `CZ_*` variable inherited from the test's environment.

@@ -47,6 +47,11 @@ pub const SERVER_NAME: &str = "cz-proxy";
 /// The largest head or trailers frame accepted; protects both sides from unbounded buffering.
 pub const MAX_HEAD_LEN: usize = 1024 * 1024;
 
+/// The longest request method a request head carries: its length is one byte on the wire.
+/// Registered methods are at most 17 bytes (`UPDATEREDIRECTREF`); the proxy answers longer ones
+/// with 400 itself, since a wider length field would take a new major version.
+pub const MAX_METHOD_LEN: usize = u8::MAX as usize;
+
 /// Length of a frame header: kind and payload length.
 pub const FRAME_HEADER_LEN: usize = 5;
 
@@ -317,11 +322,16 @@ fn version_from_code(code: u8) -> Result<Version, ProtocolError> {
     })
 }
 
-/// Appends a request head frame: `version: u8 | method: u8 len | uri: u32 len | headers`.
+/// Appends a request head frame: `version: u8 | method: u8 len | uri: u32 len | headers`. The
+/// method must be at most [`MAX_METHOD_LEN`] bytes long (callers refuse longer ones).
 pub fn put_request_head(buf: &mut BytesMut, parts: &http::request::Parts) {
     put_frame(buf, FrameKind::RequestHead, |buf| {
         buf.put_u8(version_code(parts.version));
         let method = parts.method.as_str();
+        debug_assert!(
+            method.len() <= MAX_METHOD_LEN,
+            "callers refuse longer methods"
+        );
         buf.put_u8(method.len() as u8);
         buf.put_slice(method.as_bytes());
         let len_at = buf.len();
@@ -483,6 +493,23 @@ mod tests {
         assert_eq!(decoded.uri(), &parts.uri);
         assert_eq!(decoded.version(), parts.version);
         assert_eq!(decoded.headers(), &parts.headers);
+    }
+
+    #[test]
+    fn the_longest_method_round_trips() {
+        let method = "M".repeat(MAX_METHOD_LEN);
+        let (parts, ()) = Request::builder()
+            .method(method.as_str())
+            .uri("/x")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let mut buf = BytesMut::new();
+        put_request_head(&mut buf, &parts);
+        let (_, payload) = split_frame(buf);
+        let decoded = decode_request_head(payload).expect("decodes");
+        assert_eq!(decoded.method().as_str(), method);
+        assert_eq!(decoded.uri(), "/x");
     }
 
     #[test]

@@ -63,14 +63,16 @@ impl InterceptRule {
         {
             return true;
         }
-        let wanted = self.name.as_str().as_bytes();
         headers.iter().any(|(name, value)| {
             let name = name.as_str().as_bytes();
-            name.len() == wanted.len()
-                && name.contains(&b'_')
-                && name.iter().zip(wanted).all(|(&a, &b)| normalize(a) == b)
-                && self.value_matches(value)
+            name.contains(&b'_') && self.matches_name(name) && self.value_matches(value)
         })
+    }
+
+    /// Whether a header named `name` (in any case, `_` for `-`) is the one the rule looks at.
+    pub fn matches_name(&self, name: &[u8]) -> bool {
+        let wanted = self.name.as_str().as_bytes();
+        name.len() == wanted.len() && name.iter().zip(wanted).all(|(&a, &b)| normalize(a) == b)
     }
 
     fn value_matches(&self, value: &HeaderValue) -> bool {
@@ -179,6 +181,17 @@ mod tests {
         assert_eq!(rule.name().as_str(), "x-dev");
         assert_eq!(rule.value(), "alice");
         assert!(rule.matches(&headers(&[("x-dev", "ALICE")])));
+    }
+
+    #[test]
+    fn names_match_in_any_case_and_spelling() {
+        let rule = rule("x-my-header:me");
+        for name in ["x-my-header", "X_MY_HEADER", "x_My-header"] {
+            assert!(rule.matches_name(name.as_bytes()), "{name}");
+        }
+        for name in ["x-my-headers", "x-my-heade", "x my header", ""] {
+            assert!(!rule.matches_name(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

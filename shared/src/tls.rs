@@ -5,12 +5,19 @@
 //! verifies): only the holder of the session's client key can attach to the tunnel. The CA's key
 //! never leaves the laptop; the proxy receives its own certificate and key and the CA certificate,
 //! as files of a mounted Secret.
+//!
+//! Certificates are valid from [`CLOCK_SKEW`] before they are issued (a cluster's clock may be
+//! a little behind the laptop's) for [`SESSION_LIFETIME`]. They are not renewed: the proxy's
+//! is in the session's Secret, which czctl does not rewrite; a session longer than that is
+//! restarted (an established tunnel is unaffected, since only a new QUIC connection's
+//! handshake checks validity, and the tunnel migrates its connection across carriers).
 
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{
@@ -30,6 +37,15 @@ pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 /// File name of the holder's private key in an identity directory.
 pub const KEY_FILE: &str = "tls.key";
+
+/// How long a session's certificates are valid after they are issued: a month of uninterrupted
+/// intercept, after which a new handshake (a new QUIC connection) fails and the session is
+/// restarted. Bounded so that a key left behind by a crashed session expires.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// How long before their issue certificates are already valid: the clock skew between the
+/// laptop and the cluster that is tolerated.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Why certificates could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +83,7 @@ impl SessionCa {
     /// Generates a new CA with a fresh key.
     pub fn generate() -> Result<Self, TlsError> {
         let mut params = CertificateParams::default();
+        set_validity(&mut params, SystemTime::now());
         params.distinguished_name = name("czctl session CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -85,20 +102,24 @@ impl SessionCa {
 
     /// Issues the proxy's server certificate (for [`SERVER_NAME`]).
     pub fn issue_proxy(&self) -> Result<Identity, TlsError> {
-        self.issue("cz-proxy", ExtendedKeyUsagePurpose::ServerAuth)
+        let params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        self.issue(params, "cz-proxy", ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    /// Issues the laptop's client certificate.
+    /// Issues the laptop's client certificate: it names no host, so it cannot pass for the
+    /// proxy's.
     pub fn issue_client(&self) -> Result<Identity, TlsError> {
-        self.issue("czctl", ExtendedKeyUsagePurpose::ClientAuth)
+        let params = CertificateParams::new(Vec::new())?;
+        self.issue(params, "czctl", ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     fn issue(
         &self,
+        mut params: CertificateParams,
         common_name: &str,
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<Identity, TlsError> {
-        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        set_validity(&mut params, SystemTime::now());
         params.distinguished_name = name(common_name);
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -110,6 +131,12 @@ impl SessionCa {
             key_pem: KeyPem(key.serialize_pem()),
         })
     }
+}
+
+/// Valid from [`CLOCK_SKEW`] before `now` for [`SESSION_LIFETIME`].
+fn set_validity(params: &mut CertificateParams, now: SystemTime) {
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + SESSION_LIFETIME).into();
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -161,19 +188,16 @@ impl Identity {
         })
     }
 
-    /// Writes `ca.crt`, `tls.crt` and `tls.key` into an existing directory; the key is readable
-    /// by its owner only.
+    /// Writes `ca.crt`, `tls.crt` and `tls.key` into `dir`, which is created if missing and made
+    /// accessible to its owner only (0700); a `dir` that is a symlink is refused. Each file is
+    /// written whole under a new name and renamed into place, so a reader never sees half a file
+    /// and a symlink in its place is replaced, never followed; the key is readable by its owner
+    /// only (0600), whatever mode an earlier file had.
     pub fn write_to_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::write(dir.join(CA_CERT_FILE), &self.ca_cert_pem)?;
-        std::fs::write(dir.join(CERT_FILE), &self.cert_pem)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        io::Write::write_all(
-            &mut options.open(dir.join(KEY_FILE))?,
-            self.key_pem.0.as_bytes(),
-        )
+        private_dir(dir)?;
+        write_atomically(&dir.join(CA_CERT_FILE), self.ca_cert_pem.as_bytes(), 0o644)?;
+        write_atomically(&dir.join(CERT_FILE), self.cert_pem.as_bytes(), 0o644)?;
+        write_atomically(&dir.join(KEY_FILE), self.key_pem.0.as_bytes(), 0o600)
     }
 
     fn chain_and_key(
@@ -268,6 +292,68 @@ impl Identity {
         tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
         Ok(tls)
     }
+}
+
+/// Makes `dir` a directory only its owner can enter (creating it, and its parents, if missing);
+/// refuses a symlink or a file in its place.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is not a directory (a symlink is not followed)",
+                    dir.display()
+                ),
+            ))
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir)?;
+        }
+        Err(error) => return Err(error),
+    }
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes `contents` to a new file beside `path` with `mode` (on Unix), then renames it to
+/// `path`. The new file is created exclusively (never through a symlink); the rename replaces
+/// whatever `path` was, a symlink included, without touching what it pointed to.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("file");
+    let temporary = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let written = options.open(&temporary).and_then(|mut file| {
+        io::Write::write_all(&mut file, contents)?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temporary, path));
+    if renamed.is_err() {
+        // Best effort: the error that matters is the write's or the rename's.
+        let _cleanup = std::fs::remove_file(&temporary);
+    }
+    renamed
 }
 
 /// How many intercepted requests may be in flight on one tunnel at once.
@@ -435,6 +521,163 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).expect("clean up");
         assert!(!format!("{read:?}").contains("PRIVATE KEY"));
+    }
+
+    /// A fresh directory under the system's temporary one, for one test.
+    fn scratch_dir(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("cz-{test}-{}", std::process::id()));
+        let _fresh = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// What the laptop's verifier makes of the proxy's certificate, and the proxy's of the
+    /// laptop's, at `at` (seconds since the epoch).
+    fn verify_at(
+        proxy: &Identity,
+        laptop: &Identity,
+        at: Duration,
+    ) -> (Result<(), rustls::Error>, Result<(), rustls::Error>) {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let now = UnixTime::since_unix_epoch(at);
+        let end_entity = |identity: &Identity| identity.chain_and_key().expect("chain").0.remove(0);
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            laptop.roots().expect("roots"),
+            crypto_provider(),
+        )
+        .build()
+        .expect("server verifier")
+        .verify_server_cert(
+            &end_entity(proxy),
+            &[],
+            &ServerName::try_from(SERVER_NAME).expect("name"),
+            &[],
+            now,
+        )
+        .map(drop);
+        let client = WebPkiClientVerifier::builder_with_provider(
+            proxy.roots().expect("roots"),
+            crypto_provider(),
+        )
+        .build()
+        .expect("client verifier")
+        .verify_client_cert(&end_entity(laptop), &[], now)
+        .map(drop);
+        (server, client)
+    }
+
+    #[test]
+    fn certificates_are_valid_from_a_few_minutes_before_issue_for_the_session() {
+        let issued = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        let session = SessionCa::generate().expect("CA");
+        let proxy = session.issue_proxy().expect("proxy");
+        let laptop = session.issue_client().expect("laptop");
+        let minute = Duration::from_secs(60);
+        for (at, valid) in [
+            (issued, true),
+            (issued - CLOCK_SKEW + minute, true),
+            (issued + SESSION_LIFETIME - minute, true),
+            (issued - CLOCK_SKEW - minute, false),
+            (issued - Duration::from_secs(365 * 24 * 3600), false),
+            (issued + SESSION_LIFETIME + minute, false),
+            (issued + Duration::from_secs(365 * 24 * 3600), false),
+        ] {
+            let (server, client) = verify_at(&proxy, &laptop, at);
+            let offset = at.as_secs() as i64 - issued.as_secs() as i64;
+            assert_eq!(server.is_ok(), valid, "proxy at {offset}s: {server:?}");
+            assert_eq!(client.is_ok(), valid, "laptop at {offset}s: {client:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_proxy_s_certificate_names_the_proxy() {
+        let session = SessionCa::generate().expect("CA");
+        let der = |identity: &Identity| identity.chain_and_key().expect("chain").0.remove(0);
+        let names_proxy = |der: &[u8]| {
+            der.windows(SERVER_NAME.len())
+                .any(|w| w == SERVER_NAME.as_bytes())
+        };
+        let laptop = der(&session.issue_client().expect("laptop"));
+        assert!(
+            !names_proxy(&laptop),
+            "the client certificate names {SERVER_NAME}"
+        );
+        let proxy = der(&session.issue_proxy().expect("proxy"));
+        assert!(names_proxy(&proxy));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_private_written_whole_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let identity = SessionCa::generate()
+            .and_then(|ca| ca.issue_client())
+            .expect("identity");
+
+        // A missing directory is created private.
+        let root = scratch_dir("private-keys");
+        let dir = root.join("laptop");
+        identity.write_to_dir(&dir).expect("write");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+
+        // An open directory, a world-readable key and a symlink to a victim file: the directory
+        // is closed, the key rewritten private, the victim untouched.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.join(KEY_FILE), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let victim = root.join("victim");
+        std::fs::write(&victim, "precious").expect("victim");
+        std::fs::remove_file(dir.join(CERT_FILE)).expect("remove");
+        std::os::unix::fs::symlink(&victim, dir.join(CERT_FILE)).expect("symlink");
+        identity.write_to_dir(&dir).expect("rewrite");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        assert!(std::fs::symlink_metadata(dir.join(CERT_FILE))
+            .expect("cert")
+            .is_file());
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious"
+        );
+        let read = Identity::from_dir(&dir).expect("read");
+        assert_eq!(read.key_pem(), identity.key_pem());
+        assert_eq!(read.cert_pem, identity.cert_pem);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("UTF-8")
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [CA_CERT_FILE, CERT_FILE, KEY_FILE],
+            "no temporary file left"
+        );
+
+        // A directory that is a symlink is refused, and nothing is written where it points.
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("dir");
+        let linked = root.join("linked");
+        std::os::unix::fs::symlink(&elsewhere, &linked).expect("symlink");
+        let error = identity.write_to_dir(&linked).expect_err("a symlink");
+        assert!(error.to_string().contains("symlink"), "{error}");
+        assert_eq!(std::fs::read_dir(&elsewhere).expect("list").count(), 0);
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 
     #[test]

@@ -82,8 +82,6 @@ pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
     let ca = SessionCa::generate()?;
     for (name, identity) in [("proxy", ca.issue_proxy()?), ("laptop", ca.issue_client()?)] {
         let dir = args.out.join(name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("could not create {}", dir.display()))?;
         identity
             .write_to_dir(&dir)
             .with_context(|| format!("could not write certificates into {}", dir.display()))?;
