@@ -17,7 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = args.next().unwrap_or_else(|| "echo".into());
     let local_port: u16 = args.next().map_or(Ok(3000), |port| port.parse())?;
 
-    let client = kube::Client::try_default().await?;
+    // kube's client with TCP_NODELAY, which the tunnel's port-forward carrier needs.
+    let client = czctl::kube_client(kube::Config::infer().await?)?;
     for existing in session::list(&client, Some(&namespace)).await? {
         println!(
             "{}/{} is intercepted by {}",

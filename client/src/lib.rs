@@ -9,7 +9,8 @@
 //! [`Intercept`] does the whole `czctl service intercept` through kube-rs: it creates the
 //! session's proxy in the cluster, switches the Service to it, connects the tunnel, and restores
 //! everything when stopped; [`session`] lists and closes sessions, including those a crash left
-//! behind. `examples/intercept.rs` shows both.
+//! behind. `examples/intercept.rs` shows both. Give them a client from [`kube_client`]: kube's,
+//! with `TCP_NODELAY` on its connections, which the tunnel's port-forward carrier needs.
 //!
 //! Layers point one way: the `czctl` binary's CLI → [`intercept`] (the order of the steps) →
 //! one module per Kubernetes object and operation → kube-rs.
