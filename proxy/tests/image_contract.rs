@@ -181,7 +181,9 @@ fn image_filesystem(binary: &Path, root: &Path) {
 }
 
 /// The session Secret as the kubelet mounts it for the proxy's pod: root-owned files of group
-/// 65532 (the pod's `fsGroup`) and mode 0440 (the volume's `defaultMode`).
+/// 65532 (the pod's `fsGroup`) and mode 0440 (the volume's `defaultMode`), in a directory of that
+/// group with the set-group-ID bit, as the kubelet applies an `fsGroup` (czctl writes the files
+/// into a private 0700 directory; the kubelet's volume is not that).
 fn kubelet_secret(dir: &Path) {
     fs::create_dir_all(dir).expect("secret directory");
     SessionCa::generate()
@@ -194,6 +196,8 @@ fn kubelet_secret(dir: &Path) {
         std::os::unix::fs::chown(&path, Some(0), Some(IMAGE_USER)).expect("chown");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o440)).expect("chmod");
     }
+    std::os::unix::fs::chown(dir, Some(0), Some(IMAGE_USER)).expect("chown");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o2750)).expect("chmod");
 }
 
 /// Answers every request with [`UPSTREAM_BODY`], one request per connection.
