@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cz_forward::{is_upgrade, ForwardError, Forwarder};
+use cz_forward::{is_upgrade, Dialer, ForwardError, Forwarder, DEFAULT_SOCKET_BUFFER};
 use cz_shared::stream::{FrameReader, FrameWriter, TunnelBody};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
@@ -35,8 +35,12 @@ impl LocalApp {
     pub(crate) fn new(address: SocketAddr, events_tx: broadcast::Sender<TunnelEvent>) -> Self {
         Self {
             address,
-            forwarder: Forwarder::new(&address.to_string(), CONNECT_TIMEOUT)
-                .expect("a socket address is an authority"),
+            // Bounded buffers: an app that stops reading an upload pins little of the laptop.
+            forwarder: Forwarder::new(
+                Dialer::new(&address.to_string(), CONNECT_TIMEOUT)
+                    .expect("a socket address is an authority")
+                    .socket_buffer(DEFAULT_SOCKET_BUFFER),
+            ),
             unreachable: AtomicBool::new(false),
             events_tx,
         }

@@ -9,13 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use crate::dial::Dialer;
 use crate::error::ForwardError;
 
 /// How long an idle pooled connection is kept.
@@ -23,8 +24,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Pooled clients to one address.
 pub struct Forwarder<B> {
-    address: Arc<str>,
-    authority: Authority,
+    dialer: Arc<Dialer>,
     http1: Client<Connector, B>,
     http2: Client<Connector, B>,
 }
@@ -34,13 +34,10 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Clients to `address` (`HOST:PORT`) that give up connecting after `connect_timeout`.
-    pub fn new(address: &str, connect_timeout: Duration) -> Result<Self, http::uri::InvalidUri> {
-        let authority: Authority = address.parse()?;
-        let connector = Connector {
-            address: address.into(),
-            connect_timeout,
-        };
+    /// Clients to the address `dialer` connects to.
+    pub fn new(dialer: Dialer) -> Self {
+        let dialer = Arc::new(dialer);
+        let connector = Connector(dialer.clone());
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -48,17 +45,16 @@ where
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
-        Ok(Self {
-            address: address.into(),
-            authority,
+        Self {
+            dialer,
             http1,
             http2,
-        })
+        }
     }
 
     /// Where requests go.
     pub fn address(&self) -> &str {
-        &self.address
+        self.dialer.address()
     }
 
     /// Sends `request` over the pool of its protocol and returns the response as it arrives.
@@ -69,7 +65,7 @@ where
         if !http2 || request.uri().authority().is_none() {
             let mut parts = std::mem::take(request.uri_mut()).into_parts();
             parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(self.authority.clone());
+            parts.authority = Some(self.dialer.authority().clone());
             if parts.path_and_query.is_none() {
                 parts.path_and_query = Some(PathAndQuery::from_static("/"));
             }
@@ -80,17 +76,14 @@ where
         client
             .request(request)
             .await
-            .map_err(|error| ForwardError::classify(&self.address, error))
+            .map_err(|error| ForwardError::classify(self.address(), error))
     }
 }
 
 /// Dials the one address whatever the request's URI says, so requests keep their own authority
 /// and all share one pool.
 #[derive(Clone)]
-pub(crate) struct Connector {
-    address: Arc<str>,
-    connect_timeout: Duration,
-}
+pub(crate) struct Connector(Arc<Dialer>);
 
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<TcpStream>;
@@ -102,14 +95,8 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let (address, connect_timeout) = (self.address.clone(), self.connect_timeout);
-        Box::pin(async move {
-            let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&*address))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
-        })
+        let dialer = self.0.clone();
+        Box::pin(async move { dialer.connect().await.map(TokioIo::new) })
     }
 }
 
@@ -126,7 +113,7 @@ mod tests {
         closed.bind(([127, 0, 0, 1], 0).into()).expect("bind");
         let address = closed.local_addr().expect("address").to_string();
         let forwarder: Forwarder<Empty<Bytes>> =
-            Forwarder::new(&address, Duration::from_secs(5)).expect("an authority");
+            Forwarder::new(Dialer::new(&address, Duration::from_secs(5)).expect("an authority"));
         let request = Request::get("/probe").body(Empty::new()).expect("request");
         let error = forwarder.send(request).await.expect_err("nothing listens");
         assert!(

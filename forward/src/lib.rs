@@ -1,5 +1,6 @@
 //! The HTTP forwarding core that cz-proxy (to the original pods) and czctl (to the developer's
-//! local app) share: pooled clients per protocol to one fixed address ([`Forwarder`]), the
+//! local app) share: dialing one fixed address with bounded socket buffers ([`Dialer`]), pooled
+//! clients per protocol to it ([`Forwarder`]), the
 //! request URI and authority rules, hop-by-hop header rules ([`strip_hop_by_hop`]), splicing an
 //! upgraded connection ([`splice`]), and the error response both ends answer with
 //! ([`error_response`], naming the failure in [`ERROR_HEADER`]).
@@ -9,12 +10,14 @@
 
 #![warn(missing_docs)]
 
+mod dial;
 mod error;
 mod forwarder;
 mod hop;
 mod splice;
 
 pub use cz_shared::headers::{is_upgrade, ERROR_HEADER};
+pub use dial::{bound_socket_buffers, Dialer, DEFAULT_SOCKET_BUFFER};
 pub use error::{error_response, ForwardError};
 pub use forwarder::Forwarder;
 pub use hop::strip_hop_by_hop;

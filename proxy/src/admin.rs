@@ -5,45 +5,60 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cz_shared::contract::{ProxyState, HEALTH_PATH, METRICS_PATH, READY_PATH, STATE_PATH};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::accept;
 use crate::body::ProxyBody;
+use crate::limits::ConnectionLimit;
+use crate::linger::Lingering;
 use crate::metrics::Metrics;
 
-/// Serves the admin endpoints until `stop`.
+/// Most admin connections open at once: the kubelet's probes, a Prometheus scraper and czctl
+/// need a handful; the rest is room for retries.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long an admin client may take to send a request head (idle keep-alive included).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin port's read buffer, the least hyper allows: its requests are one short line and a
+/// few headers, so a bigger head is refused (431) instead of buffered.
+const MAX_BUFFER: usize = 8192;
+
+/// Socket buffers of admin connections: a `/metrics` answer is a few KiB.
+pub const SOCKET_BUFFER: u32 = 16 * 1024;
+
+/// Serves the admin endpoints, at most `limit` connections at once, until `stop`.
 pub async fn serve(
     listener: TcpListener,
+    limit: ConnectionLimit,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    debug!(%error, "admin accept failed");
-                    continue;
-                }
-            },
-        };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUFFER);
+    while let Some((stream, _, permit)) = accept::next(&listener, &limit, &stop).await {
         let (metrics, ready) = (metrics.clone(), ready.clone());
         let service = service_fn(move |request| {
             let response = answer(&request, &metrics, &ready);
             async move { Ok::<_, Infallible>(response) }
         });
+        let connection =
+            builder.serve_connection(TokioIo::new(Lingering::new(stream, permit)), service);
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 debug!(%error, "admin connection failed");
             }

@@ -12,28 +12,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// Feeds every connection accepted on `listener` into `streams` until `shutdown`.
+use crate::accept;
+use crate::limits::ConnectionLimit;
+
+/// Most carrier connections at once: each laptop holds one, plus one while it reconnects.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Feeds every connection accepted on `listener` into `streams`, at most `limit` at once, until
+/// `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    limit: ConnectionLimit,
     streams: Arc<StreamListener>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                // The carrier batches its writes; Nagle would only delay acknowledgements.
-                if let Err(error) = stream.set_nodelay(true) {
-                    warn!(%peer, %error, "could not set TCP_NODELAY on a carrier");
-                }
-                debug!(%peer, "carrier connected");
-                streams.add(stream);
-            }
-            Err(error) => warn!(%error, "could not accept a carrier connection"),
+    while let Some((stream, peer, permit)) = accept::next(&listener, &limit, &shutdown).await {
+        // The carrier batches its writes; Nagle would only delay acknowledgements.
+        if let Err(error) = stream.set_nodelay(true) {
+            warn!(%peer, %error, "could not set TCP_NODELAY on a carrier");
         }
+        debug!(%peer, "carrier connected");
+        streams.add(stream, permit);
     }
 }

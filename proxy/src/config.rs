@@ -72,8 +72,10 @@ pub struct Config {
     #[arg(long, env = "CZ_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How long a client may take to send a request's headers before the connection is closed;
-    /// also how long an idle keep-alive connection stays open (NGINX's client_header_timeout).
+    /// How long a client may take to send a request's headers before the connection is closed,
+    /// from accept for the first request (protocol detection and the HTTP/2 preface included);
+    /// also how long an idle keep-alive connection stays open, HTTP/1.1 or HTTP/2 (NGINX's
+    /// client_header_timeout and keepalive_timeout).
     #[arg(long, env = "CZ_HEADER_READ_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
@@ -97,6 +99,31 @@ pub struct Config {
     /// Forwarded are replaced by what the proxy saw. None by default.
     #[arg(long, env = "CZ_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<TrustedProxy>,
+
+    /// Most connections open at once on the intercepted HTTP port; beyond it new connections are
+    /// reset at once and counted in cz_proxy_connections_refused_total. The default fits the
+    /// pod's 128 Mi memory limit with room to spare.
+    #[arg(long, env = "CZ_MAX_CONNECTIONS", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most connections open at once on each pass-through port, refused beyond as on the HTTP
+    /// port.
+    #[arg(long, env = "CZ_MAX_PASSTHROUGH_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_passthrough_connections: u32,
+
+    /// How long a pass-through connection may carry no byte either way before both ends are
+    /// closed (NGINX's proxy_timeout).
+    #[arg(long, env = "CZ_PASSTHROUGH_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub passthrough_idle_timeout: Duration,
+
+    /// Send and receive buffer size of every TCP socket the proxy accepts or opens, in bytes (the
+    /// kernel reserves twice it). It bounds what one client that stops reading, or one upstream
+    /// that stops answering, pins in the kernel, whatever the host's autotuning allows.
+    #[arg(long, env = "CZ_SOCKET_BUFFER_BYTES", default_value_t = cz_forward::DEFAULT_SOCKET_BUFFER,
+          value_parser = clap::value_parser!(u32).range(4096..))]
+    pub socket_buffer_bytes: u32,
 }
 
 impl Config {
@@ -160,7 +187,7 @@ mod tests {
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 16] = [
+    const EVERY_FLAG: [(&str, &str, &str); 20] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -185,6 +212,18 @@ mod tests {
             "CZ_TRUSTED_PROXIES",
             "10.0.0.0/8,fd00::/8",
         ),
+        ("max-connections", "CZ_MAX_CONNECTIONS", "12"),
+        (
+            "max-passthrough-connections",
+            "CZ_MAX_PASSTHROUGH_CONNECTIONS",
+            "13",
+        ),
+        (
+            "passthrough-idle-timeout",
+            "CZ_PASSTHROUGH_IDLE_TIMEOUT",
+            "14s",
+        ),
+        ("socket-buffer-bytes", "CZ_SOCKET_BUFFER_BYTES", "15000"),
     ];
 
     /// Asserts that `config` holds the values of [`EVERY_FLAG`].
@@ -219,6 +258,11 @@ mod tests {
             .map(|p| p.to_string())
             .collect();
         assert_eq!(trusted, ["10.0.0.0/8", "fd00::/8"], "{source}");
+        assert_eq!(config.max_connections, 12, "{source}");
+        assert_eq!(config.max_passthrough_connections, 13, "{source}");
+        let idle = config.passthrough_idle_timeout;
+        assert_eq!(idle, Duration::from_secs(14), "{source}");
+        assert_eq!(config.socket_buffer_bytes, 15000, "{source}");
     }
 
     #[test]

@@ -16,9 +16,12 @@ pub mod admin;
 pub mod body;
 pub mod carrier;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod headers;
 pub mod intercept;
+pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod passthrough;
 pub mod routes;
@@ -34,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cz_forward::{bound_socket_buffers, Dialer};
 use cz_shared::carrier::{stream_endpoint_config, stream_transport_config, StreamListener};
 use cz_shared::tls::{Identity, TlsError};
 use tokio::net::TcpListener;
@@ -42,6 +46,8 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use config::{Config, Passthrough};
+use metrics::Listener;
+use upstream::Upstream;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,58 +136,88 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::new());
+    let limit = |listener, max: u32| limits::ConnectionLimit::new(listener, max as usize, &metrics);
     let routes = Arc::new(routes::RouteTable::default());
     let route = routes::Route::new(config.header.clone());
     routes.add(route.clone());
-    let upstream = upstream::Upstream::new(&config.upstream, config.upstream_connect_timeout)
-        .map_err(|_| StartError::Upstream(config.upstream.clone()))?;
+    let dial = |address: &str| {
+        Dialer::new(address, config.upstream_connect_timeout)
+            .map(|dialer| dialer.socket_buffer(config.socket_buffer_bytes))
+            .map_err(|_| StartError::Upstream(address.to_owned()))
+    };
+    let upstream_dialer = dial(&config.upstream)?;
+    let mut server_config = identity.server_config()?;
+    tunnel::bound_handshakes(&mut server_config);
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(identity.server_config()?),
+        Some(server_config),
         listeners.tunnel,
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(StartError::Tunnel)?;
     // The same laptops, certificates and route over port-forward streams.
     let streams = StreamListener::new();
+    let mut carrier_config = identity.server_config_with(stream_transport_config())?;
+    tunnel::bound_handshakes(&mut carrier_config);
     let carrier_endpoint = quinn::Endpoint::new_with_abstract_socket(
         stream_endpoint_config(),
-        Some(identity.server_config_with(stream_transport_config())?),
+        Some(carrier_config),
         streams.clone(),
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(StartError::Tunnel)?;
 
+    // Every TCP socket accepted from these listeners inherits bounded buffers.
+    let bound = |listener: &TcpListener, bytes: u32| {
+        bound_socket_buffers(socket2::SockRef::from(listener), bytes).map_err(StartError::Workers)
+    };
+    bound(&listeners.http, config.socket_buffer_bytes)?;
+    bound(&listeners.carrier, config.socket_buffer_bytes)?;
+    bound(&listeners.admin, admin::SOCKET_BUFFER)?;
+    for (listener, _) in &listeners.passthrough {
+        bound(listener, config.socket_buffer_bytes)?;
+    }
+
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
+        limit(Listener::Admin, admin::MAX_CONNECTIONS as u32),
         metrics.clone(),
         ready.clone(),
         admin_stop.clone(),
     ));
+    let handshakes = limit(Listener::Tunnel, tunnel::MAX_HANDSHAKES as u32);
     let tunnel = tokio::spawn(tunnel::serve(
         endpoint.clone(),
+        tunnel::Path::Udp,
+        handshakes.clone(),
         route.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
     let carrier_tunnel = tokio::spawn(tunnel::serve(
         carrier_endpoint.clone(),
+        tunnel::Path::Streams,
+        handshakes,
         route,
         metrics.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(carrier::serve(listeners.carrier, streams, shutdown.clone()));
+    tokio::spawn(carrier::serve(
+        listeners.carrier,
+        limit(Listener::Carrier, carrier::MAX_CONNECTIONS as u32),
+        streams,
+        shutdown.clone(),
+    ));
     let connections = TaskTracker::new();
     for (listener, target) in listeners.passthrough {
-        let serve = passthrough::serve(
-            listener,
-            target,
-            config.upstream_connect_timeout,
-            connections.clone(),
-            shutdown.clone(),
-        );
+        let port = passthrough::Passthrough {
+            target: dial(&target)?,
+            limit: limit(Listener::Passthrough, config.max_passthrough_connections),
+            idle_timeout: config.passthrough_idle_timeout,
+        };
+        let serve = passthrough::serve(listener, port, connections.clone(), shutdown.clone());
         tokio::spawn(serve);
     }
     let router = |upstream| {
@@ -192,16 +228,16 @@ pub async fn run(
             reconnect_grace: config.reconnect_grace,
         })
     };
+    let http_limit = limit(Listener::Http, config.max_connections);
     let mut workers = Vec::new();
     let http_listener = listeners.http.into_std().map_err(StartError::Workers)?;
     for worker in 1..config.workers() {
         let listener = http_listener.try_clone().map_err(StartError::Workers)?;
-        let upstream = upstream::Upstream::new(&config.upstream, config.upstream_connect_timeout)
-            .map_err(|_| StartError::Upstream(config.upstream.clone()))?;
         let serve = server::serve_on_own_thread(
             worker,
             listener,
-            router(upstream),
+            router(Upstream::new(upstream_dialer.clone())),
+            http_limit.clone(),
             config.clone(),
             shutdown.clone(),
         );
@@ -212,7 +248,15 @@ pub async fn run(
     info!(rule = %config.header, upstream = %config.upstream, workers = config.workers(), "serving");
 
     let http = async {
-        server::serve(http_listener, router(upstream), &config, shutdown.clone()).await;
+        let upstream = Upstream::new(upstream_dialer);
+        server::serve(
+            http_listener,
+            router(upstream),
+            http_limit,
+            &config,
+            shutdown.clone(),
+        )
+        .await;
         for worker in workers {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }

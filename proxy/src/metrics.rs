@@ -18,6 +18,26 @@ pub enum Route {
     Tunnel,
 }
 
+/// Which listener a connection came to.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Listener {
+    /// The intercepted HTTP port.
+    Http,
+    /// A raw TCP pass-through port.
+    Passthrough,
+    /// The admin port.
+    Admin,
+    /// The port-forward carrier's port.
+    Carrier,
+    /// The UDP tunnel port (QUIC handshakes).
+    Tunnel,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: Listener,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: Route,
@@ -38,6 +58,8 @@ pub struct Metrics {
     tunnel_connected: Gauge,
     active_streams: Gauge,
     waiting_requests: Gauge,
+    connections: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,6 +99,18 @@ impl Metrics {
             "Intercepted requests waiting for the developer's laptop to (re)connect",
             waiting_requests.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections",
+            "Connections open, by listener (tunnel: QUIC handshakes in progress)",
+            connections.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused at the listener's cap, by listener (tunnel: QUIC handshakes refused at the cap or timed out)",
+            connections_refused.clone(),
+        );
         Self {
             upstream_latency: latency.get_or_create_owned(&RouteLabels {
                 route: Route::Upstream,
@@ -89,7 +123,23 @@ impl Metrics {
             tunnel_connected,
             active_streams,
             waiting_requests,
+            connections,
+            connections_refused,
         }
+    }
+
+    /// The gauge of connections open on `listener`.
+    pub fn connections(&self, listener: Listener) -> Gauge {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// The counter of connections `listener` refused.
+    pub fn connections_refused(&self, listener: Listener) -> Counter {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
     }
 
     /// Records an answered request.

@@ -1,25 +1,27 @@
 //! The intercepted port: HTTP/1.1 and h2c connections, each request routed on its own.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cz_shared::protocol::MAX_METHOD_LEN;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::accept;
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::connection::{self, ConnectionState};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientAddr};
 use crate::intercept;
+use crate::limits::ConnectionLimit;
+use crate::linger::Lingering;
 use crate::metrics::{Metrics, Route};
 use crate::routes::RouteTable;
 use crate::upstream::Upstream;
@@ -38,7 +40,7 @@ pub struct Router {
 
 impl Router {
     /// Routes one request and answers it, recording its metrics.
-    async fn handle(
+    pub(crate) async fn handle(
         &self,
         mut request: Request<Incoming>,
         client: &ClientAddr,
@@ -86,12 +88,14 @@ impl Router {
 }
 
 /// Runs [`serve`] on a thread of its own with its own single-threaded event loop, as one more
-/// HTTP worker. Workers share nothing on the request path but the route table and the metrics:
-/// each has its own upstream connections, so a request never waits for another thread.
+/// HTTP worker. Workers share nothing on the request path but the route table, the metrics and
+/// the connection cap: each has its own upstream connections, so a request never waits for
+/// another thread.
 pub fn serve_on_own_thread(
     worker: usize,
     listener: std::net::TcpListener,
     router: Arc<Router>,
+    limit: ConnectionLimit,
     config: Config,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -103,18 +107,25 @@ pub fn serve_on_own_thread(
         .spawn(move || {
             runtime.block_on(async {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, router, &config, shutdown).await,
+                    Ok(listener) => serve(listener, router, limit, &config, shutdown).await,
                     Err(error) => warn!(%error, worker, "HTTP worker could not listen"),
                 }
             });
         })
 }
 
-/// Serves the intercepted port until `shutdown`, then lets in-flight requests finish for up to
-/// `drain_timeout`.
+/// How often an HTTP/2 connection is pinged to find a client that vanished without closing it.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// How long an HTTP/2 client may take to answer a ping before its connection is closed.
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves the intercepted port, at most `limit` connections at once, until `shutdown`; then lets
+/// in-flight requests finish for up to `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
+    limit: ConnectionLimit,
     config: &Config,
     shutdown: CancellationToken,
 ) {
@@ -127,35 +138,30 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
         .max_header_list_size(config.max_header_bytes);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let Some((stream, peer)) = crate::accept::next(&listener, &shutdown).await else {
-            break;
-        };
+    let connections = TaskTracker::new();
+    while let Some((stream, peer, permit)) = accept::next(&listener, &limit, &shutdown).await {
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientAddr::new(peer, &config.trusted_proxies));
-        let router = router.clone();
-        let service = service_fn(move |request| {
-            let (router, client) = (router.clone(), client.clone());
-            async move { Ok::<_, Infallible>(router.handle(request, &client).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(
-            async move {
-                if let Err(error) = connection.await {
-                    debug!(%error, "connection ended with an error");
-                }
-            }
-            .instrument(tracing::debug_span!("conn", %peer)),
+        let state = Arc::new(ConnectionState::new(ClientAddr::new(
+            peer,
+            &config.trusted_proxies,
+        )));
+        let connection = connection::serve(
+            Lingering::new(stream, permit),
+            builder.clone(),
+            router.clone(),
+            state,
+            config.header_read_timeout,
+            shutdown.clone(),
         );
+        connections.spawn(connection.instrument(tracing::debug_span!("conn", %peer)));
     }
     drop(listener);
     info!("stopped accepting HTTP connections; draining in-flight requests");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(config.drain_timeout, connections.wait())
         .await
         .is_err()
     {

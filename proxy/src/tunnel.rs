@@ -7,17 +7,48 @@ use std::time::Duration;
 use cz_shared::hello::{proxy_hello, HelloError};
 use cz_shared::protocol::{CloseCode, Hello};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
-use crate::metrics::Metrics;
+use crate::limits::{ConnectionLimit, ConnectionPermit};
+use crate::metrics::{Listener, Metrics};
 use crate::routes::Route;
 
 /// How long a laptop may take between its TLS handshake and its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts laptops until `shutdown`, attaching each to `route`.
+/// How long a QUIC handshake may take, from its first packet: a few round trips, even through a
+/// port-forward across the world.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most QUIC handshakes in progress at once per endpoint; laptops connect one at a time.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// Bounds what unauthenticated peers can make an endpoint hold: at most [`MAX_HANDSHAKES`]
+/// connection attempts, each buffering at most 64 KiB of early packets (quinn's defaults are
+/// 65,536 attempts of 10 MB each).
+pub fn bound_handshakes(config: &mut quinn::ServerConfig) {
+    config
+        .max_incoming(MAX_HANDSHAKES)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(MAX_HANDSHAKES as u64 * 64 * 1024);
+}
+
+/// Where laptops come from, which decides how their addresses are trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// UDP, where a source address can be spoofed: each one is validated with a QUIC retry (one
+    /// round trip, no state kept) before a handshake is started for it.
+    Udp,
+    /// Port-forward streams, whose addresses the proxy assigns itself.
+    Streams,
+}
+
+/// Accepts laptops until `shutdown`, attaching each to `route`; at most `handshakes` handshakes
+/// at once, each bounded by [`HANDSHAKE_TIMEOUT`].
 pub async fn serve(
     endpoint: quinn::Endpoint,
+    path: Path,
+    handshakes: ConnectionLimit,
     route: Arc<Route>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -31,18 +62,39 @@ pub async fn serve(
                 None => break,
             },
         };
+        if path == Path::Udp && !incoming.remote_address_validated() && incoming.may_retry() {
+            // A retry token is stateless; only a peer that receives it at its address comes back.
+            let _ = incoming.retry();
+            continue;
+        }
+        let Some(permit) = handshakes.admit() else {
+            debug!(peer = %incoming.remote_address(), "QUIC handshake refused: too many in progress");
+            incoming.refuse();
+            continue;
+        };
         let span = tracing::info_span!("tunnel", peer = %incoming.remote_address());
-        tokio::spawn(serve_laptop(incoming, route.clone(), metrics.clone()).instrument(span));
+        let laptop = serve_laptop(incoming, permit, route.clone(), metrics.clone());
+        tokio::spawn(laptop.instrument(span));
     }
 }
 
-async fn serve_laptop(incoming: quinn::Incoming, route: Arc<Route>, metrics: Arc<Metrics>) {
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(error) => {
+async fn serve_laptop(
+    incoming: quinn::Incoming,
+    handshake: ConnectionPermit,
+    route: Arc<Route>,
+    metrics: Arc<Metrics>,
+) {
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
             return warn!(%error, "tunnel handshake failed (a client without this session's certificate?)")
         }
+        Err(_) => {
+            metrics.connections_refused(Listener::Tunnel).inc();
+            return warn!(timeout = ?HANDSHAKE_TIMEOUT, "tunnel handshake not completed in time");
+        }
     };
+    drop(handshake);
     match tokio::time::timeout(HELLO_TIMEOUT, exchange_hellos(&connection)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {

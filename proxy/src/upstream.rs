@@ -2,9 +2,7 @@
 //! core's pooled connections speaking the request's own protocol (HTTP/1.1, or h2c for HTTP/2
 //! requests such as gRPC).
 
-use std::time::Duration;
-
-use cz_forward::{ForwardError, Forwarder};
+use cz_forward::{Dialer, ForwardError, Forwarder};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -20,11 +18,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Clients to `address` (HOST:PORT) that give up connecting after `connect_timeout`.
-    pub fn new(address: &str, connect_timeout: Duration) -> Result<Self, http::uri::InvalidUri> {
-        Ok(Self {
-            forwarder: Forwarder::new(address, connect_timeout)?,
-        })
+    /// Clients to the original pods, connected by `dialer`.
+    pub fn new(dialer: Dialer) -> Self {
+        Self {
+            forwarder: Forwarder::new(dialer),
+        }
     }
 
     /// Sends the request to the original pods and streams the response back. An upgrade the

@@ -58,7 +58,7 @@ impl Proxy {
                     .lock()
                     .expect("lock")
                     .push(stream.try_clone().expect("clone"));
-                listener.add(TcpStream::from_std(stream).expect("tokio"));
+                listener.add(TcpStream::from_std(stream).expect("tokio"), ());
             }
         });
         Self {

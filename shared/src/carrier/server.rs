@@ -52,13 +52,15 @@ impl StreamListener {
     }
 
     /// Adds an accepted stream (e.g. a TCP connection, with `TCP_NODELAY` set); it is served,
-    /// on the current tokio runtime, until it ends or fails.
+    /// on the current tokio runtime, until it ends or fails. `held` (a connection permit, say)
+    /// is dropped when it ends.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn add<S>(&self, stream: S)
+    pub fn add<S, H>(&self, stream: S, held: H)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
+        H: Send + 'static,
     {
         let peer = peer_address(self.next_peer.fetch_add(1, Ordering::Relaxed));
         let (outgoing_tx, outgoing_rx) = mpsc::channel(SEND_QUEUE);
@@ -73,6 +75,7 @@ impl StreamListener {
                     Err(error) => debug!(%error, "carrier stream failed"),
                 }
                 lock(&peers).remove(&peer);
+                drop(held);
             }
             .instrument(span),
         );

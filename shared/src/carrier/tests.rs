@@ -98,7 +98,7 @@ async fn a_stalled_stream_pushes_back_on_quinn_and_wakes_it_when_drained() {
 async fn a_listener_pushes_back_per_stream_and_drops_datagrams_to_ended_streams() {
     let listener = StreamListener::new();
     let (ours, mut peer) = tokio::io::duplex(PIPE);
-    listener.add(ours);
+    listener.add(ours, ());
     let address = server::peer_address(0);
     let mut poller = listener.clone().create_io_poller();
     let sent = fill(&*listener, &mut poller, address).await;
