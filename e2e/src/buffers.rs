@@ -1,10 +1,9 @@
 //! What a data path may legitimately hold of a body nobody reads, so bounded-buffering tests
 //! derive their limit from the path instead of trusting a figure that holds on one machine.
 //!
-//! The tests pin the socket buffers of the sockets they own (clients, apps, the proxy's HTTP
-//! listener, whose accepted connections inherit them) and read back what the kernel granted;
-//! sockets the product opens itself (czctl's connection to the local app, the proxy's to the
-//! upstream) are autotuned, so they count at the kernel's ceiling, read from `/proc`.
+//! The tests pin the socket buffers of the sockets they own (clients, apps) and read back what the
+//! kernel granted; the product bounds its own (the proxy's every TCP socket, czctl's to the local
+//! app), so they count at [`BOUNDED_SOCKET`], whatever the host's autotuning would allow.
 
 use std::net::SocketAddr;
 
@@ -17,6 +16,17 @@ pub const PINNED_REQUEST: u32 = 64 * 1024;
 /// Most of a body one HTTP/1 connection buffers in user space per direction: hyper's default
 /// `max_buf_size` (8 KiB + 100 × 4 KiB), plus one chunk in hand while the buffer drains.
 pub const HYPER_BUFFER: u64 = 8192 + 4096 * 100 + crate::bulk::CHUNK as u64;
+
+/// What one direction of a socket the product bounds may hold: the kernel grants twice the size
+/// asked for ([`cz_forward::DEFAULT_SOCKET_BUFFER`], both ends' default).
+pub const BOUNDED_SOCKET: u64 = 2 * cz_forward::DEFAULT_SOCKET_BUFFER as u64;
+
+/// How far a socket's send queue may pass its SO_SNDBUF: the kernel admits a write while the
+/// queue is below the limit, and one write may queue a whole 64 KiB segment.
+pub const SEND_OVERSHOOT: u64 = 64 * 1024;
+
+/// What a pass-through connection holds in user space per direction: tokio's copy buffer.
+pub const COPY_BUFFER: u64 = 8 * 1024;
 
 /// The tunnel's flow-control window per stream (`cz_shared::tls`): a QUIC sender may have at most
 /// this much of one stream unread by the receiving side.
@@ -76,36 +86,6 @@ pub fn pinned_listener() -> (TcpListener, Pinned) {
 pub async fn pinned_connect(addr: SocketAddr) -> (TcpStream, Pinned) {
     let (socket, pinned) = pinned_socket();
     (socket.connect(addr).await.expect("connect"), pinned)
-}
-
-/// The most the kernel lets an autotuned (unpinned) TCP socket hold: its receive or send buffer
-/// grows up to `tcp_rmem`/`tcp_wmem`'s maximum, or, set by the program, up to twice
-/// `net.core.rmem_max`/`wmem_max`.
-#[derive(Debug, Clone, Copy)]
-pub struct KernelCeiling {
-    /// Received but unread.
-    pub receive: u64,
-    /// Written but unsent.
-    pub send: u64,
-}
-
-impl KernelCeiling {
-    /// Reads this machine's settings.
-    pub fn read() -> Self {
-        let field = |path: &str, index: usize| -> u64 {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            text.split_whitespace()
-                .nth(index)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{path}: unexpected {text:?}"))
-        };
-        Self {
-            receive: field("/proc/sys/net/ipv4/tcp_rmem", 2)
-                .max(2 * field("/proc/sys/net/core/rmem_max", 0)),
-            send: field("/proc/sys/net/ipv4/tcp_wmem", 2)
-                .max(2 * field("/proc/sys/net/core/wmem_max", 0)),
-        }
-    }
 }
 
 /// The most a path may hold of a body nobody reads, as a sum of named parts, so a failure says

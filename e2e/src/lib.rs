@@ -136,8 +136,7 @@ pub fn proxy_config(upstream: SocketAddr, extra: &[&str]) -> Config {
 }
 
 /// Starts a proxy on ephemeral 127.0.0.1 ports (the tunnel on `tunnel_port`, 0 for any).
-/// `passthrough` targets get one listener each. The HTTP port's socket buffers are pinned
-/// ([`buffers::pinned_listener`]), so what the proxy's accepted connections may hold is known.
+/// `passthrough` targets get one listener each.
 pub async fn spawn_proxy(
     config: Config,
     identity: &Identity,
@@ -151,7 +150,7 @@ pub async fn spawn_proxy(
     }
     let tunnel = bind_udp(tunnel_port).await;
     let listeners = Listeners {
-        http: buffers::pinned_listener().0,
+        http: bind().await.expect("bind http"),
         passthrough: forwards,
         tunnel,
         carrier: bind().await.expect("bind carrier"),
@@ -171,6 +170,16 @@ pub async fn spawn_proxy(
     let shutdown = CancellationToken::new();
     let run = cz_proxy::run(config, identity.clone(), listeners, shutdown.clone());
     let task = tokio::spawn(async move { run.await.expect("proxy runs") });
+    // Ready once every listener is set up (socket buffers included), as Kubernetes waits for it.
+    let admin = handle_addrs.2;
+    eventually("the proxy to be ready", PROMPTLY, || async move {
+        (client::get(admin, cz_shared::contract::READY_PATH, &[])
+            .await
+            .status
+            == 200)
+            .then_some(())
+    })
+    .await;
     ProxyHandle {
         http: handle_addrs.0,
         tunnel: handle_addrs.1,

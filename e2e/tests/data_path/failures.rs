@@ -253,7 +253,7 @@ async fn other_ports_pass_through_as_raw_tcp() {
 }
 
 /// A raw TCP server that sends back whatever it receives; returns its address.
-async fn spawn_tcp_echo() -> std::net::SocketAddr {
+pub(crate) async fn spawn_tcp_echo() -> std::net::SocketAddr {
     let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let echo_addr = echo.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -553,7 +553,7 @@ async fn shutdown_drains_open_pass_through_connections() {
 }
 
 /// Sends `payload` on a pass-through connection to an echo server and checks it comes back.
-async fn echo_through(stream: &mut TcpStream, payload: &[u8]) {
+pub(crate) async fn echo_through(stream: &mut TcpStream, payload: &[u8]) {
     stream.write_all(payload).await.expect("write");
     let mut echoed = vec![0; payload.len()];
     within(PROMPTLY, "the echo", stream.read_exact(&mut echoed))

@@ -3,6 +3,7 @@
 
 mod failures;
 mod forwarding;
+mod limits;
 mod routing;
 mod streaming;
 mod versions;

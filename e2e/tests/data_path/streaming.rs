@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cz_e2e::app::{text_body, tokio_stream_from, Handler, TestBody};
 use cz_e2e::buffers::{
-    self, Allowance, KernelCeiling, FRAME_READER_BUFFER, HYPER_BUFFER, QUIC_STREAM_WINDOW,
+    self, Allowance, BOUNDED_SOCKET, COPY_BUFFER, FRAME_READER_BUFFER, HYPER_BUFFER,
+    QUIC_STREAM_WINDOW, SEND_OVERSHOOT,
 };
 use cz_e2e::bulk::{self, matches_pattern};
 use cz_e2e::client::{answer, get, http1, http1_over, http2};
@@ -169,7 +170,7 @@ const BULK_PATIENCE: Duration = Duration::from_secs(180);
 
 /// What may pile up of a download nobody reads, from the producing app to the client.
 fn download_allowance(intercepted: bool) -> Allowance {
-    let (pinned, kernel) = (buffers::pinned(), KernelCeiling::read());
+    let pinned = buffers::pinned();
     let allowance = Allowance::default()
         .plus(
             "the producer: a chunk queued and one in hand",
@@ -179,10 +180,7 @@ fn download_allowance(intercepted: bool) -> Allowance {
         .plus("the app's socket (pinned SO_SNDBUF)", pinned.send);
     let allowance = if intercepted {
         allowance
-            .plus(
-                "czctl's socket to the app (autotuned receive ceiling)",
-                kernel.receive,
-            )
+            .plus("czctl's socket to the app (bounded)", BOUNDED_SOCKET)
             .plus("czctl's HTTP/1 read buffer", HYPER_BUFFER)
             .plus("czctl's frame being written to QUIC", HYPER_BUFFER)
             .plus("the QUIC stream window", QUIC_STREAM_WINDOW)
@@ -190,17 +188,14 @@ fn download_allowance(intercepted: bool) -> Allowance {
     } else {
         allowance
             .plus(
-                "the proxy's socket to the upstream (autotuned receive ceiling)",
-                kernel.receive,
+                "the proxy's socket to the upstream (bounded)",
+                BOUNDED_SOCKET,
             )
             .plus("the proxy's HTTP/1 client read buffer", HYPER_BUFFER)
     };
     allowance
         .plus("the proxy's HTTP/1 write buffer", HYPER_BUFFER)
-        .plus(
-            "the proxy's socket to the client (pinned SO_SNDBUF)",
-            pinned.send,
-        )
+        .plus("the proxy's socket to the client (bounded)", BOUNDED_SOCKET)
         .plus("the client's socket (pinned SO_RCVBUF)", pinned.receive)
         .plus("the client's HTTP/1 read buffer", HYPER_BUFFER)
 }
@@ -282,6 +277,69 @@ async fn stalled_download(
     assert_eq!(received, big);
 }
 
+/// A raw TCP stream through a pass-through port to an upstream that writes without end, read by
+/// nobody: the proxy holds its bounded sockets' worth and a copy buffer, not what the host's
+/// autotuning would let pile up.
+#[tokio::test]
+async fn a_pass_through_stream_nobody_reads_is_held_in_bounded_memory() {
+    let pinned = buffers::pinned();
+    let allowance = Allowance::default()
+        .plus("the upstream's socket (pinned SO_SNDBUF)", pinned.send)
+        .plus("the upstream's socket's last write", SEND_OVERSHOOT)
+        .plus(
+            "the proxy's socket to the upstream (bounded)",
+            BOUNDED_SOCKET,
+        )
+        .plus("the proxy's copy buffer", COPY_BUFFER)
+        .plus("the proxy's socket to the client (bounded)", BOUNDED_SOCKET)
+        .plus("the proxy's socket's last write", SEND_OVERSHOOT)
+        .plus("the client's socket (pinned SO_RCVBUF)", pinned.receive);
+    let (upstream, _) = buffers::pinned_listener();
+    let upstream_addr = upstream.local_addr().expect("address");
+    let produced = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let produced = produced.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.expect("accept");
+            let mut offset = 0u64;
+            loop {
+                let chunk: Vec<u8> = (offset..offset + bulk::CHUNK as u64)
+                    .map(bulk::byte_at)
+                    .collect();
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                offset += chunk.len() as u64;
+                produced.store(offset, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let session = cz_e2e::Session::new();
+    let cluster = spawn_app("cluster", None).await;
+    let proxy = cz_e2e::spawn_proxy(
+        cz_e2e::proxy_config(cluster.addr, &[]),
+        &session.proxy,
+        0,
+        &[upstream_addr],
+    )
+    .await;
+    let (mut client, _) = buffers::pinned_connect(proxy.passthrough[0]).await;
+    let what = format!("pass-through stream, allowed:\n{allowance}\n");
+    let stalled_at = bulk::stalls_below(&produced, allowance.total(), &what).await;
+    eprintln!("{what}stalled at {stalled_at}");
+    // Reading resumes the stream, intact.
+    let mut resumed = vec![0; 4 * bulk::CHUNK];
+    within(
+        PROMPTLY,
+        "the stream to resume",
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut resumed),
+    )
+    .await
+    .expect("read");
+    assert!(matches_pattern(0, &resumed), "corrupt stream");
+    producer.abort();
+}
+
 /// Reads a pattern body to its end, checking every byte; returns its length.
 async fn read_pattern(
     mut body: impl hyper::body::Body<Data = Bytes, Error = impl std::fmt::Debug> + Unpin,
@@ -301,7 +359,7 @@ async fn read_pattern(
 
 #[tokio::test]
 async fn big_upload_streams_with_bounded_buffering_over_the_tunnel() {
-    let (pinned, kernel) = (buffers::pinned(), KernelCeiling::read());
+    let pinned = buffers::pinned();
     let allowance = Allowance::default()
         .plus(
             "the producer: a chunk queued and one in hand",
@@ -310,18 +368,15 @@ async fn big_upload_streams_with_bounded_buffering_over_the_tunnel() {
         .plus("the client's HTTP/1 write buffer", HYPER_BUFFER)
         .plus("the client's socket (pinned SO_SNDBUF)", pinned.send)
         .plus(
-            "the proxy's socket from the client (pinned SO_RCVBUF)",
-            pinned.receive,
+            "the proxy's socket from the client (bounded)",
+            BOUNDED_SOCKET,
         )
         .plus("the proxy's HTTP/1 read buffer", HYPER_BUFFER)
         .plus("the proxy's frame being written to QUIC", HYPER_BUFFER)
         .plus("the QUIC stream window", QUIC_STREAM_WINDOW)
         .plus("czctl's frame reader", FRAME_READER_BUFFER)
         .plus("czctl's HTTP/1 write buffer", HYPER_BUFFER)
-        .plus(
-            "czctl's socket to the app (autotuned send ceiling)",
-            kernel.send,
-        )
+        .plus("czctl's socket to the app (bounded)", BOUNDED_SOCKET)
         .plus("the app's socket (pinned SO_RCVBUF)", pinned.receive)
         .plus("the app's HTTP/1 read buffer", HYPER_BUFFER);
     let big = big_beyond(&allowance);
