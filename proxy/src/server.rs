@@ -142,6 +142,8 @@ pub async fn serve(
         .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
         .max_header_list_size(config.max_header_bytes);
     let connections = TaskTracker::new();
+    // The worker's connections wait on a token of their own, not on one all threads share.
+    let connection_shutdown = shutdown.child_token();
     while let Some((stream, peer, permit)) = accept::next(&listener, &limit, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnectionState::new(ClientAddr::new(
@@ -154,7 +156,7 @@ pub async fn serve(
             router.clone(),
             state,
             config.header_read_timeout,
-            shutdown.clone(),
+            connection_shutdown.clone(),
         );
         connections.spawn(connection.instrument(tracing::debug_span!("conn", %peer)));
     }
