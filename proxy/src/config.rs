@@ -97,6 +97,25 @@ pub struct Config {
     /// Forwarded are replaced by what the proxy saw. None by default.
     #[arg(long, env = "CZ_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<TrustedProxy>,
+
+    /// How long an intercepted request may wait for its turn on the tunnel (a place under
+    /// --tunnel-max-requests, then a stream the laptop accepts) before it gets 503 or 504. Short,
+    /// as connecting to the upstream is: a laptop that takes no new request is stuck or overloaded.
+    #[arg(long, env = "CZ_TUNNEL_SLOT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tunnel_slot_timeout: Duration,
+
+    /// How long the laptop may take to start answering a request, counted from the end of the
+    /// request's body, before the request is cancelled with 504 (NGINX's proxy_read_timeout).
+    /// Raise it while debugging: an app stopped at a breakpoint answers late.
+    #[arg(long, env = "CZ_TUNNEL_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub tunnel_response_timeout: Duration,
+
+    /// Most intercepted requests carried to the laptop at once; more wait up to
+    /// --tunnel-slot-timeout for one to finish, then get 503. Bounds what a laptop that stops
+    /// answering makes the proxy hold.
+    #[arg(long, env = "CZ_TUNNEL_MAX_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tunnel_max_requests: u32,
 }
 
 impl Config {
@@ -134,6 +153,9 @@ mod tests {
         assert_eq!(config.reconnect_grace, Duration::from_secs(5));
         assert_eq!(config.tunnel_port, 7443);
         assert_eq!(config.carrier_port, 7444);
+        assert_eq!(config.tunnel_slot_timeout, Duration::from_secs(5));
+        assert_eq!(config.tunnel_response_timeout, Duration::from_secs(60));
+        assert_eq!(config.tunnel_max_requests, 256);
     }
 
     #[test]
@@ -157,10 +179,21 @@ mod tests {
         ])
         .expect_err("bad rule");
         assert!(error.to_string().contains("NAME:VALUE"), "{error}");
+        let error = Config::try_parse_from([
+            "cz-proxy",
+            "--http-port=1",
+            "--upstream=u:1",
+            "--tunnel-max-requests=0",
+        ])
+        .expect_err("no request could ever pass");
+        assert!(
+            error.to_string().contains("--tunnel-max-requests"),
+            "{error}"
+        );
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 16] = [
+    const EVERY_FLAG: [(&str, &str, &str); 19] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -185,6 +218,13 @@ mod tests {
             "CZ_TRUSTED_PROXIES",
             "10.0.0.0/8,fd00::/8",
         ),
+        ("tunnel-slot-timeout", "CZ_TUNNEL_SLOT_TIMEOUT", "12s"),
+        (
+            "tunnel-response-timeout",
+            "CZ_TUNNEL_RESPONSE_TIMEOUT",
+            "13m",
+        ),
+        ("tunnel-max-requests", "CZ_TUNNEL_MAX_REQUESTS", "14"),
     ];
 
     /// Asserts that `config` holds the values of [`EVERY_FLAG`].
@@ -219,6 +259,11 @@ mod tests {
             .map(|p| p.to_string())
             .collect();
         assert_eq!(trusted, ["10.0.0.0/8", "fd00::/8"], "{source}");
+        let slot_timeout = config.tunnel_slot_timeout;
+        assert_eq!(slot_timeout, Duration::from_secs(12), "{source}");
+        let response_timeout = config.tunnel_response_timeout;
+        assert_eq!(response_timeout, Duration::from_secs(13 * 60), "{source}");
+        assert_eq!(config.tunnel_max_requests, 14, "{source}");
     }
 
     #[test]

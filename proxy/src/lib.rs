@@ -131,7 +131,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let routes = Arc::new(routes::RouteTable::default());
-    let route = routes::Route::new(config.header.clone());
+    let route = routes::Route::new(config.header.clone(), (&config).into());
     routes.add(route.clone());
     let upstream = upstream::Upstream::new(&config.upstream, config.upstream_connect_timeout)
         .map_err(|_| StartError::Upstream(config.upstream.clone()))?;

@@ -18,6 +18,22 @@ pub enum Route {
     Tunnel,
 }
 
+/// Where an intercepted request stopped waiting on the tunnel.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TunnelWait {
+    /// For a place under the route's limit of requests in flight (answered 503).
+    RouteLimit,
+    /// For a stream the laptop accepts (answered 504).
+    StreamSlot,
+    /// For the laptop's response head (answered 504).
+    ResponseHead,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaitLabels {
+    stage: TunnelWait,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: Route,
@@ -38,6 +54,8 @@ pub struct Metrics {
     tunnel_connected: Gauge,
     active_streams: Gauge,
     waiting_requests: Gauge,
+    tunnel_timeouts: Family<WaitLabels, Counter>,
+    oversized_heads: Counter,
 }
 
 impl Metrics {
@@ -77,6 +95,18 @@ impl Metrics {
             "Intercepted requests waiting for the developer's laptop to (re)connect",
             waiting_requests.clone(),
         );
+        let tunnel_timeouts = Family::<WaitLabels, Counter>::default();
+        registry.register(
+            "tunnel_timeouts",
+            "Intercepted requests that waited too long on the tunnel, by what they waited for: a place under --tunnel-max-requests (RouteLimit), a stream the laptop accepts (StreamSlot), the laptop's response head (ResponseHead)",
+            tunnel_timeouts.clone(),
+        );
+        let oversized_heads = Counter::default();
+        registry.register(
+            "tunnel_oversized_heads",
+            "Response heads from the laptop refused for being over --max-header-bytes",
+            oversized_heads.clone(),
+        );
         Self {
             upstream_latency: latency.get_or_create_owned(&RouteLabels {
                 route: Route::Upstream,
@@ -89,6 +119,8 @@ impl Metrics {
             tunnel_connected,
             active_streams,
             waiting_requests,
+            tunnel_timeouts,
+            oversized_heads,
         }
     }
 
@@ -124,6 +156,18 @@ impl Metrics {
     pub fn waiting_for_laptop(&self) -> InFlight {
         self.waiting_requests.inc();
         InFlight(self.waiting_requests.clone())
+    }
+
+    /// Counts an intercepted request that gave up waiting for `stage`.
+    pub fn tunnel_timed_out(&self, stage: TunnelWait) {
+        self.tunnel_timeouts
+            .get_or_create(&WaitLabels { stage })
+            .inc();
+    }
+
+    /// Counts a response head refused for its size.
+    pub fn oversized_head(&self) {
+        self.oversized_heads.inc();
     }
 
     /// The metrics in Prometheus text format.
@@ -165,7 +209,17 @@ mod tests {
         metrics.set_tunnel_connected(true);
         let stream = metrics.stream_opened();
         let waiting = metrics.waiting_for_laptop();
+        metrics.tunnel_timed_out(TunnelWait::ResponseHead);
+        metrics.oversized_head();
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"cz_proxy_tunnel_timeouts_total{stage="ResponseHead"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cz_proxy_tunnel_oversized_heads_total 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"cz_proxy_requests_total{route="Tunnel",status="200"} 1"#),
             "{text}"
