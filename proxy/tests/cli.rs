@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 16] = [
+const EVERY_FLAG: [(&str, &str); 19] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -21,6 +21,9 @@ const EVERY_FLAG: [(&str, &str); 16] = [
     ("--upstream-connect-timeout", "CZ_UPSTREAM_CONNECT_TIMEOUT"),
     ("--worker-threads", "CZ_WORKER_THREADS"),
     ("--trusted-proxies", "CZ_TRUSTED_PROXIES"),
+    ("--tunnel-slot-timeout", "CZ_TUNNEL_SLOT_TIMEOUT"),
+    ("--tunnel-response-timeout", "CZ_TUNNEL_RESPONSE_TIMEOUT"),
+    ("--tunnel-max-requests", "CZ_TUNNEL_MAX_REQUESTS"),
 ];
 
 /// The binary, with no `CZ_*` variable inherited from the test's environment.
