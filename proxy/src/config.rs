@@ -101,6 +101,7 @@ pub struct Config {
     /// How long an intercepted request may wait for its turn on the tunnel (a place under
     /// --tunnel-max-requests, then a stream the laptop accepts) before it gets 503 or 504. Short,
     /// as connecting to the upstream is: a laptop that takes no new request is stuck or overloaded.
+    // 5s: the tunnel's counterpart of --upstream-connect-timeout, and of the same length.
     #[arg(long, env = "CZ_TUNNEL_SLOT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tunnel_slot_timeout: Duration,
 
@@ -110,9 +111,14 @@ pub struct Config {
     #[arg(long, env = "CZ_TUNNEL_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub tunnel_response_timeout: Duration,
 
-    /// Most intercepted requests carried to the laptop at once; more wait up to
-    /// --tunnel-slot-timeout for one to finish, then get 503. Bounds what a laptop that stops
-    /// answering makes the proxy hold.
+    /// Most intercepted requests (upgraded connections included) carried to the laptop at once;
+    /// more wait up to --tunnel-slot-timeout for one to finish, then get 503. Bounds what a
+    /// laptop that stops answering makes the proxy hold.
+    // 256: the tunnel reader of each request in flight holds at most one 64 KiB read of its
+    // response body outside QUIC's flow control, so 256 hold at most 16 MiB, as much again as
+    // the tunnel connection's receive window. Below the 1024 streams czctl allows
+    // (`MAX_CONCURRENT_REQUESTS`), so with czctl it is this limit, not a stream slot, that a
+    // flood meets; well above the 200 concurrent requests the data-path tests send.
     #[arg(long, env = "CZ_TUNNEL_MAX_REQUESTS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub tunnel_max_requests: u32,
