@@ -162,6 +162,10 @@ mod tests {
         assert_eq!(config.tunnel_slot_timeout, Duration::from_secs(5));
         assert_eq!(config.tunnel_response_timeout, Duration::from_secs(60));
         assert_eq!(config.tunnel_max_requests, 256);
+        assert!(
+            config.tunnel_max_requests < cz_shared::tls::MAX_CONCURRENT_REQUESTS,
+            "a flood meets the proxy's limit before the laptop's stream limit"
+        );
     }
 
     #[test]
