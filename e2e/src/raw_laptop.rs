@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cz_shared::hello::laptop_hello;
 use cz_shared::protocol::{Hello, SERVER_NAME};
-use cz_shared::stream::{FrameReader, FrameWriter};
+use cz_shared::stream::{FrameReader, FrameWriter, StreamError};
 use cz_shared::tls::Identity;
 use tokio::sync::mpsc;
 
@@ -104,6 +104,13 @@ impl RawLaptop {
 }
 
 impl RawRequest {
+    /// The next frame of the request's body; `None` once it has ended.
+    pub async fn next_body_frame(
+        &mut self,
+    ) -> Option<Result<http_body::Frame<bytes::Bytes>, StreamError>> {
+        std::future::poll_fn(|cx| self.reader.poll_body_frame(cx)).await
+    }
+
     /// Answers with `status` and the body `text`.
     pub async fn answer(mut self, status: http::StatusCode, text: &'static str) {
         let (head, body) = http::Response::builder()

@@ -2,13 +2,19 @@
 //! more requests than the route carries at once — costs the proxy a bounded wait and bounded
 //! memory, each refusal says why and is counted, and the laptop's connection carries on.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use cz_e2e::app::tokio_stream_from;
 use cz_e2e::client::{get, Answer};
 use cz_e2e::raw_laptop::RawLaptop;
 use cz_e2e::{init_tracing, metric, proxy_config, spawn_app, spawn_proxy, within, Session};
 use cz_e2e::{ProxyHandle, PROMPTLY};
-use http::{Response, StatusCode};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::sync::mpsc;
 
 const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
 
@@ -84,6 +90,48 @@ async fn a_laptop_that_never_answers_gets_504_after_the_response_timeout() {
         laptop.connection.close_reason().is_none(),
         "only the stream ended"
     );
+}
+
+#[tokio::test]
+async fn the_response_timeout_counts_from_the_end_of_the_request_body() {
+    let (proxy, mut laptop) = proxy_and_raw_laptop(&["--tunnel-response-timeout=300ms"], 16).await;
+    let (frames_tx, frames_rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let mut sender = cz_e2e::client::http1(proxy.http).await;
+    let request = Request::post("/upload")
+        .header("host", "svc.test")
+        .header(INTERCEPT.0, INTERCEPT.1)
+        .body(StreamBody::new(tokio_stream_from(frames_rx)))
+        .expect("request");
+    let mut response = tokio::spawn(async move { sender.send_request(request).await });
+    let send_part = |part: &'static str| frames_tx.send(Ok(Frame::data(Bytes::from(part))));
+    send_part("part one").await.expect("the client sends");
+    let mut upload = laptop.next_request().await;
+    let first = upload.next_body_frame();
+    let part = within(PROMPTLY, "the first part at the laptop", first).await;
+    let part = part
+        .expect("a frame")
+        .expect("data")
+        .into_data()
+        .expect("data");
+    assert_eq!(part, "part one");
+
+    // Not an ordering sleep: while the upload goes on, no answer may come, so any window longer
+    // than the timeout shows a proxy that counts from the request's head.
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut response).await;
+    assert!(early.is_err(), "answered during the upload: {early:?}");
+    send_part("part two").await.expect("the client sends");
+    drop(frames_tx);
+    let mut rest = Vec::new();
+    while let Some(frame) = within(PROMPTLY, "the upload's rest", upload.next_body_frame()).await {
+        rest.extend_from_slice(&frame.expect("frame").into_data().expect("data"));
+    }
+    assert_eq!(rest, b"part two");
+    upload.answer(StatusCode::OK, "uploaded").await;
+    let answer = within(PROMPTLY, "the upload answered", response)
+        .await
+        .expect("task")
+        .expect("response");
+    assert_eq!(answer.status(), StatusCode::OK);
 }
 
 #[tokio::test]
