@@ -560,12 +560,23 @@ mod tests {
     use super::*;
     use http::StatusCode;
 
-    /// A byte stream that counts what the reader pulled from it, hands out at most what each read
-    /// asks for, and (unless `ended`) has nothing more to give once its bytes are taken.
+    /// What a [`CountingStream`] does once its bytes are taken.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Ends.
+        Ends,
+        /// Has nothing more yet (and never wakes the reader).
+        Waits,
+        /// Fails once, then ends, as a reset QUIC stream does.
+        Fails,
+    }
+
+    /// A byte stream that counts what the reader pulled from it and hands out at most what each
+    /// read asks for.
     struct CountingStream {
         bytes: Bytes,
         pulled: usize,
-        ended: bool,
+        then: Then,
     }
 
     impl AsyncRead for CountingStream {
@@ -574,9 +585,17 @@ mod tests {
             _cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            if self.bytes.is_empty() && !self.ended {
-                // Never woken: only readers that do not wait may meet this.
-                return Poll::Pending;
+            if self.bytes.is_empty() {
+                match self.then {
+                    Then::Ends => {}
+                    // Never woken: only readers that do not wait may meet this.
+                    Then::Waits => return Poll::Pending,
+                    Then::Fails => {
+                        // Once, then ended, as a reset QUIC stream reads.
+                        self.then = Then::Ends;
+                        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                    }
+                }
             }
             let len = self.bytes.len().min(buf.remaining());
             let chunk = self.bytes.split_to(len);
@@ -586,11 +605,11 @@ mod tests {
         }
     }
 
-    fn reader(bytes: BytesMut, ended: bool) -> FrameReader<CountingStream> {
+    fn reader(bytes: BytesMut, then: Then) -> FrameReader<CountingStream> {
         FrameReader::new(CountingStream {
             bytes: bytes.freeze(),
             pulled: 0,
-            ended,
+            then,
         })
     }
 
@@ -623,7 +642,7 @@ mod tests {
         let head_len = put_head(&mut wire, 100);
         put_data(&mut wire, BODY);
         protocol::put_end(&mut wire);
-        let mut reader = reader(wire, true);
+        let mut reader = reader(wire, Then::Ends);
 
         let head = reader.read_response_head().await.expect("head");
         assert_eq!(head.status(), StatusCode::CREATED);
@@ -649,7 +668,7 @@ mod tests {
     async fn a_head_over_the_limit_is_refused_before_its_payload_is_read() {
         let mut wire = BytesMut::new();
         let head_len = put_head(&mut wire, 4096);
-        let mut reader = reader(wire, true).max_head_len(1024);
+        let mut reader = reader(wire, Then::Ends).max_head_len(1024);
         let error = reader.read_response_head().await.expect_err("too large");
         assert!(
             matches!(
@@ -672,7 +691,7 @@ mod tests {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-t", "t".repeat(2048).parse().expect("value"));
         protocol::put_trailers(&mut wire, &trailers);
-        let mut reader = reader(wire, true).max_head_len(1024);
+        let mut reader = reader(wire, Then::Ends).max_head_len(1024);
         reader.read_response_head().await.expect("head");
         let frame = std::future::poll_fn(|cx| reader.poll_body_frame(cx)).await;
         assert!(
@@ -691,7 +710,7 @@ mod tests {
         let mut wire = BytesMut::new();
         let head_len = put_head(&mut wire, 10);
         protocol::put_end(&mut wire);
-        let mut ended = reader(wire, false);
+        let mut ended = reader(wire, Then::Waits);
         ended.read_response_head().await.expect("head");
         assert!(ended.take_empty_body(), "the end frame had arrived");
         assert_eq!(ended.recv.pulled, head_len + FRAME_HEADER_LEN);
@@ -699,7 +718,7 @@ mod tests {
         // Nothing after the head yet: not known to be empty, and the call returns at once.
         let mut wire = BytesMut::new();
         put_head(&mut wire, 10);
-        let mut waiting = reader(wire, false);
+        let mut waiting = reader(wire, Then::Waits);
         waiting.read_response_head().await.expect("head");
         assert!(!waiting.take_empty_body());
 
@@ -708,7 +727,7 @@ mod tests {
         put_head(&mut wire, 10);
         put_data(&mut wire, 3);
         protocol::put_end(&mut wire);
-        let mut with_body = reader(wire, true);
+        let mut with_body = reader(wire, Then::Ends);
         with_body.read_response_head().await.expect("head");
         assert!(!with_body.take_empty_body());
         let frame = std::future::poll_fn(|cx| with_body.poll_body_frame(cx)).await;
@@ -725,10 +744,27 @@ mod tests {
         let mut wire = BytesMut::new();
         put_head(&mut wire, 10);
         wire.truncate(wire.len() - 1);
-        let error = reader(wire, true)
+        let error = reader(wire, Then::Ends)
             .read_response_head()
             .await
             .expect_err("truncated");
         assert!(matches!(error, StreamError::Truncated(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_met_while_looking_ahead_is_reported_by_the_body() {
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 10);
+        let mut reader = reader(wire, Then::Fails);
+        reader.read_response_head().await.expect("head");
+        assert!(
+            !reader.take_empty_body(),
+            "a failed stream is no empty body"
+        );
+        let frame = std::future::poll_fn(|cx| reader.poll_body_frame(cx)).await;
+        assert!(
+            matches!(frame, Some(Err(StreamError::Read(_)))),
+            "the failure, not a clean end: {frame:?}"
+        );
     }
 }
