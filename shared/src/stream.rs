@@ -272,7 +272,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         kind: FrameKind,
     ) -> Poll<Result<Bytes, StreamError>> {
         loop {
-            let missing = match FrameHeader::decode(&self.buf)? {
+            let missing = match self.decode_header()? {
                 None => FRAME_HEADER_LEN - self.buf.len(),
                 Some(header) if header.kind != kind => {
                     let error = ProtocolError::UnexpectedFrame {
@@ -282,7 +282,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Poll::Ready(Err(error.into()));
                 }
                 Some(header) => {
-                    self.check_head_len(header)?;
                     let frame_len = FRAME_HEADER_LEN + header.len as usize;
                     if self.buf.len() >= frame_len {
                         self.buf.advance(FRAME_HEADER_LEN);
@@ -297,15 +296,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Refuses a head or trailers frame over the reader's limit.
-    fn check_head_len(&self, header: FrameHeader) -> Result<(), ProtocolError> {
-        if header.len as usize > self.max_head_len {
-            return Err(ProtocolError::HeadTooLarge {
-                len: header.len,
-                max: self.max_head_len,
-            });
+    /// Decodes the frame header at the start of the buffer, if it is all there, refusing a head
+    /// or trailers frame over the reader's limit (however far over).
+    fn decode_header(&self) -> Result<Option<FrameHeader>, ProtocolError> {
+        let too_large = |len| ProtocolError::HeadTooLarge {
+            len,
+            max: self.max_head_len,
+        };
+        match FrameHeader::decode(&self.buf) {
+            Ok(Some(header))
+                if header.kind != FrameKind::Data && header.len as usize > self.max_head_len =>
+            {
+                Err(too_large(header.len))
+            }
+            Err(ProtocolError::FrameTooLarge(len)) => Err(too_large(len)),
+            other => other,
         }
-        Ok(())
     }
 
     /// Reads the next body frame; `None` once the body has ended.
@@ -400,13 +406,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<(FrameHeader, Bytes)>, StreamError>> {
         loop {
-            if let Some(header) = FrameHeader::decode(&self.buf)? {
+            if let Some(header) = self.decode_header()? {
                 let payload_len = match header.kind {
                     FrameKind::Data => 0,
-                    _ => {
-                        self.check_head_len(header)?;
-                        header.len as usize
-                    }
+                    _ => header.len as usize,
                 };
                 if self.buf.len() >= FRAME_HEADER_LEN + payload_len {
                     self.buf.advance(FRAME_HEADER_LEN);
@@ -681,6 +684,26 @@ mod tests {
         assert_eq!(
             reader.recv.pulled, FRAME_HEADER_LEN,
             "only the frame header"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_claiming_more_than_any_reader_accepts_is_too_large_too() {
+        let header = FrameHeader {
+            kind: FrameKind::ResponseHead,
+            len: u32::MAX,
+        };
+        let mut reader = reader(BytesMut::from(&header.encode()[..]), Then::Ends);
+        let error = reader.read_response_head().await.expect_err("too large");
+        assert!(
+            matches!(
+                error,
+                StreamError::Protocol(ProtocolError::HeadTooLarge {
+                    len: u32::MAX,
+                    max: MAX_HEAD_LEN
+                })
+            ),
+            "{error}"
         );
     }
 
