@@ -5,6 +5,7 @@
 pub mod app;
 pub mod buffers;
 pub mod next_major;
+pub mod raw_laptop;
 
 use std::future::Future;
 use std::net::SocketAddr;

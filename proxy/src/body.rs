@@ -9,13 +9,15 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::metrics::ActiveStream;
+use crate::routes::RoutePermit;
 
 /// A response body: from the upstream, from the laptop, or written by the proxy itself.
 pub enum ProxyBody {
     /// Streamed from the original pods.
     Upstream(Incoming),
-    /// Streamed from the laptop; counts as an active tunnel stream until dropped.
-    Tunnel(TunnelBody, ActiveStream),
+    /// Streamed from the laptop; counts as an active tunnel stream and holds its place among the
+    /// route's requests in flight until dropped.
+    Tunnel(TunnelBody, ActiveStream, RoutePermit),
     /// A short message from the proxy (errors, admin).
     Message(Option<Bytes>),
 }
@@ -48,7 +50,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Self::Tunnel(body, _) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Tunnel(body, ..) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Self::Message(text) => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         }
     }
@@ -56,7 +58,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(body) => body.is_end_stream(),
-            Self::Tunnel(body, _) => body.is_end_stream(),
+            Self::Tunnel(body, ..) => body.is_end_stream(),
             Self::Message(text) => text.is_none(),
         }
     }
@@ -64,7 +66,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(body) => body.size_hint(),
-            Self::Tunnel(body, _) => body.size_hint(),
+            Self::Tunnel(body, ..) => body.size_hint(),
             Self::Message(text) => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }

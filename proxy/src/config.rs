@@ -124,6 +124,30 @@ pub struct Config {
     #[arg(long, env = "CZ_SOCKET_BUFFER_BYTES", default_value_t = cz_forward::DEFAULT_SOCKET_BUFFER,
           value_parser = clap::value_parser!(u32).range(4096..))]
     pub socket_buffer_bytes: u32,
+    /// How long an intercepted request may wait for its turn on the tunnel (a place under
+    /// --tunnel-max-requests, then a stream the laptop accepts) before it gets 503 or 504. Short,
+    /// as connecting to the upstream is: a laptop that takes no new request is stuck or overloaded.
+    // 5s: the tunnel's counterpart of --upstream-connect-timeout, and of the same length.
+    #[arg(long, env = "CZ_TUNNEL_SLOT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tunnel_slot_timeout: Duration,
+
+    /// How long the laptop may take to start answering a request, counted from the end of the
+    /// request's body, before the request is cancelled with 504 (NGINX's proxy_read_timeout).
+    /// Raise it while debugging: an app stopped at a breakpoint answers late.
+    #[arg(long, env = "CZ_TUNNEL_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub tunnel_response_timeout: Duration,
+
+    /// Most intercepted requests (upgraded connections included) carried to the laptop at once;
+    /// more wait up to --tunnel-slot-timeout for one to finish, then get 503. Bounds what a
+    /// laptop that stops answering makes the proxy hold.
+    // 256: the tunnel reader of each request in flight holds at most one 64 KiB read of its
+    // response body outside QUIC's flow control, so 256 hold at most 16 MiB, as much again as
+    // the tunnel connection's receive window. Below the 1024 streams czctl allows
+    // (`MAX_CONCURRENT_REQUESTS`), so with czctl it is this limit, not a stream slot, that a
+    // flood meets; well above the 200 concurrent requests the data-path tests send.
+    #[arg(long, env = "CZ_TUNNEL_MAX_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tunnel_max_requests: u32,
 }
 
 impl Config {
@@ -161,6 +185,13 @@ mod tests {
         assert_eq!(config.reconnect_grace, Duration::from_secs(5));
         assert_eq!(config.tunnel_port, 7443);
         assert_eq!(config.carrier_port, 7444);
+        assert_eq!(config.tunnel_slot_timeout, Duration::from_secs(5));
+        assert_eq!(config.tunnel_response_timeout, Duration::from_secs(60));
+        assert_eq!(config.tunnel_max_requests, 256);
+        assert!(
+            config.tunnel_max_requests < cz_shared::tls::MAX_CONCURRENT_REQUESTS,
+            "a flood meets the proxy's limit before the laptop's stream limit"
+        );
     }
 
     #[test]
@@ -184,10 +215,21 @@ mod tests {
         ])
         .expect_err("bad rule");
         assert!(error.to_string().contains("NAME:VALUE"), "{error}");
+        let error = Config::try_parse_from([
+            "cz-proxy",
+            "--http-port=1",
+            "--upstream=u:1",
+            "--tunnel-max-requests=0",
+        ])
+        .expect_err("no request could ever pass");
+        assert!(
+            error.to_string().contains("--tunnel-max-requests"),
+            "{error}"
+        );
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 20] = [
+    const EVERY_FLAG: [(&str, &str, &str); 23] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -224,6 +266,13 @@ mod tests {
             "14s",
         ),
         ("socket-buffer-bytes", "CZ_SOCKET_BUFFER_BYTES", "15000"),
+        ("tunnel-slot-timeout", "CZ_TUNNEL_SLOT_TIMEOUT", "12s"),
+        (
+            "tunnel-response-timeout",
+            "CZ_TUNNEL_RESPONSE_TIMEOUT",
+            "13m",
+        ),
+        ("tunnel-max-requests", "CZ_TUNNEL_MAX_REQUESTS", "14"),
     ];
 
     /// Asserts that `config` holds the values of [`EVERY_FLAG`].
@@ -263,6 +312,11 @@ mod tests {
         let idle = config.passthrough_idle_timeout;
         assert_eq!(idle, Duration::from_secs(14), "{source}");
         assert_eq!(config.socket_buffer_bytes, 15000, "{source}");
+        let slot_timeout = config.tunnel_slot_timeout;
+        assert_eq!(slot_timeout, Duration::from_secs(12), "{source}");
+        let response_timeout = config.tunnel_response_timeout;
+        assert_eq!(response_timeout, Duration::from_secs(13 * 60), "{source}");
+        assert_eq!(config.tunnel_max_requests, 14, "{source}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Every way a proxied request can fail, and the one place failures become HTTP responses.
 
-use cz_shared::protocol::MAX_METHOD_LEN;
+use std::time::Duration;
+
+use cz_shared::protocol::{ProtocolError, MAX_METHOD_LEN};
 use cz_shared::stream::StreamError;
 use http::{Response, StatusCode};
 
@@ -29,7 +31,7 @@ pub enum ProxyError {
     TunnelDisconnected,
     /// The tunnel failed while carrying the request.
     #[error("the intercept tunnel to the developer's laptop failed: {0}")]
-    Tunnel(#[from] StreamError),
+    Tunnel(#[source] StreamError),
     /// Opening a stream on the tunnel failed (the connection was lost).
     #[error("the intercept tunnel to the developer's laptop was lost: {0}")]
     TunnelLost(#[from] quinn::ConnectionError),
@@ -39,17 +41,63 @@ pub enum ProxyError {
         "the request method is longer than {MAX_METHOD_LEN} bytes, the longest this proxy forwards"
     )]
     MethodTooLong,
+    /// The route already carries as many requests as it may, and none finished in time.
+    #[error("the developer's laptop already has {limit} intercepted requests in flight, the most this proxy sends it at once (cz-proxy --tunnel-max-requests), and none finished within {waited:?}; retry later, or raise --tunnel-max-requests if the app on the laptop is meant to serve this many at once")]
+    TunnelOverloaded {
+        /// The route's limit.
+        limit: u32,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// The laptop accepted no new tunnel stream in time (all its streams are in use).
+    #[error("the developer's laptop took no new request within {waited:?} (cz-proxy --tunnel-slot-timeout): every tunnel stream its czctl allows is still busy with an earlier request; retry later, and check that the app on the laptop finishes its requests")]
+    TunnelBusy {
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// The laptop sent no response head in time; the request was cancelled.
+    #[error("the developer's laptop did not start answering within {waited:?} of receiving the request (cz-proxy --tunnel-response-timeout), so the request was cancelled; if the app on the laptop is paused in a debugger, resume it, or raise --tunnel-response-timeout for long debugging sessions")]
+    TunnelTimeout {
+        /// How long the proxy waited.
+        waited: Duration,
+    },
+    /// The laptop's response head is larger than the proxy accepts.
+    #[error("the developer's laptop answered with a response head of {len} bytes, more than the {max} bytes this proxy accepts (cz-proxy --max-header-bytes); make the app on the laptop send fewer or smaller headers")]
+    TunnelHeadTooLarge {
+        /// The head's length.
+        len: u32,
+        /// The largest accepted.
+        max: usize,
+    },
+}
+
+impl From<StreamError> for ProxyError {
+    /// A head over the limit is the laptop app's doing, not a broken tunnel: said apart.
+    fn from(error: StreamError) -> Self {
+        match error {
+            StreamError::Protocol(ProtocolError::HeadTooLarge { len, max }) => {
+                Self::TunnelHeadTooLarge { len, max }
+            }
+            other => Self::Tunnel(other),
+        }
+    }
 }
 
 impl ProxyError {
     /// The status a client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::UpstreamUnreachable { .. } | Self::Tunnel(_) | Self::TunnelLost(_) => {
-                StatusCode::BAD_GATEWAY
+            Self::UpstreamUnreachable { .. }
+            | Self::Tunnel(_)
+            | Self::TunnelLost(_)
+            | Self::TunnelHeadTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } | Self::TunnelBusy { .. } | Self::TunnelTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
             }
-            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::TunnelDisconnected => StatusCode::SERVICE_UNAVAILABLE,
+            // Refused before reaching the laptop, as NGINX's limit_conn refuses: 503.
+            Self::TunnelDisconnected | Self::TunnelOverloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::MethodTooLong => StatusCode::BAD_REQUEST,
         }
     }
@@ -62,6 +110,10 @@ impl ProxyError {
             Self::TunnelDisconnected => "tunnel-disconnected",
             Self::Tunnel(_) | Self::TunnelLost(_) => "tunnel-failed",
             Self::MethodTooLong => "method-too-long",
+            Self::TunnelOverloaded { .. } => "tunnel-overloaded",
+            Self::TunnelBusy { .. } => "tunnel-busy",
+            Self::TunnelTimeout { .. } => "tunnel-timeout",
+            Self::TunnelHeadTooLarge { .. } => "tunnel-head-too-large",
         }
     }
 

@@ -138,7 +138,7 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let limit = |listener, max: u32| limits::ConnectionLimit::new(listener, max as usize, &metrics);
     let routes = Arc::new(routes::RouteTable::default());
-    let route = routes::Route::new(config.header.clone());
+    let route = routes::Route::new(config.header.clone(), (&config).into());
     routes.add(route.clone());
     let dial = |address: &str| {
         Dialer::new(address, config.upstream_connect_timeout)

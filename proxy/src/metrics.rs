@@ -38,6 +38,22 @@ struct ListenerLabels {
     listener: Listener,
 }
 
+/// Where an intercepted request stopped waiting on the tunnel.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TunnelWait {
+    /// For a place under the route's limit of requests in flight (answered 503).
+    RouteLimit,
+    /// For a stream the laptop accepts (answered 504).
+    StreamSlot,
+    /// For the laptop's response head (answered 504).
+    ResponseHead,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaitLabels {
+    stage: TunnelWait,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: Route,
@@ -60,6 +76,8 @@ pub struct Metrics {
     waiting_requests: Gauge,
     connections: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
+    tunnel_timeouts: Family<WaitLabels, Counter>,
+    oversized_heads: Counter,
 }
 
 impl Metrics {
@@ -111,6 +129,18 @@ impl Metrics {
             "Connections refused at the listener's cap, by listener (tunnel: QUIC handshakes refused at the cap or timed out)",
             connections_refused.clone(),
         );
+        let tunnel_timeouts = Family::<WaitLabels, Counter>::default();
+        registry.register(
+            "tunnel_timeouts",
+            "Intercepted requests that waited too long on the tunnel, by what they waited for: a place under --tunnel-max-requests (RouteLimit), a stream the laptop accepts (StreamSlot), the laptop's response head (ResponseHead)",
+            tunnel_timeouts.clone(),
+        );
+        let oversized_heads = Counter::default();
+        registry.register(
+            "tunnel_oversized_heads",
+            "Response heads from the laptop refused for being over --max-header-bytes",
+            oversized_heads.clone(),
+        );
         Self {
             upstream_latency: latency.get_or_create_owned(&RouteLabels {
                 route: Route::Upstream,
@@ -125,6 +155,8 @@ impl Metrics {
             waiting_requests,
             connections,
             connections_refused,
+            tunnel_timeouts,
+            oversized_heads,
         }
     }
 
@@ -176,6 +208,18 @@ impl Metrics {
         InFlight(self.waiting_requests.clone())
     }
 
+    /// Counts an intercepted request that gave up waiting for `stage`.
+    pub fn tunnel_timed_out(&self, stage: TunnelWait) {
+        self.tunnel_timeouts
+            .get_or_create(&WaitLabels { stage })
+            .inc();
+    }
+
+    /// Counts a response head refused for its size.
+    pub fn oversized_head(&self) {
+        self.oversized_heads.inc();
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -215,7 +259,17 @@ mod tests {
         metrics.set_tunnel_connected(true);
         let stream = metrics.stream_opened();
         let waiting = metrics.waiting_for_laptop();
+        metrics.tunnel_timed_out(TunnelWait::ResponseHead);
+        metrics.oversized_head();
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"cz_proxy_tunnel_timeouts_total{stage="ResponseHead"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cz_proxy_tunnel_oversized_heads_total 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"cz_proxy_requests_total{route="Tunnel",status="200"} 1"#),
             "{text}"

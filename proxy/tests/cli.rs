@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 16] = [
+const EVERY_FLAG: [(&str, &str); 23] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -21,6 +21,13 @@ const EVERY_FLAG: [(&str, &str); 16] = [
     ("--upstream-connect-timeout", "CZ_UPSTREAM_CONNECT_TIMEOUT"),
     ("--worker-threads", "CZ_WORKER_THREADS"),
     ("--trusted-proxies", "CZ_TRUSTED_PROXIES"),
+    ("--max-connections", "CZ_MAX_CONNECTIONS"),
+    ("--max-passthrough-connections", "CZ_MAX_PASSTHROUGH_CONNECTIONS"),
+    ("--passthrough-idle-timeout", "CZ_PASSTHROUGH_IDLE_TIMEOUT"),
+    ("--socket-buffer-bytes", "CZ_SOCKET_BUFFER_BYTES"),
+    ("--tunnel-slot-timeout", "CZ_TUNNEL_SLOT_TIMEOUT"),
+    ("--tunnel-response-timeout", "CZ_TUNNEL_RESPONSE_TIMEOUT"),
+    ("--tunnel-max-requests", "CZ_TUNNEL_MAX_REQUESTS"),
 ];
 
 /// The binary, with no `CZ_*` variable inherited from the test's environment.

@@ -3,21 +3,24 @@
 
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::protocol::{self, FrameHeader, FrameKind, ProtocolError, StreamCode, FRAME_HEADER_LEN};
+use crate::protocol::{
+    self, FrameHeader, FrameKind, ProtocolError, StreamCode, FRAME_HEADER_LEN, MAX_HEAD_LEN,
+};
 
 /// Any error a body may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How much is read from the QUIC stream at a time; bounds what one stream buffers.
+/// How much is read from the QUIC stream at a time while a body streams; bounds what one stream
+/// buffers outside QUIC's flow control. Heads are read exactly, never ahead (see [`FrameReader`]).
 const READ_SIZE: usize = 64 * 1024;
 
 /// Why a tunnel stream failed.
@@ -206,25 +209,44 @@ impl FrameWriter {
     }
 }
 
-/// Reads frames from a QUIC receive stream.
-pub struct FrameReader {
-    recv: RecvStream,
+/// Reads frames from a tunnel stream (a QUIC receive stream, or any byte stream in tests).
+///
+/// A head is read exactly: its frame header, then its payload, and not a byte further, so
+/// whatever the peer sends after it stays in the stream, under QUIC's flow control, until a body
+/// is asked for; a peer cannot make the reader hold more than one head outside flow control.
+/// Heads (and trailers) over [`max_head_len`](Self::max_head_len) are refused before their
+/// payload is read. Bodies are read [`READ_SIZE`] at a time and handed out without a copy.
+pub struct FrameReader<R = RecvStream> {
+    recv: R,
     buf: BytesMut,
     /// Bytes of the current data frame not yet handed out.
     data_left: usize,
     /// The body has ended (trailers or end frame seen).
     body_done: bool,
+    /// The largest head or trailers frame accepted.
+    max_head_len: usize,
+    /// A read error met while looking ahead, reported by the next read.
+    deferred: Option<StreamError>,
 }
 
-impl FrameReader {
-    /// Wraps the receiving half of a tunnel stream.
-    pub fn new(recv: RecvStream) -> Self {
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps the receiving half of a tunnel stream; heads up to [`MAX_HEAD_LEN`] are accepted.
+    pub fn new(recv: R) -> Self {
         Self {
             recv,
             buf: BytesMut::new(),
             data_left: 0,
             body_done: false,
+            max_head_len: MAX_HEAD_LEN,
+            deferred: None,
         }
+    }
+
+    /// Accepts heads and trailers of at most `max` bytes of payload (never more than
+    /// [`MAX_HEAD_LEN`]); a larger one fails with [`ProtocolError::HeadTooLarge`].
+    pub fn max_head_len(mut self, max: usize) -> Self {
+        self.max_head_len = max.min(MAX_HEAD_LEN);
+        self
     }
 
     /// Reads a request head.
@@ -240,15 +262,55 @@ impl FrameReader {
     }
 
     async fn read_head(&mut self, kind: FrameKind) -> Result<Bytes, StreamError> {
-        let next = std::future::poll_fn(|cx| self.poll_next_frame(cx)).await?;
-        match next {
-            Some((header, payload)) if header.kind == kind => Ok(payload),
-            Some((header, _)) => Err(ProtocolError::UnexpectedFrame {
-                got: header.kind,
-                expected: "a head",
+        std::future::poll_fn(|cx| self.poll_head(cx, kind)).await
+    }
+
+    /// Reads a head frame of `kind`, asking the stream for exactly the bytes still missing.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        kind: FrameKind,
+    ) -> Poll<Result<Bytes, StreamError>> {
+        loop {
+            let missing = match self.decode_header()? {
+                None => FRAME_HEADER_LEN - self.buf.len(),
+                Some(header) if header.kind != kind => {
+                    let error = ProtocolError::UnexpectedFrame {
+                        got: header.kind,
+                        expected: "a head",
+                    };
+                    return Poll::Ready(Err(error.into()));
+                }
+                Some(header) => {
+                    let frame_len = FRAME_HEADER_LEN + header.len as usize;
+                    if self.buf.len() >= frame_len {
+                        self.buf.advance(FRAME_HEADER_LEN);
+                        return Poll::Ready(Ok(self.buf.split_to(header.len as usize).freeze()));
+                    }
+                    frame_len - self.buf.len()
+                }
+            };
+            if !ready!(self.poll_fill(cx, missing))? {
+                return Poll::Ready(Err(StreamError::Truncated("the head")));
             }
-            .into()),
-            None => Err(StreamError::Truncated("the head")),
+        }
+    }
+
+    /// Decodes the frame header at the start of the buffer, if it is all there, refusing a head
+    /// or trailers frame over the reader's limit (however far over).
+    fn decode_header(&self) -> Result<Option<FrameHeader>, ProtocolError> {
+        let too_large = |len| ProtocolError::HeadTooLarge {
+            len,
+            max: self.max_head_len,
+        };
+        match FrameHeader::decode(&self.buf) {
+            Ok(Some(header))
+                if header.kind != FrameKind::Data && header.len as usize > self.max_head_len =>
+            {
+                Err(too_large(header.len))
+            }
+            Err(ProtocolError::FrameTooLarge(len)) => Err(too_large(len)),
+            other => other,
         }
     }
 
@@ -263,7 +325,7 @@ impl FrameReader {
             }
             if self.data_left > 0 {
                 if self.buf.is_empty() {
-                    match ready!(self.poll_fill(cx)) {
+                    match ready!(self.poll_fill(cx, READ_SIZE)) {
                         Ok(true) => continue,
                         Ok(false) => {
                             return Poll::Ready(Some(Err(StreamError::Truncated(
@@ -303,11 +365,20 @@ impl FrameReader {
         }
     }
 
-    /// Right after the head: whether the body is known to be empty from what was already read,
-    /// the next frame being the end frame (then consumed). Lets a bodiless request be passed on as one, not as a body of
-    /// unknown length.
+    /// Right after the head: whether the body is known to be empty from what has already
+    /// arrived, the next frame being the end frame (then consumed). Looks at most one frame
+    /// header ahead and never waits. Lets a bodiless request be passed on as one, not as a body
+    /// of unknown length.
     pub fn take_empty_body(&mut self) -> bool {
         if !self.body_done && self.data_left == 0 {
+            if self.buf.len() < FRAME_HEADER_LEN && self.deferred.is_none() {
+                let missing = FRAME_HEADER_LEN - self.buf.len();
+                if let Poll::Ready(Err(error)) =
+                    self.poll_fill(&mut Context::from_waker(Waker::noop()), missing)
+                {
+                    self.deferred = Some(error);
+                }
+            }
             if let Ok(Some(FrameHeader {
                 kind: FrameKind::End,
                 ..
@@ -335,7 +406,7 @@ impl FrameReader {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<(FrameHeader, Bytes)>, StreamError>> {
         loop {
-            if let Some(header) = FrameHeader::decode(&self.buf)? {
+            if let Some(header) = self.decode_header()? {
                 let payload_len = match header.kind {
                     FrameKind::Data => 0,
                     _ => header.len as usize,
@@ -346,7 +417,7 @@ impl FrameReader {
                     return Poll::Ready(Ok(Some((header, payload))));
                 }
             }
-            if !ready!(self.poll_fill(cx))? {
+            if !ready!(self.poll_fill(cx, READ_SIZE))? {
                 return Poll::Ready(if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -356,20 +427,25 @@ impl FrameReader {
         }
     }
 
-    /// Reads more bytes into the buffer; `false` at the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, StreamError>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
+    /// Reads up to `limit` more bytes into the buffer; `false` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Result<bool, StreamError>> {
+        if let Some(error) = self.deferred.take() {
+            return Poll::Ready(Err(error));
+        }
+        if self.buf.capacity() - self.buf.len() < limit.min(READ_SIZE / 4) {
+            self.buf.reserve(limit.min(READ_SIZE));
         }
         let read = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.recv),
             cx,
-            &mut self.buf
+            &mut (&mut self.buf).limit(limit)
         ))
         .map_err(StreamError::Read)?;
         Poll::Ready(Ok(read > 0))
     }
+}
 
+impl FrameReader<RecvStream> {
     /// Tells the peer to stop sending: the message is no longer wanted.
     pub fn cancel(&mut self) {
         let _ = self.recv.stop(StreamCode::Cancelled.into());
@@ -479,5 +555,239 @@ pub async fn read_hello(recv: &mut RecvStream) -> Result<crate::protocol::Hello,
             Ok(None) => return Err(StreamError::Truncated("the hello")),
             Err(error) => return Err(StreamError::Read(error.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    /// What a [`CountingStream`] does once its bytes are taken.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Ends.
+        Ends,
+        /// Has nothing more yet (and never wakes the reader).
+        Waits,
+        /// Fails once, then ends, as a reset QUIC stream does.
+        Fails,
+    }
+
+    /// A byte stream that counts what the reader pulled from it and hands out at most what each
+    /// read asks for.
+    struct CountingStream {
+        bytes: Bytes,
+        pulled: usize,
+        then: Then,
+    }
+
+    impl AsyncRead for CountingStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.bytes.is_empty() {
+                match self.then {
+                    Then::Ends => {}
+                    // Never woken: only readers that do not wait may meet this.
+                    Then::Waits => return Poll::Pending,
+                    Then::Fails => {
+                        // Once, then ended, as a reset QUIC stream reads.
+                        self.then = Then::Ends;
+                        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                    }
+                }
+            }
+            let len = self.bytes.len().min(buf.remaining());
+            let chunk = self.bytes.split_to(len);
+            buf.put_slice(&chunk);
+            self.pulled += len;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn reader(bytes: BytesMut, then: Then) -> FrameReader<CountingStream> {
+        FrameReader::new(CountingStream {
+            bytes: bytes.freeze(),
+            pulled: 0,
+            then,
+        })
+    }
+
+    /// A response head frame with one header of `value_len` bytes; returns its encoded length.
+    fn put_head(buf: &mut BytesMut, value_len: usize) -> usize {
+        let (head, ()) = Response::builder()
+            .status(StatusCode::CREATED)
+            .header("x-big", "v".repeat(value_len))
+            .body(())
+            .expect("response")
+            .into_parts();
+        let start = buf.len();
+        protocol::put_response_head(buf, &head);
+        buf.len() - start
+    }
+
+    fn put_data(buf: &mut BytesMut, len: usize) {
+        let header = FrameHeader {
+            kind: FrameKind::Data,
+            len: len as u32,
+        };
+        buf.extend_from_slice(&header.encode());
+        buf.extend(std::iter::repeat_n(7u8, len));
+    }
+
+    #[tokio::test]
+    async fn a_head_is_read_exactly_leaving_the_body_in_the_stream() {
+        const BODY: usize = 1024 * 1024;
+        let mut wire = BytesMut::new();
+        let head_len = put_head(&mut wire, 100);
+        put_data(&mut wire, BODY);
+        protocol::put_end(&mut wire);
+        let mut reader = reader(wire, Then::Ends);
+
+        let head = reader.read_response_head().await.expect("head");
+        assert_eq!(head.status(), StatusCode::CREATED);
+        assert_eq!(head.headers()["x-big"].len(), 100);
+        assert_eq!(
+            reader.recv.pulled, head_len,
+            "only the head left the stream; the body stays under flow control"
+        );
+        assert!(reader.buf.is_empty());
+
+        // The body then streams in reads of up to READ_SIZE, every byte intact.
+        let mut body = 0;
+        while let Some(frame) = std::future::poll_fn(|cx| reader.poll_body_frame(cx)).await {
+            let data = frame.expect("body frame").into_data().expect("data");
+            assert!(data.len() <= READ_SIZE);
+            assert!(data.iter().all(|&b| b == 7));
+            body += data.len();
+        }
+        assert_eq!(body, BODY);
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_is_refused_before_its_payload_is_read() {
+        let mut wire = BytesMut::new();
+        let head_len = put_head(&mut wire, 4096);
+        let mut reader = reader(wire, Then::Ends).max_head_len(1024);
+        let error = reader.read_response_head().await.expect_err("too large");
+        assert!(
+            matches!(
+                error,
+                StreamError::Protocol(ProtocolError::HeadTooLarge { len, max: 1024 })
+                    if len as usize == head_len - FRAME_HEADER_LEN
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            reader.recv.pulled, FRAME_HEADER_LEN,
+            "only the frame header"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_claiming_more_than_any_reader_accepts_is_too_large_too() {
+        let header = FrameHeader {
+            kind: FrameKind::ResponseHead,
+            len: u32::MAX,
+        };
+        let mut reader = reader(BytesMut::from(&header.encode()[..]), Then::Ends);
+        let error = reader.read_response_head().await.expect_err("too large");
+        assert!(
+            matches!(
+                error,
+                StreamError::Protocol(ProtocolError::HeadTooLarge {
+                    len: u32::MAX,
+                    max: MAX_HEAD_LEN
+                })
+            ),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn trailers_over_the_limit_fail_the_body() {
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 0);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", "t".repeat(2048).parse().expect("value"));
+        protocol::put_trailers(&mut wire, &trailers);
+        let mut reader = reader(wire, Then::Ends).max_head_len(1024);
+        reader.read_response_head().await.expect("head");
+        let frame = std::future::poll_fn(|cx| reader.poll_body_frame(cx)).await;
+        assert!(
+            matches!(
+                frame,
+                Some(Err(StreamError::Protocol(
+                    ProtocolError::HeadTooLarge { .. }
+                )))
+            ),
+            "{frame:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_is_seen_without_waiting_and_a_pending_one_is_not_waited_for() {
+        let mut wire = BytesMut::new();
+        let head_len = put_head(&mut wire, 10);
+        protocol::put_end(&mut wire);
+        let mut ended = reader(wire, Then::Waits);
+        ended.read_response_head().await.expect("head");
+        assert!(ended.take_empty_body(), "the end frame had arrived");
+        assert_eq!(ended.recv.pulled, head_len + FRAME_HEADER_LEN);
+
+        // Nothing after the head yet: not known to be empty, and the call returns at once.
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 10);
+        let mut waiting = reader(wire, Then::Waits);
+        waiting.read_response_head().await.expect("head");
+        assert!(!waiting.take_empty_body());
+
+        // A data frame next: not empty, and the body still reads from its first byte.
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 10);
+        put_data(&mut wire, 3);
+        protocol::put_end(&mut wire);
+        let mut with_body = reader(wire, Then::Ends);
+        with_body.read_response_head().await.expect("head");
+        assert!(!with_body.take_empty_body());
+        let frame = std::future::poll_fn(|cx| with_body.poll_body_frame(cx)).await;
+        let data = frame
+            .expect("a frame")
+            .expect("data")
+            .into_data()
+            .expect("data");
+        assert_eq!(&data[..], &[7, 7, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_inside_a_head_is_truncated() {
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 10);
+        wire.truncate(wire.len() - 1);
+        let error = reader(wire, Then::Ends)
+            .read_response_head()
+            .await
+            .expect_err("truncated");
+        assert!(matches!(error, StreamError::Truncated(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_met_while_looking_ahead_is_reported_by_the_body() {
+        let mut wire = BytesMut::new();
+        put_head(&mut wire, 10);
+        let mut reader = reader(wire, Then::Fails);
+        reader.read_response_head().await.expect("head");
+        assert!(
+            !reader.take_empty_body(),
+            "a failed stream is no empty body"
+        );
+        let frame = std::future::poll_fn(|cx| reader.poll_body_frame(cx)).await;
+        assert!(
+            matches!(frame, Some(Err(StreamError::Read(_)))),
+            "the failure, not a clean end: {frame:?}"
+        );
     }
 }

@@ -356,7 +356,9 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     renamed
 }
 
-/// How many intercepted requests may be in flight on one tunnel at once.
+/// How many request streams czctl lets the proxy open on one tunnel at once. cz-proxy's own
+/// limit of requests in flight (`--tunnel-max-requests`) is lower by default, so a flood of
+/// intercepted requests meets the proxy's limit, which it answers, before the laptop's.
 pub const MAX_CONCURRENT_REQUESTS: u32 = 1024;
 
 /// The one crypto provider of the workspace: ring, chosen explicitly rather than process-wide.

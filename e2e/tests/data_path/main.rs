@@ -1,6 +1,7 @@
 //! End to end through the data path, in-process on loopback: a client → cz-proxy → either the
 //! "cluster" app (upstream) or, through the QUIC tunnel and czctl, the "laptop" app.
 
+mod bad_laptop;
 mod failures;
 mod forwarding;
 mod limits;
