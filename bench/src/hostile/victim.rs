@@ -89,9 +89,10 @@ pub struct Victim {
     pub pid: u32,
     /// What is not attacked in this target, and why.
     pub not_attacked: Vec<String>,
+    /// Dropped before `_processes`: the laptop of cz-proxy alone stops first.
     setting: Setting,
-    /// Dropped last, in order: the app, then the laptop side, then the proxy or the cluster.
-    processes: Vec<Process>,
+    /// Stopped when dropped, in order: the app, then czctl, then the proxy or the cluster.
+    _processes: Vec<Process>,
 }
 
 impl Victim {
@@ -123,7 +124,7 @@ impl Victim {
                 app_port,
                 laptop: Some(laptop),
             },
-            processes: vec![app, proxy],
+            _processes: vec![app, proxy],
         };
         victim.wait_until_served().await?;
         Ok(victim)
@@ -205,7 +206,7 @@ impl Victim {
                 testkit_pid,
             },
             // The intercept is restored while the cluster still runs.
-            processes: vec![app, czctl, cluster],
+            _processes: vec![app, czctl, cluster],
         };
         victim.wait_until_served().await?;
         Ok(victim)
@@ -303,17 +304,5 @@ impl Victim {
         }
         .await;
         Some(result)
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        if let Setting::Alone { laptop, .. } = &mut self.setting {
-            drop(laptop.take());
-        }
-        // The app first, then the laptop side, then the proxy or the cluster.
-        while !self.processes.is_empty() {
-            drop(self.processes.remove(0));
-        }
     }
 }
