@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::victim::Addresses;
 
+/// The first 16 bytes of the HTTP/2 connection preface: enough for a server to stop reading it
+/// as HTTP/1.1, not enough to start HTTP/2.
+const PARTIAL_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// A TCP listener of the proxy.
 #[derive(Debug, Clone, Copy)]
 pub enum Port {
@@ -65,6 +69,8 @@ pub enum Attack {
     Malformed,
     /// TCP connections on every port that never send a byte.
     HalfOpenTcp,
+    /// Connections on the HTTP port that send 16 bytes of the HTTP/2 preface and stop.
+    PartialPreface,
     /// QUIC Initial packets from many UDP sockets, never continued.
     QuicInitials,
     /// Big downloads on every route whose clients stop reading.
@@ -79,6 +85,7 @@ impl fmt::Display for Attack {
             Self::Oversized => f.write_str("oversized header (200 KB)"),
             Self::Malformed => f.write_str("malformed requests"),
             Self::HalfOpenTcp => f.write_str("half-open TCP (silent connections)"),
+            Self::PartialPreface => f.write_str("partial HTTP/2 preface"),
             Self::QuicInitials => f.write_str("half-open QUIC handshakes"),
             Self::SlowReaders => f.write_str("clients that stop reading"),
         }
@@ -107,6 +114,7 @@ impl Attack {
             Self::Oversized,
             Self::Malformed,
             Self::HalfOpenTcp,
+            Self::PartialPreface,
             Self::SlowReaders,
             Self::QuicInitials,
         ]);
@@ -133,7 +141,10 @@ impl Attack {
             Self::Malformed => bad_requests::malformed(&addresses, ready, stop).await,
             Self::HalfOpenTcp => {
                 let ports = [Port::Http, Port::Passthrough, Port::Admin, Port::Carrier];
-                hold::silent(ports.into_iter().flat_map(tcp).collect(), ready, stop).await
+                hold::still(ports.into_iter().flat_map(tcp).collect(), b"", ready, stop).await
+            }
+            Self::PartialPreface => {
+                hold::still(tcp(Port::Http).collect(), PARTIAL_PREFACE, ready, stop).await
             }
             Self::QuicInitials => quic::run(addresses.at(addresses.tunnel), ready, stop).await,
             Self::SlowReaders => slow_reader::run(&addresses, ready, stop).await,

@@ -1,6 +1,7 @@
 //! Connections that hold a listener's resources while sending (almost) nothing: slowloris, a
 //! request head trickled one byte every few seconds; and silent connections that never send
-//! a byte (half-open from the proxy's point of view: accepted, but no request ever comes).
+//! a byte, or only the start of the HTTP/2 preface (half-open from the proxy's point of view:
+//! accepted, but no request ever comes).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub async fn slowloris(
     ready: oneshot::Sender<()>,
     stop: CancellationToken,
 ) -> anyhow::Result<Outcome> {
-    let held = open(&ports, SLOWLORIS, HEAD_START).await;
+    let held = open(&ports, SLOWLORIS, HEAD_START, &stop).await;
     let _ = ready.send(());
     let mut ticks = tokio::time::interval(TRICKLE_EVERY);
     ticks.tick().await;
@@ -47,16 +48,22 @@ pub async fn slowloris(
     Ok(held.outcome(&format!("a byte every {}s", TRICKLE_EVERY.as_secs())))
 }
 
-/// [`SILENT`] connections to each of `ports` that never send anything.
-pub async fn silent(
+/// [`SILENT`] connections to each of `ports` that send `first` (perhaps nothing) and then
+/// nothing more.
+pub async fn still(
     ports: Vec<SocketAddr>,
+    first: &[u8],
     ready: oneshot::Sender<()>,
     stop: CancellationToken,
 ) -> anyhow::Result<Outcome> {
-    let held = open(&ports, SILENT, b"").await;
+    let held = open(&ports, SILENT, first, &stop).await;
     let _ = ready.send(());
     stop.cancelled().await;
-    Ok(held.outcome("nothing sent"))
+    let what = match first.len() {
+        0 => "nothing sent".to_owned(),
+        len => format!("{len} bytes sent, then nothing"),
+    };
+    Ok(held.outcome(&what))
 }
 
 /// Connections being held.
@@ -65,11 +72,20 @@ struct Held {
     open: Vec<Option<TcpStream>>,
 }
 
-/// Opens `per_port` connections to each of `ports`, each sending `first` bytes.
-async fn open(ports: &[SocketAddr], per_port: usize, first: &[u8]) -> Held {
+/// Opens `per_port` connections to each of `ports`, each sending `first` bytes, unless
+/// stopped first.
+async fn open(
+    ports: &[SocketAddr],
+    per_port: usize,
+    first: &[u8],
+    stop: &CancellationToken,
+) -> Held {
     let mut open = Vec::with_capacity(ports.len() * per_port);
     for &port in ports {
         for _ in 0..per_port {
+            if stop.is_cancelled() {
+                return Held { open };
+            }
             let connection = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(port))
                 .await
                 .ok()

@@ -25,6 +25,10 @@ pub async fn run(
     let mut held = Vec::with_capacity(CONNECTIONS);
     let mut first_error = None;
     for n in 0..CONNECTIONS {
+        // A proxy that holds connections without serving them must not hold the suite.
+        if stop.is_cancelled() {
+            break;
+        }
         let target = addresses.http_target(n % 2 == 1);
         let served = tokio::time::timeout(SERVED_WITHIN, async {
             let mut sender = load::connect(target.ip, target.h1_port).await?;

@@ -2,6 +2,7 @@
 //! whatever the proxy lets pile up between a fast sender and a stopped reader.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -17,6 +18,8 @@ const PER_ROUTE: usize = 2;
 /// Size of each download (`GET /bytes/N` on cz-bench's app and on the sample's echo pods): more
 /// than any buffer on the way.
 const DOWNLOAD: u64 = 1 << 30;
+/// How long one download may take to be asked for.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts [`PER_ROUTE`] downloads on each route and never reads them, until `stop`.
 pub async fn run(
@@ -31,12 +34,20 @@ pub async fn run(
     ];
     routes.extend(addresses.passthrough.map(|port| (addresses.at(port), "")));
     let mut readers = Vec::new();
+    let mut refused = 0;
     for (address, route) in &routes {
         for _ in 0..PER_ROUTE {
-            let mut stream = TcpStream::connect(address).await?;
             let head = format!("GET /bytes/{DOWNLOAD} HTTP/1.1\r\nHost: bench\r\n{route}\r\n");
-            stream.write_all(head.as_bytes()).await?;
-            readers.push(stream);
+            let started = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let mut stream = TcpStream::connect(address).await?;
+                stream.write_all(head.as_bytes()).await?;
+                std::io::Result::Ok(stream)
+            })
+            .await;
+            match started {
+                Ok(Ok(stream)) => readers.push(stream),
+                _ => refused += 1,
+            }
         }
     }
     let _ = ready.send(());
@@ -48,7 +59,8 @@ pub async fn run(
         .count();
     Ok(Outcome {
         figures: format!(
-            "{} downloads of {} MiB never read ({} routes); at the end {still_open} still open",
+            "{} downloads of {} MiB never read ({} routes, {refused} could not start); at the \
+             end {still_open} still open",
             readers.len(),
             DOWNLOAD >> 20,
             routes.len()
