@@ -178,10 +178,11 @@ pub fn h2load(
     })
 }
 
-type ClientBody = Either<Empty<Bytes>, Zeros>;
+/// The body of a request from this process: none, or an upload of zeros.
+pub type ClientBody = Either<Empty<Bytes>, Zeros>;
 
 /// An HTTP/1.1 connection from this process.
-async fn connect(ip: Ipv4Addr, port: u16) -> anyhow::Result<SendRequest<ClientBody>> {
+pub async fn connect(ip: Ipv4Addr, port: u16) -> anyhow::Result<SendRequest<ClientBody>> {
     let stream = TcpStream::connect((ip, port)).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -190,7 +191,7 @@ async fn connect(ip: Ipv4Addr, port: u16) -> anyhow::Result<SendRequest<ClientBo
 }
 
 /// A GET, or a POST when `body` is an upload.
-fn request(target: Target, path: &str, body: ClientBody) -> Request<ClientBody> {
+pub fn request(target: Target, path: &str, body: ClientBody) -> Request<ClientBody> {
     let method = match body {
         Either::Left(_) => Method::GET,
         Either::Right(_) => Method::POST,
@@ -206,7 +207,7 @@ fn request(target: Target, path: &str, body: ClientBody) -> Request<ClientBody> 
 }
 
 /// Sends one request and reads the whole response; returns the body length.
-async fn exchange(
+pub async fn exchange(
     sender: &mut SendRequest<ClientBody>,
     request: Request<ClientBody>,
 ) -> anyhow::Result<u64> {

@@ -5,6 +5,7 @@
 //! see bench/README.md for what is measured and how.
 
 mod app;
+mod hostile;
 mod load;
 mod paths;
 mod procs;
@@ -47,6 +48,13 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Internal {
+    /// The bad-client suite: attacks cz-proxy alone and through the loopback Service while
+    /// normal clients keep using it; exits non-zero when a check fails (see bench/README.md).
+    Hostile {
+        /// Also write the markdown report to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// The fixed-response app every path ends at (started by the suite itself).
     #[command(hide = true)]
     App {
@@ -93,6 +101,18 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(paths::forward(kubeconfig, namespace, pod, pod_port, port));
+        }
+        Some(Internal::Hostile { out }) => {
+            let tools = Tools::find()?;
+            let passed = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(hostile::run(&tools, out.as_deref()))?;
+            if !passed {
+                eprintln!("cz-bench hostile: some checks failed (listed at the end of the report)");
+                std::process::exit(1);
+            }
+            return Ok(());
         }
         None => {}
     }
@@ -217,7 +237,7 @@ impl Setting<'_> {
             for ((_, path, _), samples) in running.iter().zip(&mut h1_samples) {
                 let cpu_before = procs::cpu_seconds(&path.measured);
                 let laptop_cpu_before = procs::cpu_seconds(&path.laptop);
-                let sampler = procs::RssSampler::start(path.measured.clone());
+                let sampler = procs::PeakSampler::rss(path.measured.clone());
                 let h1 = load::wrk(
                     log,
                     &tools.wrk,

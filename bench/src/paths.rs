@@ -2,7 +2,7 @@
 //! and cz-proxy pass-through, NGINX + rathole and cz-proxy + QUIC tunnel intercepted; and the
 //! tunnel's carriers through a loopback cluster (`carriers`).
 
-mod carriers;
+pub mod carriers;
 
 pub use carriers::forward;
 
@@ -158,50 +158,15 @@ pub async fn start(
             (h1, h2, measured)
         }
         PathKind::CzPassthrough | PathKind::CzTunnel => {
-            let certs = dir.join("certs");
-            if !certs.join("proxy").exists() {
-                let args = [
-                    "tunnel".into(),
-                    "certs".into(),
-                    "--out".into(),
-                    certs.display().to_string(),
-                ];
-                let status = log.command(Cpus::All, &tools.czctl, &args).output()?;
-                anyhow::ensure!(status.status.success(), "czctl tunnel certs failed");
-            }
-            let (http, tunnel, admin) = (free_tcp_port()?, free_udp_port()?, free_tcp_port()?);
-            let carrier = free_tcp_port()?;
-            let args = [
-                "--bind-ip=127.0.0.1".into(),
-                format!("--http-port={http}"),
-                format!("--upstream=127.0.0.1:{app_port}"),
-                format!("--tunnel-port={tunnel}"),
-                format!("--admin-port={admin}"),
-                format!("--carrier-port={carrier}"),
-                format!("--tls-dir={}", certs.join("proxy").display()),
-                format!("--worker-threads={}", placement.workers),
-            ];
-            let mut command = log.command(placement.cluster, &tools.cz_proxy, &args);
-            command.env("RUST_LOG", "warn");
-            let mut proxy = Process::spawn("cz-proxy", command)?;
-            wait_for_port(&mut proxy, http)?;
+            let (proxy, ports) = start_cz_proxy(tools, placement, app_port, &[], dir, log)?;
             let measured = vec![proxy.pid()];
             processes.push(proxy);
             if intercept {
-                let args = [
-                    "tunnel".into(),
-                    "connect".into(),
-                    format!("--endpoint=127.0.0.1:{tunnel}"),
-                    format!("--identity-dir={}", certs.join("laptop").display()),
-                    format!("--localPort={app_port}"),
-                    "-q".into(),
-                ];
-                let mut command = log.command(placement.rest, &tools.czctl, &args);
-                command.env("RUST_LOG", "warn");
-                let czctl = Process::spawn("czctl", command)?;
+                let czctl = start_laptop(tools, placement.rest, &ports, app_port, log)?;
                 laptop.push(czctl.pid());
                 processes.insert(1, czctl);
             }
+            let http = ports.http;
             (http, http, measured)
         }
     };
@@ -218,8 +183,91 @@ pub async fn start(
     })
 }
 
+/// The ports of a cz-proxy started by [`start_cz_proxy`], all on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct ProxyPorts {
+    /// The intercepted HTTP port.
+    pub http: u16,
+    /// UDP port of the QUIC tunnel.
+    pub tunnel: u16,
+    /// TCP port of the admin endpoints.
+    pub admin: u16,
+    /// TCP port of the tunnel over a port-forward stream.
+    pub carrier: u16,
+    /// Where the session's certificates are: `proxy/` and `laptop/`.
+    pub certs: PathBuf,
+}
+
+/// cz-proxy on 127.0.0.1 in front of the app on `app_port`, with a session's certificates made
+/// in `dir` and `extra_args` (e.g. `--passthrough=…`); returns it once it listens.
+pub fn start_cz_proxy(
+    tools: &Tools,
+    placement: Placement,
+    app_port: u16,
+    extra_args: &[String],
+    dir: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<(Process, ProxyPorts)> {
+    let certs = dir.join("certs");
+    if !certs.join("proxy").exists() {
+        let args = [
+            "tunnel".into(),
+            "certs".into(),
+            "--out".into(),
+            certs.display().to_string(),
+        ];
+        let status = log.command(Cpus::All, &tools.czctl, &args).output()?;
+        anyhow::ensure!(status.status.success(), "czctl tunnel certs failed");
+    }
+    let ports = ProxyPorts {
+        http: free_tcp_port()?,
+        tunnel: free_udp_port()?,
+        admin: free_tcp_port()?,
+        carrier: free_tcp_port()?,
+        certs,
+    };
+    let mut args = vec![
+        "--bind-ip=127.0.0.1".into(),
+        format!("--http-port={}", ports.http),
+        format!("--upstream=127.0.0.1:{app_port}"),
+        format!("--tunnel-port={}", ports.tunnel),
+        format!("--admin-port={}", ports.admin),
+        format!("--carrier-port={}", ports.carrier),
+        format!("--tls-dir={}", ports.certs.join("proxy").display()),
+        format!("--worker-threads={}", placement.workers),
+    ];
+    args.extend_from_slice(extra_args);
+    let mut command = log.command(placement.cluster, &tools.cz_proxy, &args);
+    command.env("RUST_LOG", "warn");
+    let mut proxy = Process::spawn("cz-proxy", command)?;
+    wait_for_port(&mut proxy, ports.http)?;
+    Ok((proxy, ports))
+}
+
+/// The laptop side of a proxy started by [`start_cz_proxy`]: `czctl tunnel connect`, serving
+/// intercepted requests from the app on `app_port`.
+pub fn start_laptop(
+    tools: &Tools,
+    cpus: Cpus,
+    ports: &ProxyPorts,
+    app_port: u16,
+    log: &mut CommandLog,
+) -> anyhow::Result<Process> {
+    let args = [
+        "tunnel".into(),
+        "connect".into(),
+        format!("--endpoint=127.0.0.1:{}", ports.tunnel),
+        format!("--identity-dir={}", ports.certs.join("laptop").display()),
+        format!("--localPort={app_port}"),
+        "-q".into(),
+    ];
+    let mut command = log.command(cpus, &tools.czctl, &args);
+    command.env("RUST_LOG", "warn");
+    Process::spawn("czctl", command)
+}
+
 /// The app of a path (cz-bench's own), on the other CPU; returns it and its port.
-fn start_app(placement: Placement, log: &mut CommandLog) -> anyhow::Result<(Process, u16)> {
+pub fn start_app(placement: Placement, log: &mut CommandLog) -> anyhow::Result<(Process, u16)> {
     let port = free_tcp_port()?;
     let args = [
         "app".into(),

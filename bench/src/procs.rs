@@ -244,22 +244,27 @@ pub fn rss_mb(roots: &[u32]) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Samples the resident memory of some processes every 50 ms on a thread of its own, keeping
-/// the peak.
-pub struct RssSampler {
+/// Samples a figure on a thread of its own, keeping the peak: e.g. the resident memory of some
+/// processes every 50 ms.
+pub struct PeakSampler {
     stop_tx: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<f64>,
 }
 
-impl RssSampler {
-    /// Starts sampling `pids` and their descendants.
-    pub fn start(pids: Vec<u32>) -> Self {
+impl PeakSampler {
+    /// Starts sampling the resident memory (MB) of `pids` and their descendants every 50 ms.
+    pub fn rss(pids: Vec<u32>) -> Self {
+        Self::start(Duration::from_millis(50), move || rss_mb(&pids))
+    }
+
+    /// Starts sampling `measure` every `interval`.
+    pub fn start(interval: Duration, mut measure: impl FnMut() -> f64 + Send + 'static) -> Self {
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let mut peak: f64 = 0.0;
             loop {
-                peak = peak.max(rss_mb(&pids));
-                match stop_rx.recv_timeout(Duration::from_millis(50)) {
+                peak = peak.max(measure());
+                match stop_rx.recv_timeout(interval) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return peak,
                 }
@@ -268,9 +273,21 @@ impl RssSampler {
         Self { stop_tx, thread }
     }
 
-    /// The peak seen, in MB.
+    /// The peak seen.
     pub fn stop(self) -> f64 {
         let _ = self.stop_tx.send(());
         self.thread.join().unwrap_or(0.0)
     }
+}
+
+/// The pid of the first process named `name` (its `comm`) among `root` and its descendants.
+pub fn descendant_named(root: u32, name: &str) -> Option<u32> {
+    tree(&[root]).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name)
+    })
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|fields| fields.first().is_some_and(|state| state != "Z"))
 }

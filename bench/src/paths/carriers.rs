@@ -3,26 +3,31 @@
 //! tunnel carried by a port-forward through the cluster's API server or by UDP to the pod; and a
 //! raw port-forward through the same API server to the in-cluster app, the carrier's own limit.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 use super::{start_app, Placement, RunningPath};
 use crate::load::Target;
-use crate::procs::{free_tcp_port, wait_for_port, CommandLog, Process};
+use crate::procs::{free_tcp_port, wait_for_port, CommandLog, Cpus, Process};
 use crate::tools::Tools;
 
-/// The sample Service every carrier path intercepts, its namespace and the port of its pods.
+/// The sample's namespace.
 const NAMESPACE: &str = "demo";
+/// The sample Service every carrier path intercepts.
 const SERVICE: &str = "echo";
+/// The intercepted port of the sample Service.
 const SERVICE_PORT: u16 = 80;
-const APP_PORT: u16 = 8080;
+/// The port its pods serve it on (and so the proxy pod's HTTP port).
+pub const APP_PORT: u16 = 8080;
+/// The labels of the proxy pod `czctl service intercept` deploys.
+pub const PROXY_SELECTOR: &str = "app.kubernetes.io/name=cz-proxy";
 
 /// How long the loopback cluster and the intercept may take to be ready.
 const READY_WITHIN: Duration = Duration::from_secs(90);
@@ -44,35 +49,14 @@ pub async fn start(
     dir: &Path,
     log: &mut CommandLog,
 ) -> anyhow::Result<RunningPath> {
-    let kubeconfig = dir.join("kubeconfig");
-    let args = [
-        "up".into(),
-        "--sample".into(),
-        "--network=shared".into(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-    ];
-    let mut command = log.command(placement.cluster, &tools.cz_testkit, &args);
-    command.env("RUST_LOG", "warn");
-    let cluster = Process::spawn_until_line("cz-testkit", command, "ready", READY_WITHIN)?;
+    let (cluster, kubeconfig) = start_cluster(tools, placement.cluster, dir, log)?;
     let client = client(&kubeconfig).await?;
     let measured = vec![cluster.pid()];
     match carrier {
         Carrier::Tunnel(tunnel) => {
             let (app, app_port) = start_app(placement, log)?;
-            let args = [
-                "service".into(),
-                "intercept".into(),
-                SERVICE.into(),
-                format!("--namespace={NAMESPACE}"),
-                format!("--remotePort={SERVICE_PORT}"),
-                format!("--localPort={app_port}"),
-                format!("--tunnel={tunnel}"),
-                format!("--kubeconfig={}", kubeconfig.display()),
-            ];
-            let mut command = log.command(placement.rest, &tools.czctl, &args);
-            command.env("RUST_LOG", "warn");
-            let czctl = Process::spawn_until_line("czctl", command, "Intercepting", READY_WITHIN)?;
-            let (_, proxy) = pod(&client, "app.kubernetes.io/name=cz-proxy").await?;
+            let czctl = start_intercept(tools, placement.rest, tunnel, app_port, &kubeconfig, log)?;
+            let (_, proxy) = pod(&client, PROXY_SELECTOR).await?;
             Ok(RunningPath {
                 target: Target {
                     ip: proxy,
@@ -116,8 +100,54 @@ pub async fn start(
     }
 }
 
+/// `cz-testkit up --sample --network=shared` with its kubeconfig in `dir`, once ready; returns
+/// it and the kubeconfig's path.
+pub fn start_cluster(
+    tools: &Tools,
+    cpus: Cpus,
+    dir: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<(Process, PathBuf)> {
+    let kubeconfig = dir.join("kubeconfig");
+    let args = [
+        "up".into(),
+        "--sample".into(),
+        "--network=shared".into(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+    ];
+    let mut command = log.command(cpus, &tools.cz_testkit, &args);
+    command.env("RUST_LOG", "warn");
+    let cluster = Process::spawn_until_line("cz-testkit", command, "ready", READY_WITHIN)?;
+    Ok((cluster, kubeconfig))
+}
+
+/// `czctl service intercept` of the sample's Service with `--tunnel=tunnel`, serving intercepted
+/// requests from the app on `app_port`, once it says "Intercepting".
+pub fn start_intercept(
+    tools: &Tools,
+    cpus: Cpus,
+    tunnel: &str,
+    app_port: u16,
+    kubeconfig: &Path,
+    log: &mut CommandLog,
+) -> anyhow::Result<Process> {
+    let args = [
+        "service".into(),
+        "intercept".into(),
+        SERVICE.into(),
+        format!("--namespace={NAMESPACE}"),
+        format!("--remotePort={SERVICE_PORT}"),
+        format!("--localPort={app_port}"),
+        format!("--tunnel={tunnel}"),
+        format!("--kubeconfig={}", kubeconfig.display()),
+    ];
+    let mut command = log.command(cpus, &tools.czctl, &args);
+    command.env("RUST_LOG", "warn");
+    Process::spawn_until_line("czctl", command, "Intercepting", READY_WITHIN)
+}
+
 /// A client of the cluster `kubeconfig` points at.
-async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
+pub async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
     let kubeconfig_file = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config =
@@ -128,16 +158,38 @@ async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
 
 /// The name and IP of a running pod of the sample's namespace matching `selector`.
 async fn pod(client: &Client, selector: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+    let pod = running_pod(client, selector).await?;
+    let ip = pod_ip(&pod).context("the pod has no IP")?;
+    Ok((pod.metadata.name.unwrap_or_default(), ip))
+}
+
+/// A pod of the sample's namespace matching `selector` that has an IP.
+pub async fn running_pod(client: &Client, selector: &str) -> anyhow::Result<Pod> {
     let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
         .list(&ListParams::default().labels(selector))
         .await?;
     pods.items
         .into_iter()
-        .find_map(|pod| {
-            let ip = pod.status?.pod_ip?.parse().ok()?;
-            Some((pod.metadata.name?, ip))
-        })
+        .find(|pod| pod_ip(pod).is_some())
         .with_context(|| format!("no pod {selector} with an IP in namespace {NAMESPACE}"))
+}
+
+/// The sample Service's intercepted port at its ClusterIP.
+pub async fn service_address(client: &Client) -> anyhow::Result<SocketAddr> {
+    let service = Api::<Service>::namespaced(client.clone(), NAMESPACE)
+        .get(SERVICE)
+        .await?;
+    let ip: Ipv4Addr = service
+        .spec
+        .and_then(|spec| spec.cluster_ip)
+        .and_then(|ip| ip.parse().ok())
+        .with_context(|| format!("Service {NAMESPACE}/{SERVICE} has no IPv4 ClusterIP"))?;
+    Ok(SocketAddr::from((ip, SERVICE_PORT)))
+}
+
+/// A pod's IPv4 address, once it has one.
+pub fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
+    pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
 }
 
 /// `cz-bench forward`: a local port whose every connection is one port-forward to `pod_port`
