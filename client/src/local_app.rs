@@ -107,7 +107,10 @@ impl LocalApp {
                 write_response(&mut writer, head, body).await
             }
             Err(error) => {
-                let unreachable = !matches!(error, ForwardError::Failed { .. });
+                let unreachable = !matches!(
+                    error,
+                    ForwardError::Failed { .. } | ForwardError::RequestBody { .. }
+                );
                 self.set_reachable(!unreachable, Some(&error));
                 let (head, body) = self.failure_response(unreachable, &error).into_parts();
                 write_response(&mut writer, head, body).await

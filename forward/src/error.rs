@@ -24,6 +24,16 @@ pub enum ForwardError {
         /// Where.
         address: String,
     },
+    /// The request's own body failed before it was sent in full: the client that sent it broke
+    /// off (a truncated chunked body, a connection closed mid-upload).
+    #[error("the request's body broke off before all of it reached {address}")]
+    RequestBody {
+        /// Where.
+        address: String,
+        /// Why.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     /// Connected, but the exchange failed.
     #[error("{address} failed to answer")]
     Failed {
@@ -36,14 +46,24 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
-    /// Sorts a client error into the three cases.
+    /// Sorts a client error into the four cases.
     pub(crate) fn classify(address: &str, error: hyper_util::client::legacy::Error) -> Self {
-        let timed_out = std::iter::successors(std::error::Error::source(&error), |e| e.source())
+        let causes = || std::iter::successors(std::error::Error::source(&error), |e| e.source());
+        let timed_out = causes()
             .filter_map(|e| e.downcast_ref::<io::Error>())
             .any(|e| e.kind() == io::ErrorKind::TimedOut);
+        // A hyper client's "user" error is one of the request it was given: its body.
+        let request_body = causes()
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+            .any(hyper::Error::is_user);
         let address = address.to_owned();
         if timed_out {
             Self::Timeout { address }
+        } else if request_body {
+            Self::RequestBody {
+                address,
+                source: error,
+            }
         } else if error.is_connect() {
             Self::Unreachable {
                 address,

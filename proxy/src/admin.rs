@@ -23,9 +23,11 @@ use crate::limits::ConnectionLimit;
 use crate::linger::Lingering;
 use crate::metrics::Metrics;
 
-/// Most admin connections open at once: the kubelet's probes, a Prometheus scraper and czctl
-/// need a handful; the rest is room for retries.
-pub const MAX_CONNECTIONS: usize = 32;
+/// Most admin connections open at once. The kubelet's probes, a Prometheus scraper and czctl
+/// need a handful; the rest keeps the probes answered while a few hundred slow or silent
+/// connections wait out [`HEADER_TIMEOUT`] (refused probes would take the pod out of the
+/// Service). Each costs at most about 12 KiB, so 512 cost at most 6 MiB.
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// How long an admin client may take to send a request head (idle keep-alive included).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -41,6 +41,10 @@ pub enum ProxyError {
         "the request method is longer than {MAX_METHOD_LEN} bytes, the longest this proxy forwards"
     )]
     MethodTooLong,
+    /// The client's request body broke off (a truncated chunked body, a connection closed
+    /// mid-upload), so the request never reached its destination whole; refused on both routes.
+    #[error("the request's body ended before its end (a malformed chunked body, or the connection closed mid-body), so the request was not forwarded whole: send the complete body")]
+    RequestBodyIncomplete,
     /// The route already carries as many requests as it may, and none finished in time.
     #[error("the developer's laptop already has {limit} intercepted requests in flight, the most this proxy sends it at once (cz-proxy --tunnel-max-requests), and none finished within {waited:?}; retry later, or raise --tunnel-max-requests if the app on the laptop is meant to serve this many at once")]
     TunnelOverloaded {
@@ -98,7 +102,7 @@ impl ProxyError {
             Self::TunnelDisconnected | Self::TunnelOverloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::MethodTooLong => StatusCode::BAD_REQUEST,
+            Self::MethodTooLong | Self::RequestBodyIncomplete => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -110,6 +114,7 @@ impl ProxyError {
             Self::TunnelDisconnected => "tunnel-disconnected",
             Self::Tunnel(_) | Self::TunnelLost(_) => "tunnel-failed",
             Self::MethodTooLong => "method-too-long",
+            Self::RequestBodyIncomplete => "request-body-incomplete",
             Self::TunnelOverloaded { .. } => "tunnel-overloaded",
             Self::TunnelBusy { .. } => "tunnel-busy",
             Self::TunnelTimeout { .. } => "tunnel-timeout",

@@ -65,8 +65,15 @@ pub async fn forward(
         tolerate_stop(writer.write_request_head(&parts).await)?;
         request_body = Some(tokio::spawn(async move {
             match writer.write_body(body).await {
-                Ok(_) => writer.finish(),
-                Err(error) => debug!(%error, "request body not forwarded to the laptop"),
+                Ok(_) => {
+                    writer.finish();
+                    Ok(())
+                }
+                Err(error) => {
+                    debug!(%error, "request body not forwarded to the laptop");
+                    writer.cancel();
+                    Err(error)
+                }
             }
         }));
         None
@@ -133,23 +140,26 @@ async fn take_turn(
 /// Reads the laptop's response head, giving up `timeout` after the request was sent in full:
 /// at once for a request without a body, else once `request_body` (its forwarding task) ends.
 /// So a slow upload is never mistaken for a slow laptop, as NGINX, which reads the request body
-/// before it sends the request on, never does.
+/// before it sends the request on, never does. A client body that breaks off ends the wait at
+/// once: the request cannot be answered whole.
 async fn read_head_in_time(
     reader: &mut FrameReader,
-    request_body: Option<&mut JoinHandle<()>>,
+    request_body: Option<&mut JoinHandle<Result<(), StreamError>>>,
     timeout: Duration,
 ) -> Result<Response<()>, ProxyError> {
     let expiry = async {
         if let Some(task) = request_body {
-            // How the forwarding ended does not matter here, only that it did.
-            let _ended = task.await;
+            if let Ok(Err(StreamError::Body(_))) = task.await {
+                return ProxyError::RequestBodyIncomplete;
+            }
         }
         tokio::time::sleep(timeout).await;
+        ProxyError::TunnelTimeout { waited: timeout }
     };
     tokio::select! {
         biased;
         head = reader.read_response_head() => head.map_err(ProxyError::from),
-        () = expiry => Err(ProxyError::TunnelTimeout { waited: timeout }),
+        error = expiry => Err(error),
     }
 }
 

@@ -38,6 +38,7 @@ impl Upstream {
             .send(request)
             .await
             .map_err(|error| match error {
+                ForwardError::RequestBody { .. } => ProxyError::RequestBodyIncomplete,
                 ForwardError::Timeout { address } => {
                     ProxyError::UpstreamTimeout { upstream: address }
                 }

@@ -22,7 +22,10 @@ const EVERY_FLAG: [(&str, &str); 23] = [
     ("--worker-threads", "CZ_WORKER_THREADS"),
     ("--trusted-proxies", "CZ_TRUSTED_PROXIES"),
     ("--max-connections", "CZ_MAX_CONNECTIONS"),
-    ("--max-passthrough-connections", "CZ_MAX_PASSTHROUGH_CONNECTIONS"),
+    (
+        "--max-passthrough-connections",
+        "CZ_MAX_PASSTHROUGH_CONNECTIONS",
+    ),
     ("--passthrough-idle-timeout", "CZ_PASSTHROUGH_IDLE_TIMEOUT"),
     ("--socket-buffer-bytes", "CZ_SOCKET_BUFFER_BYTES"),
     ("--tunnel-slot-timeout", "CZ_TUNNEL_SLOT_TIMEOUT"),

@@ -233,3 +233,22 @@ async fn the_admin_port_refuses_a_head_beyond_its_small_buffer() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[tokio::test]
+async fn a_request_body_that_breaks_off_gets_400_on_both_routes() {
+    let setup = intercept(&[]).await;
+    for route in ["", "x-c6o-intercept: yes\r\n"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nhost: svc\r\n{route}transfer-encoding: chunked\r\n\r\n10\r\nabc"
+        );
+        let mut stream = connect_sending(setup.proxy.http, request.as_bytes()).await;
+        stream.shutdown().await.expect("half-close");
+        let mut answer = Vec::new();
+        let _ = within(PROMPTLY, "the 400", stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("request-body-incomplete"),
+            "route {route:?}: {answer}"
+        );
+    }
+}
