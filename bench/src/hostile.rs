@@ -32,7 +32,7 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// How long the baseline is measured: 250 requests per route, enough for a steady p99.
 const BASELINE: Duration = Duration::from_secs(10);
 /// How long each attack lasts once in place.
-const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(6);
 /// How long an attack may take to be in place (2,000 connections on a debug build).
 const IN_PLACE_WITHIN: Duration = Duration::from_secs(60);
 /// File descriptors the suite needs: 2,000 idle connections and the connections the proxy
