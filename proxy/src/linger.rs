@@ -59,13 +59,24 @@ impl AsyncRead for Lingering {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(self.stream().poll_read(cx, buf))?;
-        if buf.filled().len() == before && buf.remaining() > 0 {
+        let had_room = buf.remaining() > 0;
+        if ready!(poll_read_len(self.stream(), cx, buf))? == 0 && had_room {
             self.peer_closed = true;
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Polls `reader` into `buf`, returning how many bytes it read (0 at the end of the stream when
+/// `buf` had room).
+pub(crate) fn poll_read_len<R: AsyncRead + ?Sized>(
+    reader: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<usize>> {
+    let before = buf.filled().len();
+    ready!(reader.poll_read(cx, buf))?;
+    Poll::Ready(Ok(buf.filled().len() - before))
 }
 
 impl AsyncWrite for Lingering {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use crate::limits::ConnectionLimit;
+use crate::linger::poll_read_len;
 
 /// How many times per idle timeout a connection is looked at: it is closed after between one and
 /// one and a quarter idle timeouts without traffic.
@@ -115,9 +116,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut *self.inner).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
+        if ready!(poll_read_len(Pin::new(&mut *self.inner), cx, buf))? > 0 {
             self.moved.store(true, Ordering::Relaxed);
         }
         Poll::Ready(Ok(()))
