@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::headers::ClientAddr;
 use crate::linger::Lingering;
-use crate::server::Router;
+use crate::router::Router;
 
 /// What the requests of one connection share: the client, and the signs of life the
 /// connection's time limits watch.

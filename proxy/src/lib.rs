@@ -24,6 +24,7 @@ pub mod limits;
 pub mod linger;
 pub mod metrics;
 pub mod passthrough;
+pub mod router;
 pub mod routes;
 pub mod server;
 pub mod trusted;
@@ -221,7 +222,7 @@ pub async fn run(
         tokio::spawn(serve);
     }
     let router = |upstream| {
-        Arc::new(server::Router {
+        Arc::new(router::Router {
             routes: routes.clone(),
             upstream,
             metrics: metrics.clone(),

@@ -269,9 +269,8 @@ pub enum ProtocolError {
     /// A head or trailers frame larger than [`MAX_HEAD_LEN`].
     #[error("frame of {0} bytes is larger than allowed")]
     FrameTooLarge(u32),
-    /// A head or trailers frame larger than the reader accepts (its
-    /// [`FrameReader::max_head_len`](crate::stream::FrameReader::max_head_len)); its payload is
-    /// not read.
+    /// A head or trailers frame larger than the reader accepts (the frame reader's limit, which
+    /// its owner sets below [`MAX_HEAD_LEN`]); its payload is not read.
     #[error("a head of {len} bytes, more than the {max} bytes accepted")]
     HeadTooLarge {
         /// The head's length.
