@@ -6,6 +6,8 @@ use bytes::Bytes;
 use cz_shared::headers::ERROR_HEADER;
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::dial::Dialer;
+
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -16,7 +18,7 @@ pub enum ForwardError {
         address: String,
         /// Why.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: io::Error,
     },
     /// Connecting took longer than the connect timeout.
     #[error("{address} did not accept a connection in time")]
@@ -32,7 +34,7 @@ pub enum ForwardError {
         address: String,
         /// Why.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// Connected, but the exchange failed.
     #[error("{address} failed to answer")]
@@ -41,31 +43,30 @@ pub enum ForwardError {
         address: String,
         /// Why.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
 }
 
 impl ForwardError {
-    /// Sorts a client error into the four cases.
-    pub(crate) fn classify(address: &str, error: hyper_util::client::legacy::Error) -> Self {
-        let causes = || std::iter::successors(std::error::Error::source(&error), |e| e.source());
-        let timed_out = causes()
-            .filter_map(|e| e.downcast_ref::<io::Error>())
-            .any(|e| e.kind() == io::ErrorKind::TimedOut);
-        // A hyper client's "user" error is one of the request it was given: its body.
-        let request_body = causes()
-            .filter_map(|e| e.downcast_ref::<hyper::Error>())
-            .any(hyper::Error::is_user);
-        let address = address.to_owned();
-        if timed_out {
+    /// Connecting to `dialer`'s address failed (or timed out).
+    pub(crate) fn connect(dialer: &Dialer, error: io::Error) -> Self {
+        let address = dialer.address().to_owned();
+        if error.kind() == io::ErrorKind::TimedOut {
             Self::Timeout { address }
-        } else if request_body {
-            Self::RequestBody {
+        } else {
+            Self::Unreachable {
                 address,
                 source: error,
             }
-        } else if error.is_connect() {
-            Self::Unreachable {
+        }
+    }
+
+    /// An exchange with `dialer`'s address failed: because of the request's own body (hyper
+    /// calls errors of what it was given "user" errors), or on the connection.
+    pub(crate) fn exchange(dialer: &Dialer, error: hyper::Error) -> Self {
+        let address = dialer.address().to_owned();
+        if error.is_user() {
+            Self::RequestBody {
                 address,
                 source: error,
             }

@@ -1,32 +1,24 @@
-//! Pooled HTTP clients to one fixed address: HTTP/1.1 and HTTP/2 (h2c, as gRPC needs) in pools
-//! of their own, each request sent over the pool of its own protocol.
+//! Clients to one fixed address: HTTP/1.1 connections kept between requests, and one HTTP/2
+//! (h2c, as gRPC needs) connection that all HTTP/2 requests share; each request goes over the
+//! connections of its own protocol.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 
 use crate::dial::Dialer;
 use crate::error::ForwardError;
+use crate::http1::Http1Pool;
+use crate::http2::Http2Connection;
+use crate::response::ResponseBody;
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Pooled clients to one address.
-pub struct Forwarder<B> {
-    dialer: Arc<Dialer>,
-    http1: Client<Connector, B>,
-    http2: Client<Connector, B>,
+/// Clients to one address.
+pub struct Forwarder<B: Send + 'static> {
+    dialer: Dialer,
+    http1: Arc<Http1Pool<B>>,
+    http2: Http2Connection<B>,
 }
 
 impl<B> Forwarder<B>
@@ -34,21 +26,13 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Clients to the address `dialer` connects to.
+    /// Clients to the address `dialer` connects to. Connections are opened on demand; an
+    /// HTTP/1.1 connection idle for a minute is closed.
     pub fn new(dialer: Dialer) -> Self {
-        let dialer = Arc::new(dialer);
-        let connector = Connector(dialer.clone());
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let http1 = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(connector);
         Self {
             dialer,
-            http1,
-            http2,
+            http1: Arc::new(Http1Pool::new()),
+            http2: Http2Connection::new(),
         }
     }
 
@@ -57,46 +41,55 @@ where
         self.dialer.address()
     }
 
-    /// Sends `request` over the pool of its protocol and returns the response as it arrives.
-    /// HTTP/1 requests keep their `Host` header and get this address as the URI's authority;
-    /// HTTP/2 requests keep their own `:authority` (or get this one when they have none).
-    pub async fn send(&self, mut request: Request<B>) -> Result<Response<Incoming>, ForwardError> {
-        let http2 = request.version() == Version::HTTP_2;
-        if !http2 || request.uri().authority().is_none() {
-            let mut parts = std::mem::take(request.uri_mut()).into_parts();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(self.dialer.authority().clone());
-            if parts.path_and_query.is_none() {
-                parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    /// Sends `request` over the connections of its protocol and returns the response as it
+    /// arrives. HTTP/1 requests are sent in origin form (`/path?query`) with their own `Host`
+    /// header (this address when they have none); HTTP/2 requests keep their own `:authority`
+    /// (or get this one when they have none).
+    pub async fn send(
+        &self,
+        mut request: Request<B>,
+    ) -> Result<Response<ResponseBody<B>>, ForwardError> {
+        if request.version() == Version::HTTP_2 {
+            if request.uri().authority().is_none() {
+                self.set_authority(request.uri_mut());
             }
-            *request.uri_mut() =
-                Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+            self.http2.send(&self.dialer, request).await
+        } else {
+            self.prepare_http1(&mut request);
+            self.http1.send(&self.dialer, request).await
         }
-        let client = if http2 { &self.http2 } else { &self.http1 };
-        client
-            .request(request)
-            .await
-            .map_err(|error| ForwardError::classify(self.address(), error))
-    }
-}
-
-/// Dials the one address whatever the request's URI says, so requests keep their own authority
-/// and all share one pool.
-#[derive(Clone)]
-pub(crate) struct Connector(Arc<Dialer>);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let dialer = self.0.clone();
-        Box::pin(async move { dialer.connect().await.map(TokioIo::new) })
+    /// Origin-form URI (authority-form for CONNECT) and a `Host` header, as an HTTP/1.1 server
+    /// expects them; a request without `Host` gets its URI's authority (absolute form), else
+    /// this address.
+    fn prepare_http1(&self, request: &mut Request<B>) {
+        if !request.headers().contains_key(header::HOST) {
+            let authority = request.uri().authority().unwrap_or(self.dialer.authority());
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        let uri = request.uri();
+        if request.method() != Method::CONNECT
+            && (uri.scheme().is_some() || uri.path_and_query().is_none())
+        {
+            let path = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(path);
+        }
+    }
+
+    fn set_authority(&self, uri: &mut Uri) {
+        let mut parts = std::mem::take(uri).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.dialer.authority().clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *uri = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
     }
 }
 
@@ -104,6 +97,7 @@ impl tower_service::Service<Uri> for Connector {
 mod tests {
     use super::*;
     use http_body_util::Empty;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_closed_port_is_unreachable_and_says_why() {

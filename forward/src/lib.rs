@@ -1,7 +1,7 @@
 //! The HTTP forwarding core that cz-proxy (to the original pods) and czctl (to the developer's
-//! local app) share: dialing one fixed address with bounded socket buffers ([`Dialer`]), pooled
-//! clients per protocol to it ([`Forwarder`]), the
-//! request URI and authority rules, hop-by-hop header rules ([`strip_hop_by_hop`]), splicing an
+//! local app) share: dialing one fixed address with bounded socket buffers ([`Dialer`]), connections
+//! kept per protocol to it ([`Forwarder`], whose responses carry a [`ResponseBody`]), the request
+//! URI and authority rules, hop-by-hop header rules ([`strip_hop_by_hop`]), splicing an
 //! upgraded connection ([`splice`]), and the error response both ends answer with
 //! ([`error_response`], naming the failure in [`ERROR_HEADER`]).
 //!
@@ -14,6 +14,9 @@ mod dial;
 mod error;
 mod forwarder;
 mod hop;
+mod http1;
+mod http2;
+mod response;
 mod splice;
 
 pub use cz_shared::headers::{is_upgrade, ERROR_HEADER};
@@ -21,4 +24,5 @@ pub use dial::{bound_socket_buffers, Dialer, DEFAULT_SOCKET_BUFFER};
 pub use error::{error_response, ForwardError};
 pub use forwarder::Forwarder;
 pub use hop::strip_hop_by_hop;
+pub use response::ResponseBody;
 pub use splice::splice;

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use cz_forward::ResponseBody;
 use cz_shared::stream::{BoxError, TunnelBody};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -14,7 +15,7 @@ use crate::routes::RoutePermit;
 /// A response body: from the upstream, from the laptop, or written by the proxy itself.
 pub enum ProxyBody {
     /// Streamed from the original pods.
-    Upstream(Incoming),
+    Upstream(ResponseBody<Incoming>),
     /// Streamed from the laptop; counts as an active tunnel stream and holds its place among the
     /// route's requests in flight until dropped.
     Tunnel(TunnelBody, ActiveStream, RoutePermit),

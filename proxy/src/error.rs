@@ -16,9 +16,9 @@ pub enum ProxyError {
     UpstreamUnreachable {
         /// The upstream address.
         upstream: String,
-        /// Why.
+        /// Why: the connection failed, or the exchange on it.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Connecting to the original pods took too long.
     #[error("the in-cluster service ({upstream}) did not accept a connection in time")]

@@ -42,10 +42,13 @@ impl Upstream {
                 ForwardError::Timeout { address } => {
                     ProxyError::UpstreamTimeout { upstream: address }
                 }
-                ForwardError::Unreachable { address, source }
-                | ForwardError::Failed { address, source } => ProxyError::UpstreamUnreachable {
+                ForwardError::Unreachable { address, source } => ProxyError::UpstreamUnreachable {
                     upstream: address,
-                    source,
+                    source: source.into(),
+                },
+                ForwardError::Failed { address, source } => ProxyError::UpstreamUnreachable {
+                    upstream: address,
+                    source: source.into(),
                 },
             })?;
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
