@@ -10,6 +10,8 @@ mod load;
 mod paths;
 mod procs;
 mod report;
+mod startup;
+mod stats;
 mod tools;
 
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::{PathKind, Placement};
 use crate::procs::{CommandLog, Cpus};
 use crate::report::{Figures, Mode, Report};
+use crate::stats::median;
 use crate::tools::Tools;
 
 /// Benchmark of cz-proxy and the QUIC tunnel against a direct connection, NGINX, and NGINX plus
@@ -142,12 +145,13 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut log = CommandLog::default();
     let mut report = Report::new(mode.clone(), tools.versions());
+    let one_worker = Placement {
+        workers: 1,
+        cluster: Cpus::Pin(0),
+        rest: Cpus::Pin(1),
+    };
     for placement in [
-        Placement {
-            workers: 1,
-            cluster: Cpus::Pin(0),
-            rest: Cpus::Pin(1),
-        },
+        one_worker,
         Placement {
             workers: 2,
             cluster: Cpus::All,
@@ -167,6 +171,24 @@ fn main() -> anyhow::Result<()> {
             report.add(placement.workers, kind, figures);
         }
     }
+    eprintln!(
+        "[{:>4.0}s] intercept start-up, {} runs",
+        started.elapsed().as_secs_f64(),
+        mode.startup_runs
+    );
+    let startup_dir = dir.join("startup");
+    let startup = startup::measure(
+        &tools,
+        one_worker,
+        mode.startup_runs,
+        &startup_dir,
+        &mut log,
+    );
+    report.startup = Some(
+        runtime
+            .block_on(startup)
+            .context("measuring the intercept's start-up time")?,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     report.commands = log.0;
     report.elapsed = started.elapsed();
@@ -271,6 +293,10 @@ impl Setting<'_> {
             if !path.laptop.is_empty() {
                 figures.laptop_cpu_us_per_request = Some(median(h1.iter().map(|s| s.3).collect()));
             }
+            if !path.measured.is_empty() && !path.laptop.is_empty() {
+                figures.total_cpu_us_per_request =
+                    Some(median(h1.iter().map(|s| s.1 + s.3).collect()));
+            }
         }
         if placement.workers == 1 {
             let mut latencies = vec![Vec::new(); running.len()];
@@ -320,10 +346,4 @@ impl Setting<'_> {
             self.placement.workers
         );
     }
-}
-
-/// The median of some figures.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

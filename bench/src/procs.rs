@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -82,10 +82,32 @@ impl Process {
     /// on stdout (e.g. a readiness line); the rest of its output is discarded.
     pub fn spawn_until_line(
         name: &'static str,
-        mut command: Command,
+        command: Command,
         marker: &'static str,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        let (mut process, line) = Self::spawn_watching(name, command, marker)?;
+        let deadline = Instant::now() + timeout;
+        while line
+            .seen_at
+            .recv_timeout(Duration::from_millis(50))
+            .is_err()
+        {
+            process.check_running()?;
+            if Instant::now() > deadline {
+                bail!("{name} did not print {marker:?} within {timeout:?}");
+            }
+        }
+        Ok(process)
+    }
+
+    /// Starts `command` and watches its stdout for a line starting with `marker` (the rest of
+    /// its output is discarded); the returned [`MarkedLine`] tells when it came.
+    pub fn spawn_watching(
+        name: &'static str,
+        mut command: Command,
+        marker: &'static str,
+    ) -> anyhow::Result<(Self, MarkedLine)> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -93,23 +115,21 @@ impl Process {
             .spawn()
             .with_context(|| format!("could not start {name}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let (seen, marked) = std::sync::mpsc::channel();
+        let (seen_tx, seen_at) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with(marker) {
-                    let _ = seen.send(());
+                    let _ = seen_tx.send(Instant::now());
                 }
             }
         });
-        let mut process = Self { name, child };
-        let deadline = Instant::now() + timeout;
-        while marked.recv_timeout(Duration::from_millis(50)).is_err() {
-            process.check_running()?;
-            if Instant::now() > deadline {
-                bail!("{name} did not print {marker:?} within {timeout:?}");
-            }
-        }
-        Ok(process)
+        Ok((
+            Self { name, child },
+            MarkedLine {
+                seen_at,
+                first: None,
+            },
+        ))
     }
 
     /// The process id.
@@ -124,14 +144,28 @@ impl Process {
         }
         Ok(())
     }
+
+    /// Asks the process to stop (SIGTERM), as Ctrl-C would; see [`Self::exit_status`].
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // Reaped already (its pid may be another process's by now): nothing to stop.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM first, so NGINX's master stops its workers; then make sure.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -141,6 +175,22 @@ impl Drop for Process {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// When a process started by [`Process::spawn_watching`] printed its marked line.
+pub struct MarkedLine {
+    seen_at: std::sync::mpsc::Receiver<Instant>,
+    first: Option<Instant>,
+}
+
+impl MarkedLine {
+    /// When the line first came, if it has by now.
+    pub fn seen(&mut self) -> Option<Instant> {
+        if self.first.is_none() {
+            self.first = self.seen_at.try_recv().ok();
+        }
+        self.first
     }
 }
 

@@ -2,12 +2,19 @@
 //! against NGINX, the issue's targets, the machine, the exact command lines, the `ratios:` line.
 
 mod carriers;
+mod ratios;
+mod startup;
+mod targets;
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::PathKind;
+use crate::startup::StartupTimes;
+
+/// One figure of a path's [`Figures`], when measured.
+type Figure = fn(&Figures) -> Option<f64>;
 
 /// How long and how hard each measurement runs.
 #[derive(Debug, Clone)]
@@ -26,6 +33,8 @@ pub struct Mode {
     pub bulk_bytes: u64,
     /// Idle keep-alive connections held open for the memory figure.
     pub idle_connections: usize,
+    /// Intercepts started and stopped for the start-up time.
+    pub startup_runs: usize,
 }
 
 impl Mode {
@@ -39,6 +48,7 @@ impl Mode {
             latency_duration: Duration::from_secs(12),
             bulk_bytes: 256 << 20,
             idle_connections: 2_000,
+            startup_runs: 5,
         }
     }
 
@@ -52,6 +62,7 @@ impl Mode {
             latency_duration: Duration::from_secs(1),
             bulk_bytes: 8 << 20,
             idle_connections: 200,
+            startup_runs: 3,
         }
     }
 }
@@ -69,6 +80,9 @@ pub struct Figures {
     pub cpu_us_per_request: Option<f64>,
     /// Laptop-side (tunnel client) CPU time per request of the HTTP/1.1 run, µs.
     pub laptop_cpu_us_per_request: Option<f64>,
+    /// Cluster side and laptop side together per request of the HTTP/1.1 run (the median of
+    /// each round's sum), µs: a tunnel's whole cost.
+    pub total_cpu_us_per_request: Option<f64>,
     /// Cluster-side RSS after start-up and one request, MB.
     pub rss_idle: Option<f64>,
     /// Peak cluster-side RSS during the HTTP/1.1 run, MB.
@@ -85,6 +99,15 @@ impl Figures {
     }
     fn h2_rps(&self) -> Option<f64> {
         self.h2.map(|t| t.rps)
+    }
+    fn cpu(&self) -> Option<f64> {
+        self.cpu_us_per_request
+    }
+    fn laptop_cpu(&self) -> Option<f64> {
+        self.laptop_cpu_us_per_request
+    }
+    fn total_cpu(&self) -> Option<f64> {
+        self.total_cpu_us_per_request
     }
     fn errors(&self) -> u64 {
         self.h1.map_or(0, |t| t.errors) + self.h2.map_or(0, |t| t.errors)
@@ -104,6 +127,8 @@ pub struct Report {
     pub commands: Vec<String>,
     /// How long the run took.
     pub elapsed: Duration,
+    /// The intercept's start-up runs, when measured.
+    pub startup: Option<StartupTimes>,
 }
 
 impl Report {
@@ -115,6 +140,7 @@ impl Report {
             results: Vec::new(),
             commands: Vec::new(),
             elapsed: Duration::ZERO,
+            startup: None,
         }
     }
 
@@ -161,6 +187,7 @@ impl Report {
         self.one_worker_table(&mut md);
         self.ratio_table(&mut md);
         self.carrier_table(&mut md);
+        self.startup_table(&mut md);
         self.two_worker_table(&mut md);
         self.targets(&mut md);
         self.method(&mut md);
@@ -186,12 +213,12 @@ impl Report {
         let _ = writeln!(
             md,
             "| path | HTTP/1.1 req/s | HTTP/2 req/s | p50 µs | p99 µs | p99.9 µs | added p50 / p99 µs | CPU µs/req | laptop CPU µs/req | \
-             RSS idle MB | RSS load MB | RSS {} conns MB | upload MB/s | download MB/s | errors |",
+             total CPU µs/req | RSS idle MB | RSS load MB | RSS {} conns MB | upload MB/s | download MB/s | errors |",
             mode.idle_connections
         );
         let _ = writeln!(
             md,
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for kind in PathKind::ALL {
             let Some(f) = self.get(1, kind) else { continue };
@@ -203,7 +230,7 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {kind} | {} | {} | {} | {} | {} | {added} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {kind} | {} | {} | {} | {} | {} | {added} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(f.h1_rps(), 0),
                 num(f.h2_rps(), 0),
                 num(f.latency.map(|l| l.p50), 0),
@@ -211,6 +238,7 @@ impl Report {
                 num(f.latency.map(|l| l.p999), 0),
                 num(f.cpu_us_per_request, 1),
                 num(f.laptop_cpu_us_per_request, 1),
+                num(f.total_cpu_us_per_request, 1),
                 num(f.rss_idle, 1),
                 num(f.rss_load, 1),
                 num(f.rss_idle_connections, 1),
@@ -230,19 +258,20 @@ impl Report {
              | figure | pass-through ÷ NGINX | pass-through ÷ direct | intercepted ÷ NGINX + rathole | intercepted ÷ direct |\n\
              |---|--:|--:|--:|--:|"
         );
-        type Figure = fn(&Figures) -> Option<f64>;
-        let rows: [(&str, Figure, bool); 9] = [
+        let rows: [(&str, Figure, bool); 11] = [
             ("HTTP/1.1 req/s", Figures::h1_rps, true),
             ("HTTP/2 req/s", Figures::h2_rps, true),
             ("p99 latency", |f| f.latency.map(|l| l.p99), true),
-            ("CPU per request", |f| f.cpu_us_per_request, false),
-            (
-                "laptop CPU per request",
-                |f| f.laptop_cpu_us_per_request,
-                false,
-            ),
+            ("CPU per request", Figures::cpu, false),
+            ("laptop CPU per request", Figures::laptop_cpu, false),
+            ("total CPU per request", Figures::total_cpu, false),
             ("RSS idle", |f| f.rss_idle, false),
             ("RSS under load", |f| f.rss_load, false),
+            (
+                "RSS with idle connections",
+                |f| f.rss_idle_connections,
+                false,
+            ),
             ("upload MB/s", |f| f.bulk.map(|b| b.upload), true),
             ("download MB/s", |f| f.bulk.map(|b| b.download), true),
         ];
@@ -291,62 +320,6 @@ impl Report {
         md.push('\n');
     }
 
-    fn targets(&self, md: &mut String) {
-        use PathKind::*;
-        let added_cz = self.added(CzPassthrough, |l| l.p99);
-        let added_nginx = self.added(NginxPassthrough, |l| l.p99);
-        let checks = [
-            (
-                "pass-through req/s ≥ 1.25 × NGINX (1 worker)",
-                self.ratio(1, CzPassthrough, NginxPassthrough, Figures::h1_rps)
-                    .map(|r| (r, r >= 1.25)),
-            ),
-            (
-                "pass-through req/s ≥ 1.25 × NGINX (2 workers)",
-                self.ratio(2, CzPassthrough, NginxPassthrough, Figures::h1_rps)
-                    .map(|r| (r, r >= 1.25)),
-            ),
-            (
-                "pass-through CPU/request ≤ 0.8 × NGINX",
-                self.ratio(1, CzPassthrough, NginxPassthrough, |f| f.cpu_us_per_request)
-                    .map(|r| (r, r <= 0.8)),
-            ),
-            (
-                "pass-through added p99 ≤ NGINX's (µs, cz-proxy − NGINX)",
-                added_cz
-                    .zip(added_nginx)
-                    .map(|(cz, nginx)| (cz - nginx, cz <= nginx)),
-            ),
-            (
-                "intercepted req/s ≥ 2 × NGINX + rathole",
-                self.ratio(1, CzTunnel, NginxTunnel, Figures::h1_rps)
-                    .map(|r| (r, r >= 2.0)),
-            ),
-            (
-                "intercepted bulk MB/s ≥ NGINX + rathole",
-                self.ratio(1, CzTunnel, NginxTunnel, Figures::bulk_mbps)
-                    .map(|r| (r, r >= 1.0)),
-            ),
-            (
-                "cz-proxy RSS idle < 15 MB",
-                self.get(1, CzPassthrough)
-                    .and_then(|f| f.rss_idle)
-                    .map(|mb| (mb, mb < 15.0)),
-            ),
-        ];
-        let _ = writeln!(
-            md,
-            "## Targets (issue 6)\n\n| target | figure | met |\n|---|--:|:-:|"
-        );
-        for (name, check) in checks {
-            let (figure, met) = check.map_or(("—".into(), "—"), |(v, met)| {
-                (format!("{v:.2}"), if met { "yes" } else { "no" })
-            });
-            let _ = writeln!(md, "| {name} | {figure} | {met} |");
-        }
-        md.push('\n');
-    }
-
     fn method(&self, md: &mut String) {
         let _ = writeln!(md, "## Machine\n");
         for line in machine_info()
@@ -362,7 +335,8 @@ impl Report {
              small requests, `/bytes/N` for downloads, uploads drained. The same app behind every path.\n\
              - CPU per request: utime + stime of the cluster-side processes (and their children) from \
              /proc/PID/stat over the HTTP/1.1 run, divided by the requests wrk completed; the laptop side \
-             (rathole client, czctl) likewise. RSS: VmRSS from \
+             (rathole client, czctl) likewise; total: both sides' sum in each round, median over the \
+             rounds. RSS: VmRSS from \
              /proc/PID/status, summed over those processes (NGINX: master and workers; NGINX + rathole: \
              also the rathole server).\n\
              - Latency: cz-bench sends at a fixed rate; a request held back by a slow predecessor is timed \
@@ -381,20 +355,6 @@ impl Report {
             let _ = writeln!(md, "{command}");
         }
         let _ = writeln!(md, "```\n");
-    }
-
-    /// The issue's closing line.
-    pub fn ratios_line(&self) -> String {
-        use PathKind::*;
-        format!(
-            "ratios: passthrough_rps_vs_nginx={} intercept_rps_vs_nginx_tunnel={} passthrough_cpu_per_req_vs_nginx={} intercept_bulk_vs_nginx_tunnel={} port_forward_rps_vs_direct={} port_forward_bulk_vs_raw={}",
-            num(self.ratio(1, CzPassthrough, NginxPassthrough, Figures::h1_rps), 2),
-            num(self.ratio(1, CzTunnel, NginxTunnel, Figures::h1_rps), 2),
-            num(self.ratio(1, CzPassthrough, NginxPassthrough, |f| f.cpu_us_per_request), 2),
-            num(self.ratio(1, CzTunnel, NginxTunnel, Figures::bulk_mbps), 2),
-            num(self.ratio(1, PortForwardCarrier, DirectCarrier, Figures::h1_rps), 2),
-            num(self.ratio(1, PortForwardCarrier, RawPortForward, Figures::bulk_mbps), 2),
-        )
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,15 +20,17 @@ use crate::procs::{free_tcp_port, wait_for_port, CommandLog, Cpus, Process};
 use crate::tools::Tools;
 
 /// The sample's namespace.
-const NAMESPACE: &str = "demo";
+pub const NAMESPACE: &str = "demo";
 /// The sample Service every carrier path intercepts.
-const SERVICE: &str = "echo";
+pub const SERVICE: &str = "echo";
 /// The intercepted port of the sample Service.
 const SERVICE_PORT: u16 = 80;
 /// The port its pods serve it on (and so the proxy pod's HTTP port).
 pub const APP_PORT: u16 = 8080;
 /// The labels of the proxy pod `czctl service intercept` deploys.
 pub const PROXY_SELECTOR: &str = "app.kubernetes.io/name=cz-proxy";
+/// The start of the line `czctl service intercept` prints once the intercept is set up.
+pub const INTERCEPTING: &str = "Intercepting";
 
 /// How long the loopback cluster and the intercept may take to be ready.
 const READY_WITHIN: Duration = Duration::from_secs(90);
@@ -122,7 +125,7 @@ pub fn start_cluster(
 }
 
 /// `czctl service intercept` of the sample's Service with `--tunnel=tunnel`, serving intercepted
-/// requests from the app on `app_port`, once it says "Intercepting".
+/// requests from the app on `app_port`, once it says [`INTERCEPTING`].
 pub fn start_intercept(
     tools: &Tools,
     cpus: Cpus,
@@ -131,6 +134,20 @@ pub fn start_intercept(
     kubeconfig: &Path,
     log: &mut CommandLog,
 ) -> anyhow::Result<Process> {
+    let command = intercept_command(tools, cpus, tunnel, app_port, kubeconfig, log);
+    Process::spawn_until_line("czctl", command, INTERCEPTING, READY_WITHIN)
+}
+
+/// The command line of `czctl service intercept` of the sample's Service with `--tunnel=tunnel`,
+/// serving intercepted requests from the app on `app_port`.
+pub fn intercept_command(
+    tools: &Tools,
+    cpus: Cpus,
+    tunnel: &str,
+    app_port: u16,
+    kubeconfig: &Path,
+    log: &mut CommandLog,
+) -> Command {
     let args = [
         "service".into(),
         "intercept".into(),
@@ -143,7 +160,7 @@ pub fn start_intercept(
     ];
     let mut command = log.command(cpus, &tools.czctl, &args);
     command.env("RUST_LOG", "warn");
-    Process::spawn_until_line("czctl", command, "Intercepting", READY_WITHIN)
+    command
 }
 
 /// A client of the cluster `kubeconfig` points at.

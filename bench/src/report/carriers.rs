@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{num, Figures, Report};
+use super::{num, Figure, Figures, Report};
 use crate::paths::PathKind;
 
 impl Report {
@@ -54,7 +54,6 @@ impl Report {
             "\n| figure | port-forward ÷ direct carrier | port-forward carrier ÷ raw port-forward |\n\
              |---|--:|--:|"
         );
-        type Figure = fn(&Figures) -> Option<f64>;
         let rows: [(&str, Figure); 6] = [
             ("HTTP/1.1 req/s", Figures::h1_rps),
             ("HTTP/2 req/s", Figures::h2_rps),
