@@ -9,6 +9,7 @@ mod hostile;
 mod load;
 mod paths;
 mod procs;
+mod profile;
 mod report;
 mod startup;
 mod stats;
@@ -58,6 +59,10 @@ enum Internal {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Where one side's time goes: drives one path at a fixed rate and writes a flame graph
+    /// (perf), CPU time and instructions (callgrind) per request, and the costliest functions
+    /// (see bench/README.md). Needs perf and valgrind.
+    Profile(profile::ProfileArgs),
     /// The fixed-response app every path ends at (started by the suite itself).
     #[command(hide = true)]
     App {
@@ -116,6 +121,12 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             return Ok(());
+        }
+        Some(Internal::Profile(args)) => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(profile::run(&args));
         }
         None => {}
     }

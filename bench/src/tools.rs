@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// The programs of a run.
+#[derive(Clone)]
 pub struct Tools {
     /// NGINX, the reference proxy.
     pub nginx: PathBuf,
@@ -116,7 +117,8 @@ fn name_of(path: &Path) -> String {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
-fn locate(name: &str) -> Option<PathBuf> {
+/// `name` on PATH, in ~/.cargo/bin or in /usr/sbin.
+pub fn locate(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let cargo_bin = std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin"));
     std::env::split_paths(&path)
