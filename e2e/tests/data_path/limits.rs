@@ -1,21 +1,24 @@
 //! The proxy bounded against hostile clients: connection caps, the time from accept to a request
 //! head, idle timeouts, and error answers a client reads even while it is still sending.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cz_e2e::client::get;
 use cz_e2e::{
-    eventually, init_tracing, metric, proxy_config, spawn_app, spawn_proxy, within, Session,
-    PROMPTLY,
+    app::text_body, eventually, init_tracing, metric, proxy_config, spawn_app, spawn_proxy, within,
+    Handler, Session, PROMPTLY,
 };
-use http::Request;
-use http_body_util::Empty;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::failures::{echo_through, spawn_tcp_echo};
-use crate::intercept;
+use crate::{intercept, intercept_with};
 
 /// Waits until the proxy ends `stream` (a close or a reset), failing with `what` if it does not.
 async fn ended_by_proxy(stream: &mut TcpStream, what: &str) {
@@ -234,9 +237,22 @@ async fn the_admin_port_refuses_a_head_beyond_its_small_buffer() {
     );
 }
 
+/// An app that reads a request's whole body before it answers, as one that needs the body does
+/// (an app that answers before the body's end gets its answer through, as it should).
+fn reads_the_body_first(name: &'static str) -> Handler {
+    Arc::new(move |request: Request<Incoming>| {
+        Box::pin(async move {
+            let read = request.into_body().collect().await;
+            Response::new(text_body(format!("{name} read the body: {}", read.is_ok())))
+        })
+    })
+}
+
 #[tokio::test]
 async fn a_request_body_that_breaks_off_gets_400_on_both_routes() {
-    let setup = intercept(&[]).await;
+    let cluster = spawn_app("cluster", Some(reads_the_body_first("cluster"))).await;
+    let laptop = spawn_app("laptop", Some(reads_the_body_first("laptop"))).await;
+    let setup = intercept_with(cluster, laptop, &[]).await;
     for route in ["", "x-c6o-intercept: yes\r\n"] {
         let request = format!(
             "POST / HTTP/1.1\r\nhost: svc\r\n{route}transfer-encoding: chunked\r\n\r\n10\r\nabc"
