@@ -24,6 +24,10 @@ const NEVER_HOP_BY_HOP: [&str; 7] = [
 /// forwarding headers, and any name `keep` says the caller needs (such as the intercept
 /// header): a client cannot make a forwarder drop them.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep: impl Fn(&[u8]) -> bool) {
+    // Most messages carry none: one pass over the names then spares a hashed lookup per name.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(first) = headers.get(header::CONNECTION).cloned() {
         // Values share the request's buffer, so these clones copy no bytes; a second
         // `Connection:` line is rare, and an empty `Vec` allocates nothing.
@@ -65,6 +69,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep: impl Fn(&[
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Whether `name` is one of the hop-by-hop headers removed whatever `Connection:` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::TE,
+        &header::UPGRADE,
+    ]
+    .contains(&name)
 }
 
 #[cfg(test)]

@@ -331,9 +331,10 @@ impl Dialer {
                 Ok((send, recv)) => {
                     let local_app = self.local_app.clone();
                     let span = tracing::debug_span!("req", stream = %send.id());
-                    tokio::spawn(
-                        async move { local_app.serve_stream(send, recv).await }.instrument(span),
-                    );
+                    // Boxed: the request's future is large, and tokio moves a spawned future
+                    // several times on its way into the task (a copy of all of it each time).
+                    let serve = Box::pin(async move { local_app.serve_stream(send, recv).await });
+                    tokio::spawn(serve.instrument(span));
                 }
                 Err(reason) => return reason,
             }
