@@ -1,88 +1,139 @@
-//! One connection on the intercepted port, from accept to close, with the time limits hyper does
-//! not enforce itself: from accept to the first complete request head (protocol detection and
-//! the HTTP/2 preface included), and how long an HTTP/2 connection may start no request. hyper's
-//! own `header_read_timeout` covers every later HTTP/1 head, idle keep-alive included.
+//! One connection on the intercepted port, from accept to close: it waits for the client's first
+//! bytes, tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by them, and serves it — HTTP/1
+//! parked while idle ([`http1`]). It adds the time limits hyper does not enforce itself: from
+//! accept to the first complete request head (protocol detection and the HTTP/2 preface
+//! included), and how long an HTTP/2 connection may start no request.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Version;
+use hyper::server::conn::{http1 as hyper_http1, http2 as hyper_http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::headers::ClientAddr;
+use crate::bounds::{Bounds, Interrupted};
+use crate::exchange::{ConnectionState, ExchangeBody};
+use crate::http1::{self, Handler};
 use crate::linger::Lingering;
+use crate::park::ParkableIo;
 use crate::router::Router;
 
-/// What the requests of one connection share: the client, and the signs of life the
-/// connection's time limits watch.
-pub struct ConnectionState {
-    client: ClientAddr,
-    requests: AtomicU64,
-    http2: AtomicBool,
+/// How the connections of one worker speak HTTP, configured once.
+pub struct Protocols {
+    /// HTTP/1.1 (and 1.0).
+    pub http1: hyper_http1::Builder,
+    /// HTTP/2 with prior knowledge (h2c).
+    pub http2: hyper_http2::Builder<TokioExecutor>,
 }
 
-impl ConnectionState {
-    /// The state of a new connection from `client`.
-    pub fn new(client: ClientAddr) -> Self {
-        Self {
-            client,
-            requests: AtomicU64::new(0),
-            http2: AtomicBool::new(false),
-        }
-    }
+/// What an HTTP/2 client sends first (RFC 9113, section 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-    fn request_arrived(&self, version: Version) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if version == Version::HTTP_2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-    }
+/// The protocol a client speaks, as its first bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
 }
 
 /// Serves one accepted connection until it closes, `header_timeout` passes without a complete
-/// first request head, an HTTP/2 connection starts no request for a whole `header_timeout`
-/// period, or `shutdown` (then gracefully: in-flight requests finish, HTTP/2 gets GOAWAY).
+/// first request head (or, later, after an exchange), an HTTP/2 connection starts no request for
+/// a whole `header_timeout` period, or `shutdown` (then gracefully: in-flight requests finish,
+/// idle connections close, HTTP/2 gets GOAWAY).
 pub async fn serve(
     io: Lingering,
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Arc<Protocols>,
     router: Arc<Router>,
     state: Arc<ConnectionState>,
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let cancelled = pin!(shutdown.cancelled());
+    let head_deadline = pin!(tokio::time::sleep(header_timeout));
+    let mut bounds = Bounds::new(cancelled, head_deadline);
+    let mut io = ParkableIo::new(io);
     // No buffer or protocol state is spent on a connection until its client sends something.
-    tokio::select! {
-        () = shutdown.cancelled() => return,
-        readable = tokio::time::timeout(header_timeout, io.readable()) => {
-            if !matches!(readable, Ok(Ok(()))) {
-                return debug!("the client sent nothing within the header timeout; closing");
-            }
+    let protocol = match bounds.until(detect(&mut io)).await {
+        Ok(Ok(protocol)) => protocol,
+        Ok(Err(error)) => return debug!(%error, "reading the client's first bytes failed"),
+        Err(Interrupted::Shutdown) => return,
+        Err(Interrupted::HeadDeadline) => {
+            return debug!("the client sent nothing within the header timeout; closing");
+        }
+    };
+    let handler = handler(router, state.clone());
+    match protocol {
+        Protocol::Http1 => {
+            let http1 = &protocols.http1;
+            http1::serve(io, http1, handler, &state, &mut bounds, header_timeout).await;
+        }
+        // Boxed: an HTTP/1 connection's task does not keep room for an HTTP/2 connection.
+        Protocol::Http2 => {
+            let http2 = &protocols.http2;
+            Box::pin(serve_http2(
+                io,
+                http2,
+                handler,
+                &state,
+                header_timeout,
+                &shutdown,
+            ))
+            .await;
         }
     }
-    let service = {
-        let state = state.clone();
-        service_fn(move |request| {
-            let (router, state) = (router.clone(), state.clone());
-            async move {
-                state.request_arrived(request.version());
-                Ok::<_, Infallible>(router.handle(request, &state.client).await)
-            }
-        })
-    };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+}
+
+/// Reads the client's first bytes, up to the length of the HTTP/2 preface or the first that
+/// differs from it, and keeps them for the connection to read again.
+async fn detect(io: &mut ParkableIo) -> io::Result<Protocol> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < first.len() {
+        let read = io.read(&mut first[filled..]).await?;
+        filled += read;
+        if read == 0 || first[..filled] != HTTP2_PREFACE[..filled] {
+            break;
+        }
+    }
+    io.unread(&first[..filled]);
+    Ok(if first == *HTTP2_PREFACE {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    })
+}
+
+/// Routes each request of a connection and counts its exchanges.
+fn handler(router: Arc<Router>, state: Arc<ConnectionState>) -> impl Handler {
+    service_fn(move |request| {
+        let router = router.clone();
+        let exchange = state.clone().begin_exchange();
+        async move {
+            let response = router.handle(request, &exchange.connection().client).await;
+            Ok::<_, Infallible>(response.map(|body| ExchangeBody::new(body, exchange)))
+        }
+    })
+}
+
+/// Serves HTTP/2 on `io` until it closes, starts no request for a whole `header_timeout`
+/// period (then GOAWAY), or `shutdown`.
+async fn serve_http2(
+    io: ParkableIo,
+    builder: &hyper_http2::Builder<TokioExecutor>,
+    handler: impl Handler,
+    state: &ConnectionState,
+    header_timeout: Duration,
+    shutdown: &CancellationToken,
+) {
+    let connection = builder.serve_connection(TokioIo::new(io), handler);
     tokio::pin!(connection);
-    let mut watchdog = Watchdog {
-        state,
-        period: header_timeout,
-        seen: 0,
-        armed: true,
-    };
+    let mut seen = 0;
     let mut closing = false;
     loop {
         tokio::select! {
@@ -96,55 +147,18 @@ pub async fn serve(
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            quiet = watchdog.quiet_period(), if !closing && watchdog.armed => match quiet {
-                Quiet::NoRequest => {
+            () = tokio::time::sleep(header_timeout), if !closing => {
+                let requests = state.requests();
+                if requests == 0 {
                     return debug!("no complete request head within the header timeout; closing");
                 }
-                Quiet::Http2Idle => {
+                if requests == seen {
                     debug!("HTTP/2 connection idle for the header timeout; closing gracefully");
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                Quiet::Alive => {}
-            },
-        }
-    }
-}
-
-/// What a connection did during one period of the watchdog.
-enum Quiet {
-    /// Not one complete request head since accept.
-    NoRequest,
-    /// An HTTP/2 connection that started no request in the period.
-    Http2Idle,
-    /// Requests came, or hyper's own timer watches it (HTTP/1).
-    Alive,
-}
-
-/// Looks at a connection once per period; disarmed once it turns out to be HTTP/1, whose idle
-/// time hyper bounds itself.
-struct Watchdog {
-    state: Arc<ConnectionState>,
-    period: Duration,
-    seen: u64,
-    armed: bool,
-}
-
-impl Watchdog {
-    async fn quiet_period(&mut self) -> Quiet {
-        tokio::time::sleep(self.period).await;
-        let requests = self.state.requests.load(Ordering::Relaxed);
-        let http2 = self.state.http2.load(Ordering::Relaxed);
-        if requests == 0 {
-            Quiet::NoRequest
-        } else if !http2 {
-            self.armed = false;
-            Quiet::Alive
-        } else if requests == self.seen {
-            Quiet::Http2Idle
-        } else {
-            self.seen = requests;
-            Quiet::Alive
+                seen = requests;
+            }
         }
     }
 }

@@ -39,13 +39,12 @@ impl Lingering {
         }
     }
 
-    /// Waits until the client has sent something (or closed).
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready once the client has sent something (or closed).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.stream
             .as_ref()
             .expect("taken only on drop")
-            .readable()
-            .await
+            .poll_read_ready(cx)
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -12,7 +12,8 @@ use tracing::{info, warn, Instrument};
 
 use crate::accept;
 use crate::config::Config;
-use crate::connection::{self, ConnectionState};
+use crate::connection::{self, Protocols};
+use crate::exchange::ConnectionState;
 use crate::headers::ClientAddr;
 use crate::limits::ConnectionLimit;
 use crate::linger::Lingering;
@@ -60,18 +61,7 @@ pub async fn serve(
     config: &Config,
     shutdown: CancellationToken,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes as usize);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
-        .max_header_list_size(config.max_header_bytes);
+    let protocols = Arc::new(protocols(config));
     let connections = TaskTracker::new();
     // The worker's connections wait on a token of their own, not on one all threads share.
     let connection_shutdown = shutdown.child_token();
@@ -83,7 +73,7 @@ pub async fn serve(
         )));
         let connection = connection::serve(
             Lingering::new(stream, permit),
-            builder.clone(),
+            protocols.clone(),
             router.clone(),
             state,
             config.header_read_timeout,
@@ -100,4 +90,20 @@ pub async fn serve(
     {
         warn!(timeout = ?config.drain_timeout, "requests still in flight at the drain deadline");
     }
+}
+
+/// HTTP/1 and HTTP/2 as `config` sets them.
+fn protocols(config: &Config) -> Protocols {
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes as usize);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+        .max_header_list_size(config.max_header_bytes);
+    Protocols { http1, http2 }
 }
