@@ -74,19 +74,29 @@ pub async fn serve<S: Handler>(
     bounds: &mut Bounds<'_, '_>,
     header_timeout: Duration,
 ) {
+    // A connection accepted just now waits out the idle time before it parks.
+    let mut parked_long = false;
     loop {
         let requests = state.requests();
         // Boxed: a parked connection's task does not keep room for hyper's state.
-        let served = Box::pin(serve_until_parked(io, builder, handler, state, bounds));
+        let served = Box::pin(serve_until_parked(
+            io,
+            builder,
+            handler,
+            state,
+            bounds,
+            parked_long,
+        ));
         let Some((parked, parked_handler)) = served.await else {
             return;
         };
         (io, handler) = (parked, parked_handler);
+        let parked_at = Instant::now();
         if state.requests() != requests {
-            bounds.set_head_deadline(Instant::now() + header_timeout);
+            bounds.set_head_deadline(parked_at + header_timeout);
         }
         match bounds.until(poll_fn(|cx| io.poll_read_ready(cx))).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => parked_long = parked_at.elapsed() >= PARK_AFTER_IDLE,
             Ok(Err(error)) => return debug!(%error, "waiting for the client failed"),
             Err(Interrupted::Shutdown) => return,
             Err(Interrupted::HeadDeadline) => {
@@ -97,13 +107,16 @@ pub async fn serve<S: Handler>(
 }
 
 /// Serves `io` with a fresh hyper connection until it parks (then returns the socket and the
-/// handler) or ends.
+/// handler) or ends. A connection that was `parked_long` (its client sends requests further
+/// apart than [`PARK_AFTER_IDLE`]) parks again as soon as its next exchange is over, so that such
+/// a client's requests do not each cost a timer's wake-up as well.
 async fn serve_until_parked<S: Handler>(
     io: ParkableIo,
     builder: &Builder,
     handler: S,
     state: &ConnectionState,
     bounds: &mut Bounds<'_, '_>,
+    parked_long: bool,
 ) -> Option<(ParkableIo, S)> {
     io.reset_signals();
     let mut period = Period {
@@ -117,6 +130,7 @@ async fn serve_until_parked<S: Handler>(
         idle_seen: state.requests(),
         awaiting_head: true,
         closing: false,
+        park_at_once: parked_long,
     };
     let mut idle = pin!(tokio::time::sleep(PARK_AFTER_IDLE));
     poll_fn(|cx| period.poll(cx, state, bounds, idle.as_mut())).await
@@ -133,6 +147,8 @@ struct Period<S: Handler> {
     idle_seen: u64,
     awaiting_head: bool,
     closing: bool,
+    /// Park when the first exchange is over, without waiting out [`PARK_AFTER_IDLE`].
+    park_at_once: bool,
 }
 
 impl<S: Handler> Period<S> {
@@ -168,6 +184,9 @@ impl<S: Handler> Period<S> {
         }
         if requests != self.idle_seen {
             self.idle_seen = requests;
+            if std::mem::take(&mut self.park_at_once) && self.signals.waits_for_client() {
+                return self.park(cx);
+            }
             idle.as_mut().reset(Instant::now() + PARK_AFTER_IDLE);
         }
         if idle.as_mut().poll(cx).is_pending() || !self.signals.waits_for_client() {
