@@ -24,7 +24,6 @@ pub(crate) struct Http2Connection<B> {
 impl<B> Http2Connection<B>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub(crate) fn new() -> Self {
