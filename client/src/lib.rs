@@ -25,6 +25,7 @@ mod progress;
 mod tunnel;
 
 pub use cz_shared::contract::ProxyState;
+pub use cz_shared::contract::DEFAULT_ORPHAN_AFTER;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
