@@ -43,6 +43,19 @@ use set_up::SetUp;
 /// tunnel (the proxy pod's termination grace period).
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What [`Intercept::stop`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Left {
+    /// This was the last session: the Service is restored and the proxy removed.
+    Ended,
+    /// Other sessions stay on the intercept: only this session's route was detached.
+    StillShared {
+        /// How many sessions stay.
+        others: usize,
+    },
+}
+
 /// A running intercept: this session's route on the Service's proxy, which it created or
 /// joined.
 pub struct Intercept {
@@ -254,7 +267,7 @@ impl Intercept {
     /// the tunnel; at most [`DRAIN_TIMEOUT`]), the shadow Service (the cluster's garbage
     /// collector deletes the Secret it owns), and closes the tunnel. The error lists whatever
     /// could not be removed.
-    pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<(), InterceptError> {
+    pub async fn stop(self, mut progress: impl FnMut(Progress)) -> Result<Left, InterceptError> {
         let drained = async {
             self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;
         };
@@ -268,13 +281,20 @@ impl Intercept {
             &mut progress,
         )
         .await;
-        if let Ok(cleaned) = &result {
-            if matches!(cleaned.restored, Restored::StillShared(_)) {
-                self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;
-            }
-        }
+        let left = match result {
+            Ok(cleaned) => match cleaned.restored {
+                Restored::StillShared(others) => {
+                    self.tunnel.closed_by_proxy(DRAIN_TIMEOUT).await;
+                    Ok(Left::StillShared {
+                        others: others.len(),
+                    })
+                }
+                _ => Ok(Left::Ended),
+            },
+            Err(error) => Err(InterceptError::from(error)),
+        };
         self.tunnel.close().await;
-        result.map(drop).map_err(InterceptError::from)
+        left
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, ArgMatches, Args};
 use czctl::{
-    session, Intercept, InterceptOptions, InterceptRule, TunnelEvent, TunnelMode, DEFAULT_RULE,
+    session, Intercept, InterceptOptions, InterceptRule, Left, TunnelEvent, TunnelMode,
+    DEFAULT_RULE,
 };
 
 use super::cluster::ClusterArgs;
@@ -190,11 +191,16 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
     interrupts.recv().await;
     printer.abort();
     output.info("stopping: restoring the service first");
-    intercept.stop(|step| output.step(step)).await?;
-    output.info(format_args!(
-        "your intercept of {namespace}/{} ended",
-        args.service
-    ));
+    match intercept.stop(|step| output.step(step)).await? {
+        Left::StillShared { others } => output.info(format_args!(
+            "you left the intercept of {namespace}/{}; it goes on for {others} other session(s)",
+            args.service
+        )),
+        _ => output.info(format_args!(
+            "intercept of {namespace}/{} ended; the service is restored",
+            args.service
+        )),
+    }
     Ok(())
 }
 

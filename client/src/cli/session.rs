@@ -122,7 +122,7 @@ pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .ok()
                 .and_then(|routes| routes.routes.iter().find(|r| r.session == member.session));
-            let state = match route {
+            let mut state = match route {
                 None if routes.is_ok() => "NO ROUTE (run session close)".to_owned(),
                 None => "unknown (proxy unreachable: may you port-forward to it?)".to_owned(),
                 Some(route) if route.connected => "connected".to_owned(),
@@ -136,6 +136,12 @@ pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
                     }
                 }
             };
+            if let Some(route) = route.filter(|r| r.conflicts > 0) {
+                state.push_str(&format!(
+                    "; {} request(s) also matched another session's rule (refused with 409)",
+                    route.conflicts
+                ));
+            }
             println!(
                 "{:<28} {:<9} {:<24} {:>6} {:>10} {:<20} {:>8} {:<14} {:>8} {state}",
                 format!("{}/{}", info.namespace, info.service),

@@ -59,10 +59,12 @@ pub enum SetUpError {
     #[error(transparent)]
     Switch(#[from] SelectorError),
     /// Another developer's session on the Service has the same rule.
-    #[error("{service} is already intercepted with the header {} by {} since {} (session {}); use a header value of your own, e.g. -x {}:<your name>; if that session is gone, close it with: czctl session close -n {} --session {}", holder.header, holder.owner, holder.since, holder.session, holder.header.split(':').next().unwrap_or_default(), service.split('/').next().unwrap_or_default(), holder.session)]
+    #[error("{namespace}/{name} is already intercepted with the header {} by {} since {} (session {}); use a header value of your own, e.g. -x {}:<your name>; if that session is gone, close it with: czctl service intercept {name} -n {namespace} --clean --session {}", holder.header, holder.owner, holder.since, holder.session, holder.header.split(':').next().unwrap_or_default(), holder.session)]
     RuleTaken {
-        /// `namespace/service`.
-        service: String,
+        /// Namespace.
+        namespace: String,
+        /// The Service.
+        name: String,
         /// The session holding the rule.
         holder: Box<Member>,
     },

@@ -41,7 +41,6 @@ impl JoinSteps<'_> {
         progress: &mut impl FnMut(Progress),
     ) -> Result<(Tunnel, Record), SetUpError> {
         let (client, names, options) = (self.client, self.names, self.options);
-        let service = format!("{}/{}", names.namespace, names.service);
         let ca = SessionCa::generate().map_err(SetUpError::Certificates)?;
         let laptop = ca.issue_client().map_err(SetUpError::Certificates)?;
         let services = Api::<Service>::namespaced(client.clone(), &names.namespace);
@@ -50,7 +49,8 @@ impl JoinSteps<'_> {
                 Joined::Recorded(record) => record,
                 Joined::RuleTaken(holder) => {
                     return Err(SetUpError::RuleTaken {
-                        service,
+                        namespace: names.namespace.clone(),
+                        name: names.service.clone(),
                         holder: Box::new(holder),
                     })
                 }

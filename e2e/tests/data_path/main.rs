@@ -7,6 +7,7 @@ mod forwarding;
 mod keep_alive;
 mod limits;
 mod routing;
+mod sessions;
 mod streaming;
 mod versions;
 
