@@ -180,16 +180,11 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         "Intercepting {namespace}/{} port {}: requests with header {} go to localhost:{}; all others keep going to the cluster. Press Ctrl-C to stop.",
         args.service, record.remote_port, args.header, record.local_port
     ));
-    let mut events = intercept.tunnel().events();
-    let printer = tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            if !matches!(event, TunnelEvent::Connected { .. }) {
-                output.event(&event);
-            }
-        }
+    let printing = output.print_events(intercept.tunnel().events(), |event| {
+        !matches!(event, TunnelEvent::Connected { .. })
     });
     interrupts.recv().await;
-    printer.abort();
+    printing.store(true, std::sync::atomic::Ordering::Relaxed);
     output.info("stopping: restoring the service first");
     match intercept.stop(|step| output.step(step)).await? {
         Left::StillShared { others } => output.info(format_args!(

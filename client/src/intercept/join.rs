@@ -4,11 +4,13 @@
 //! Service's selector is not touched and the proxy does not restart.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cz_shared::control::{Join, CONTROL_VERSION};
 use cz_shared::tls::SessionCa;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
+use tokio::sync::Mutex;
 
 use super::connect::{connect_within, BeforeDial, Dial};
 use super::{InterceptOptions, SetUpError};
@@ -92,6 +94,9 @@ impl JoinSteps<'_> {
     }
 }
 
+/// How long a registration counts as fresh: the carriers a reconnect dials at once share one.
+const REJOINED_RECENTLY: Duration = Duration::from_secs(2);
+
 /// Registers the session's route again before every reconnect: a replaced proxy pod starts
 /// with its creator's route only. A session no longer recorded on the Service (closed by
 /// `czctl session close`) is not registered again: the tunnel gives up instead.
@@ -102,10 +107,18 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
         session.to_owned(),
         Arc::new(join),
     );
+    let rejoined: Arc<Mutex<Option<Instant>>> = Arc::default();
     Arc::new(move || {
         let (client, proxy, session, join) =
             (client.clone(), proxy.clone(), session.clone(), join.clone());
+        let rejoined = rejoined.clone();
         Box::pin(async move {
+            // Direct UDP and the port-forward are dialled at once: one registration for both,
+            // so that neither waits for a second one.
+            let mut rejoined = rejoined.lock().await;
+            if rejoined.is_some_and(|at| at.elapsed() < REJOINED_RECENTLY) {
+                return Ok(());
+            }
             let services = Api::<Service>::namespaced(client.clone(), &proxy.namespace);
             let recorded = services
                 .get_opt(&proxy.service)
@@ -122,6 +135,7 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
                 .into());
             }
             proxy_control::join(&client, &proxy, &session, &join).await?;
+            *rejoined = Some(Instant::now());
             Ok(())
         })
     })

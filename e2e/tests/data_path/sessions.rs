@@ -209,3 +209,83 @@ async fn a_laptop_of_no_joined_session_is_refused() {
     assert!(refused.is_err(), "a stranger's laptop must not connect");
     tunnel.close().await;
 }
+
+/// A UDP relay between a laptop and the proxy, whose socket can vanish as a killed process's
+/// does: the proxy's datagrams to it then meet a closed port.
+async fn relay(proxy: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = std::sync::Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let address = socket.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        upstream.connect(proxy).await.expect("connect");
+        let mut laptop = None;
+        let (mut from_laptop, mut from_proxy) = (vec![0; 65536], vec![0; 65536]);
+        loop {
+            tokio::select! {
+                Ok((len, peer)) = socket.recv_from(&mut from_laptop) => {
+                    laptop = Some(peer);
+                    let _ = upstream.send(&from_laptop[..len]).await;
+                }
+                Ok(len) = upstream.recv(&mut from_proxy) => {
+                    if let Some(laptop) = laptop {
+                        let _ = socket.send_to(&from_proxy[..len], laptop).await;
+                    }
+                }
+            }
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn a_laptop_that_vanishes_does_not_hold_up_the_others() {
+    cz_e2e::init_tracing();
+    let cluster = spawn_app("cluster", None).await;
+    let (alice_app, carol_app) = (
+        spawn_app("alice", None).await,
+        spawn_app("carol", None).await,
+    );
+    let alice = Session::new();
+    let flags = ["--header=x-dev:alice", "--session=a11ce"];
+    let proxy = spawn_proxy(proxy_config(cluster.addr, &flags), &alice.proxy, 0, &[]).await;
+    let alice_tunnel = start_tunnel(proxy.tunnel, &alice.laptop, alice_app.addr);
+    let carol = Session::new();
+    let carol_identity = join(proxy.control, "ca401", &carol, "x-dev:carol", 3600)
+        .await
+        .expect("joins");
+    let (relayed, relay) = relay(proxy.tunnel).await;
+    let carol_tunnel = start_tunnel(relayed, &carol_identity, carol_app.addr);
+    for tunnel in [&alice_tunnel, &carol_tunnel] {
+        within(PROMPTLY, "a tunnel", tunnel.connected())
+            .await
+            .expect("connects");
+    }
+    assert_eq!(
+        get(proxy.http, "/", &[("x-dev", "carol")])
+            .await
+            .served_by(),
+        "carol"
+    );
+    // Carol's process is killed: her datagrams stop, the proxy's meet a closed port.
+    relay.abort();
+    let _ = relay.await;
+    let stuck = tokio::spawn(async move { get(proxy.http, "/", &[("x-dev", "carol")]).await });
+    for second in 0..30 {
+        let answer = get(proxy.http, "/", &[("x-dev", "alice")]).await;
+        assert_eq!(
+            answer.served_by(),
+            "alice",
+            "{second} s after carol vanished: {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    stuck.abort();
+    std::mem::forget(carol_tunnel);
+    alice_tunnel.close().await;
+}

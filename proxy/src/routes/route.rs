@@ -42,6 +42,9 @@ impl From<&Config> for TunnelLimits {
     }
 }
 
+/// Most earlier connections a route keeps standing by (see [`Route::attach`]).
+const MAX_STANDBY: usize = 2;
+
 /// The session a route belongs to.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -60,6 +63,10 @@ pub struct Route {
     rule: InterceptRule,
     verifier: Arc<dyn ClientCertVerifier>,
     laptop: watch::Sender<Option<quinn::Connection>>,
+    /// The laptop's earlier connections, still open: a laptop dials over several carriers at
+    /// once and keeps the one it picks, which may have attached first, so the newest of these
+    /// takes over when the current one closes.
+    standby: Mutex<Vec<quinn::Connection>>,
     /// What carries the laptop's connection.
     carrier: Mutex<&'static str>,
     /// When a laptop was last connected (when the route was added, until one is).
@@ -88,6 +95,7 @@ impl Route {
             session,
             rule,
             laptop: watch::Sender::new(None),
+            standby: Mutex::default(),
             carrier: Mutex::new(""),
             last_connected: Mutex::new(Instant::now()),
             in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
@@ -138,37 +146,49 @@ impl Route {
     }
 
     /// Makes `connection`, carried by `carrier` (for the control channel's state), the route's
-    /// laptop; a previous connection (e.g. one the laptop has already given up on after a
-    /// network change) is closed.
+    /// laptop; the previous connection, if still open, stands by (at most [`MAX_STANDBY`]; the
+    /// oldest beyond are closed).
     pub fn attach(&self, connection: quinn::Connection, carrier: &'static str) {
         *self.carrier.lock().expect("never poisoned") = carrier;
-        if let Some(previous) = self.laptop.send_replace(Some(connection)) {
-            previous.close(
+        let Some(previous) = self.laptop.send_replace(Some(connection)) else {
+            return;
+        };
+        let mut standby = self.standby.lock().expect("never poisoned");
+        standby.retain(|c| c.close_reason().is_none());
+        if previous.close_reason().is_none() {
+            standby.push(previous);
+        }
+        if standby.len() > MAX_STANDBY {
+            standby.remove(0).close(
                 CloseCode::Replaced.into(),
                 b"replaced by a newer connection",
             );
         }
     }
 
-    /// Forgets `connection` if it is still the route's laptop; returns whether it was.
+    /// Forgets `connection`, which closed; if it was the route's laptop, the newest connection
+    /// standing by takes over. Returns whether it was the route's laptop.
     pub fn detach(&self, connection: &quinn::Connection) -> bool {
+        let id = connection.stable_id();
+        let mut standby = self.standby.lock().expect("never poisoned");
+        standby.retain(|c| c.stable_id() != id && c.close_reason().is_none());
         let detached = self.laptop.send_if_modified(|current| {
-            let same =
-                current.as_ref().map(quinn::Connection::stable_id) == Some(connection.stable_id());
+            let same = current.as_ref().map(quinn::Connection::stable_id) == Some(id);
             if same {
-                *current = None;
+                *current = standby.pop();
             }
             same
         });
-        if detached {
+        if detached && self.laptop.borrow().is_none() {
             *self.last_connected.lock().expect("never poisoned") = Instant::now();
         }
         detached
     }
 
-    /// Closes the laptop's connection, if one is connected.
+    /// Closes the laptop's connections.
     pub fn close_laptop(&self, reason: &'static [u8]) {
-        if let Some(connection) = self.laptop.borrow().as_ref() {
+        let standby = std::mem::take(&mut *self.standby.lock().expect("never poisoned"));
+        for connection in self.laptop.borrow().iter().chain(&standby) {
             connection.close(CloseCode::Shutdown.into(), reason);
         }
     }
