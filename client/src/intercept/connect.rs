@@ -24,10 +24,11 @@ use crate::{Connected, Tunnel, TunnelConfig, TunnelEvent, TunnelMode};
 /// reachable proxy answers within a few round trips.
 const DIRECT_HEAD_START: Duration = Duration::from_millis(300);
 
-/// Runs before every (re)connect: a session that joined another's proxy registers its route
-/// again, which a replaced proxy pod has lost.
-pub(super) type BeforeDial =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), ResolveError>> + Send>> + Send + Sync>;
+/// Runs before every (re)connect, given the proxy pod about to be dialled: a session that
+/// joined another's proxy registers its route there again, which a replaced proxy pod lacks.
+pub(super) type BeforeDial = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<(), ResolveError>> + Send>> + Send + Sync,
+>;
 
 /// Where a session's tunnel goes.
 pub(super) struct Dial<'a> {
@@ -108,7 +109,7 @@ pub(super) async fn connect_within(
 }
 
 /// Opens the tunnel's carrier: a port-forward to the session's ready proxy pod, at its
-/// loopback-only carrier port, after `before_dial`.
+/// loopback-only carrier port, after `before_dial` on that pod.
 fn carrier_opener(
     client: &kube::Client,
     names: &SessionNames,
@@ -119,11 +120,11 @@ fn carrier_opener(
     Arc::new(move || {
         let (client, names, before_dial) = (client.clone(), names.clone(), before_dial.clone());
         Box::pin(async move {
+            let pod = proxy_pod::ready_pod(&client, &names).await?;
             if let Some(before_dial) = before_dial {
-                before_dial().await?;
+                before_dial(pod.name.clone()).await?;
             }
-            let pod = proxy_pod::ready_pod_name(&client, &names).await?;
-            match port_forward::open(&client, &names.namespace, pod, port).await {
+            match port_forward::open(&client, &names.namespace, pod.name, port).await {
                 Ok(stream) => Ok(Box::new(stream) as CarrierStream),
                 Err(PortForwardError::Api(error)) if error.is_forbidden() => {
                     Err(CarrierRefused(error.into()).into())
@@ -134,7 +135,8 @@ fn carrier_opener(
     })
 }
 
-/// The tunnel's resolver: the session's ready proxy pod, at `tunnel_port`, after `before_dial`.
+/// The tunnel's resolver: the session's ready proxy pod, at `tunnel_port`, after `before_dial`
+/// on that pod.
 fn proxy_resolver(
     client: &kube::Client,
     names: &SessionNames,
@@ -145,12 +147,11 @@ fn proxy_resolver(
     Arc::new(move || {
         let (client, names, before_dial) = (client.clone(), names.clone(), before_dial.clone());
         Box::pin(async move {
+            let pod = proxy_pod::ready_pod(&client, &names).await?;
             if let Some(before_dial) = before_dial {
-                before_dial().await?;
+                before_dial(pod.name.clone()).await?;
             }
-            proxy_pod::tunnel_address(&client, &names, tunnel_port)
-                .await
-                .map_err(Into::into)
+            Ok(pod.tunnel_address(tunnel_port)?)
         })
     })
 }

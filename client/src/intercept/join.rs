@@ -94,7 +94,8 @@ impl JoinSteps<'_> {
     }
 }
 
-/// How long a registration counts as fresh: the carriers a reconnect dials at once share one.
+/// How long a registration on a pod counts as fresh: the carriers a reconnect dials at once
+/// share one.
 const REJOINED_RECENTLY: Duration = Duration::from_secs(2);
 
 /// Registers the session's route again before every reconnect: a replaced proxy pod starts
@@ -107,8 +108,8 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
         session.to_owned(),
         Arc::new(join),
     );
-    let rejoined: Arc<Mutex<Option<Instant>>> = Arc::default();
-    Arc::new(move || {
+    let rejoined: Arc<Mutex<Option<(String, Instant)>>> = Arc::default();
+    Arc::new(move |pod: String| {
         let (client, proxy, session, join) =
             (client.clone(), proxy.clone(), session.clone(), join.clone());
         let rejoined = rejoined.clone();
@@ -116,7 +117,9 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
             // Direct UDP and the port-forward are dialled at once: one registration for both,
             // so that neither waits for a second one.
             let mut rejoined = rejoined.lock().await;
-            if rejoined.is_some_and(|at| at.elapsed() < REJOINED_RECENTLY) {
+            let fresh =
+                |(on, at): &(String, Instant)| on == &pod && at.elapsed() < REJOINED_RECENTLY;
+            if rejoined.as_ref().is_some_and(fresh) {
                 return Ok(());
             }
             let services = Api::<Service>::namespaced(client.clone(), &proxy.namespace);
@@ -134,8 +137,8 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
                 )
                 .into());
             }
-            proxy_control::join(&client, &proxy, &session, &join).await?;
-            *rejoined = Some(Instant::now());
+            proxy_control::join_on(&client, &proxy, Some(&pod), &session, &join).await?;
+            *rejoined = Some((pod, Instant::now()));
             Ok(())
         })
     })

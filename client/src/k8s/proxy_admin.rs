@@ -69,22 +69,23 @@ pub(crate) async fn proxy_state(
     let request = Request::get(STATE_PATH)
         .body(Full::default())
         .expect("a GET of a fixed path is a valid request");
-    let (status, body) = exchange(client, names, ADMIN_PORT_NAME, request).await?;
+    let (status, body) = exchange(client, names, None, ADMIN_PORT_NAME, request).await?;
     if !status.is_success() {
         return Err(AdminError::Status(status));
     }
     Ok(ProxyState::from_json(&body)?)
 }
 
-/// One HTTP/1.1 exchange with the port named `port_name` of session `names`' proxy pod (a ready
-/// one if there is one), through a port-forward, within [`ASK_TIMEOUT`].
+/// One HTTP/1.1 exchange with the port named `port_name` of session `names`' proxy pod named
+/// `pod` (else a ready one if there is one), through a port-forward, within [`ASK_TIMEOUT`].
 pub(crate) async fn exchange(
     client: &kube::Client,
     names: &SessionNames,
+    pod: Option<&str>,
     port_name: &str,
     request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), AdminError> {
-    tokio::time::timeout(ASK_TIMEOUT, ask(client, names, port_name, request))
+    tokio::time::timeout(ASK_TIMEOUT, ask(client, names, pod, port_name, request))
         .await
         .map_err(|_| AdminError::Timeout)?
 }
@@ -92,6 +93,7 @@ pub(crate) async fn exchange(
 async fn ask(
     client: &kube::Client,
     names: &SessionNames,
+    wanted: Option<&str>,
     port_name: &str,
     mut request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), AdminError> {
@@ -104,6 +106,9 @@ async fn ask(
         .items;
     // A ready pod first: while the proxy pod is replaced, the old one is still listed.
     listed.sort_by_key(|pod| !is_ready(pod));
+    if let Some(wanted) = wanted {
+        listed.retain(|pod| pod.metadata.name.as_deref() == Some(wanted));
+    }
     let pod = listed.into_iter().next().ok_or_else(|| AdminError::NoPod {
         session: names.id.clone(),
     })?;

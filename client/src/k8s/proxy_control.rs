@@ -36,8 +36,20 @@ pub(crate) async fn join(
     session: &str,
     join: &Join,
 ) -> Result<Routes, ControlError> {
+    join_on(client, proxy, None, session, join).await
+}
+
+/// [`join`], on the proxy pod named `pod` (else a ready one).
+pub(crate) async fn join_on(
+    client: &kube::Client,
+    proxy: &SessionNames,
+    pod: Option<&str>,
+    session: &str,
+    join: &Join,
+) -> Result<Routes, ControlError> {
     let body = Bytes::from(control::write(join));
-    let (status, body) = ask(client, proxy, Method::PUT, &route_path(session), body).await?;
+    let path = route_path(session);
+    let (status, body) = ask(client, proxy, pod, Method::PUT, &path, body).await?;
     answer(status, &body)
 }
 
@@ -48,7 +60,7 @@ pub(crate) async fn leave(
     session: &str,
 ) -> Result<(), ControlError> {
     let path = route_path(session);
-    let (status, body) = ask(client, proxy, Method::DELETE, &path, Bytes::new()).await?;
+    let (status, body) = ask(client, proxy, None, Method::DELETE, &path, Bytes::new()).await?;
     match status {
         StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(()),
         status => Err(ControlError::Refused {
@@ -63,7 +75,7 @@ pub(crate) async fn routes(
     client: &kube::Client,
     proxy: &SessionNames,
 ) -> Result<Routes, ControlError> {
-    let (status, body) = ask(client, proxy, Method::GET, ROUTES_PATH, Bytes::new()).await?;
+    let (status, body) = ask(client, proxy, None, Method::GET, ROUTES_PATH, Bytes::new()).await?;
     answer(status, &body)
 }
 
@@ -81,6 +93,7 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<Routes, ControlError> {
 async fn ask(
     client: &kube::Client,
     proxy: &SessionNames,
+    pod: Option<&str>,
     method: Method,
     path: &str,
     body: Bytes,
@@ -94,5 +107,5 @@ async fn ask(
         )
         .body(Full::new(body))
         .expect("a control request of a valid path is a valid request");
-    proxy_admin::exchange(client, proxy, CONTROL_PORT_NAME, request).await
+    proxy_admin::exchange(client, proxy, pod, CONTROL_PORT_NAME, request).await
 }

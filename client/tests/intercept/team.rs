@@ -216,3 +216,45 @@ async fn two_developers_starting_at_the_same_moment_share_one_proxy() {
     assert_eq!(setup.service_state().await, before);
     setup.no_leftovers("after both left").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
+    let setup = Setup::start().await;
+    let (alice_app, bob_app) = (
+        LaptopApp::named(0, "alice").await,
+        LaptopApp::named(0, "bob").await,
+    );
+    let mut alice = developer(&setup, "alice", &alice_app, "x-dev:alice", &[]);
+    alice.read_until("Intercepting").await;
+    let mut bob = developer(&setup, "bob", &bob_app, "x-dev:bob", &[]);
+    bob.read_until("Intercepting").await;
+    let old = setup.proxy_pods().await.remove(0);
+    let old_name = old.metadata.name.clone().expect("name");
+    let pods =
+        kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), NAMESPACE);
+    pods.delete(&old_name, &Default::default())
+        .await
+        .expect("delete the proxy pod");
+    // The new pod starts with alice's route only (from its flags); bob's czctl registers his
+    // again before it reconnects.
+    cz_testkit::eventually("the proxy pod to be replaced", CZCTL_DEADLINE, || async {
+        let pods = setup.proxy_pods().await;
+        (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(old_name.as_str()))
+            .then_some(())
+    })
+    .await;
+    for (header, laptop) in [(ALICE, "alice"), (BOB, "bob")] {
+        cz_testkit::eventually(
+            &format!("{laptop}'s route on the new proxy pod"),
+            CZCTL_DEADLINE,
+            || async { (who(&setup, header).await == laptop).then_some(()) },
+        )
+        .await;
+    }
+    for czctl in [bob, alice] {
+        czctl.signal("INT");
+        let (ok, _, stderr) = czctl.finish().await;
+        assert!(ok, "{stderr}");
+    }
+    setup.no_leftovers("after both left").await;
+}
