@@ -13,8 +13,9 @@ use cz_shared::tls::Identity;
 use super::{InterceptOptions, SetUpError};
 use crate::k8s::names::SessionNames;
 use crate::k8s::port_forward::{self, PortForwardError};
+use crate::k8s::proxy_deployment;
+use crate::k8s::proxy_pod::{self, ReadyPod};
 use crate::k8s::target::Target;
-use crate::k8s::{proxy_deployment, proxy_pod};
 use crate::tunnel::{
     Carrier, CarrierRefused, CarrierStream, ProxyResolver, ResolveError, StreamOpener,
 };
@@ -120,10 +121,7 @@ fn carrier_opener(
     Arc::new(move || {
         let (client, names, before_dial) = (client.clone(), names.clone(), before_dial.clone());
         Box::pin(async move {
-            let pod = proxy_pod::ready_pod(&client, &names).await?;
-            if let Some(before_dial) = before_dial {
-                before_dial(pod.name.clone()).await?;
-            }
+            let pod = ready_pod(&client, &names, before_dial).await?;
             match port_forward::open(&client, &names.namespace, pod.name, port).await {
                 Ok(stream) => Ok(Box::new(stream) as CarrierStream),
                 Err(PortForwardError::Api(error)) if error.is_forbidden() => {
@@ -147,11 +145,21 @@ fn proxy_resolver(
     Arc::new(move || {
         let (client, names, before_dial) = (client.clone(), names.clone(), before_dial.clone());
         Box::pin(async move {
-            let pod = proxy_pod::ready_pod(&client, &names).await?;
-            if let Some(before_dial) = before_dial {
-                before_dial(pod.name.clone()).await?;
-            }
+            let pod = ready_pod(&client, &names, before_dial).await?;
             Ok(pod.tunnel_address(tunnel_port)?)
         })
     })
+}
+
+/// The session's ready proxy pod, once `before_dial` ran for it.
+async fn ready_pod(
+    client: &kube::Client,
+    names: &SessionNames,
+    before_dial: Option<BeforeDial>,
+) -> Result<ReadyPod, ResolveError> {
+    let pod = proxy_pod::ready_pod(client, names).await?;
+    if let Some(before_dial) = before_dial {
+        before_dial(pod.name.clone()).await?;
+    }
+    Ok(pod)
 }

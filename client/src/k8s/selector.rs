@@ -85,6 +85,47 @@ pub(crate) async fn switch(
     }
 }
 
+/// What an attempt of [`update`] does with the Service as it reads it.
+enum Decision<T> {
+    /// Nothing to change: the outcome.
+    Done(T),
+    /// Apply this patch (its `test` operations guard against a change since the read); the
+    /// outcome once it applies.
+    Patch(json_patch::Patch, T),
+}
+
+/// Reads Service `name` (`None` if it is gone), lets `decide` what to do, and applies its patch;
+/// when someone else changed the Service meanwhile, reads it again and decides afresh, up to
+/// [`RESTORE_ATTEMPTS`] times (then `None`).
+async fn update<T>(
+    api: &Api<Service>,
+    namespace: &str,
+    name: &str,
+    mut decide: impl FnMut(Option<Service>) -> Decision<T>,
+) -> Result<Option<T>, SelectorError> {
+    for _ in 0..RESTORE_ATTEMPTS {
+        let service = api
+            .get_opt(name)
+            .await
+            .during::<Service>("get", Some(namespace))?;
+        let (patch, outcome) = match decide(service) {
+            Decision::Done(outcome) => return Ok(Some(outcome)),
+            Decision::Patch(patch, outcome) => (patch, outcome),
+        };
+        match api
+            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => return Ok(Some(outcome)),
+            Err(error) if is_conflict(&error) => continue,
+            Err(error) => {
+                return Err(ApiCallError::new::<Service>("patch", Some(namespace), error).into())
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Records `member` on the intercept of Service `name`, unless its rule is taken; retried while
 /// others change the Service at the same moment.
 pub(crate) async fn join(
@@ -97,37 +138,26 @@ pub(crate) async fn join(
         .header
         .parse()
         .expect("a member's rule was parsed before it joins");
-    for _ in 0..RESTORE_ATTEMPTS {
-        let Some(service) = api
-            .get_opt(name)
-            .await
-            .during::<Service>("get", Some(namespace))?
-        else {
-            return Ok(Joined::NotIntercepted);
-        };
-        let Some(record) = Record::read(&service) else {
-            return Ok(Joined::NotIntercepted);
+    let joined = update(api, namespace, name, |service| {
+        let Some(record) = service.as_ref().and_then(Record::read) else {
+            return Decision::Done(Joined::NotIntercepted);
         };
         if let Some(holder) = record.holder_of(&rule) {
-            return Ok(Joined::RuleTaken(holder));
+            return Decision::Done(Joined::RuleTaken(holder));
         }
         let joined = record.with_member(member.clone());
-        let patch = selector_patch::rerecord(&service, &joined);
-        match api
-            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-        {
-            Ok(_) => return Ok(Joined::Recorded(joined)),
-            Err(error) if is_conflict(&error) => continue,
-            Err(error) => {
-                return Err(ApiCallError::new::<Service>("patch", Some(namespace), error).into())
-            }
-        }
-    }
-    Err(SelectorError::KeptChangingOnJoin {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    })
+        let service = service.expect("a record is read from a Service");
+        Decision::Patch(
+            selector_patch::rerecord(&service, &joined),
+            Joined::Recorded(joined),
+        )
+    });
+    joined
+        .await?
+        .ok_or_else(|| SelectorError::KeptChangingOnJoin {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
 }
 
 /// Removes the sessions `leaving` names from the intercept of Service `name` whose proxy is
@@ -142,36 +172,23 @@ pub(crate) async fn restore(
     proxy_session: &str,
     leaving: &Leaving,
 ) -> Result<Restored, SelectorError> {
-    for _ in 0..RESTORE_ATTEMPTS {
-        let Some(service) = api
-            .get_opt(name)
-            .await
-            .during::<Service>("get", Some(namespace))?
-        else {
-            return Ok(Restored::Nothing);
+    let restored = update(api, namespace, name, |service| {
+        let Some(service) = service else {
+            return Decision::Done(Restored::Nothing);
         };
         let Some(record) = Record::read(&service).filter(|r| r.session == proxy_session) else {
-            return Ok(Restored::Nothing);
+            return Decision::Done(Restored::Nothing);
         };
         let (patch, restored) = match record.without(leaving) {
-            Some(rest) => {
-                let patch = selector_patch::rerecord(&service, &rest);
-                (patch, Restored::StillShared(rest.members))
-            }
+            Some(rest) => (
+                selector_patch::rerecord(&service, &rest),
+                Restored::StillShared(rest.members),
+            ),
             None => selector_patch::restore(&service, &record),
         };
-        match api
-            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-        {
-            Ok(_) => return Ok(restored),
-            Err(error) if is_conflict(&error) => continue,
-            Err(error) => {
-                return Err(ApiCallError::new::<Service>("patch", Some(namespace), error).into())
-            }
-        }
-    }
-    Err(SelectorError::KeptChanging {
+        Decision::Patch(patch, restored)
+    });
+    restored.await?.ok_or_else(|| SelectorError::KeptChanging {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     })
