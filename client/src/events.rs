@@ -47,6 +47,9 @@ pub enum TunnelEvent {
         /// The connection error.
         error: String,
     },
+    /// A message from the proxy for the developer, e.g. that a request matched this session's
+    /// rule and another developer's, and was refused.
+    Notice(String),
     /// The local app accepts connections again.
     LocalAppReachable {
         /// Where the app listens.

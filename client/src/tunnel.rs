@@ -3,6 +3,7 @@
 
 mod carrier;
 mod dialer;
+mod handshake;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

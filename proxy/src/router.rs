@@ -86,8 +86,14 @@ fn conflict(routes: &[Arc<LaptopRoute>], request: &Request<Incoming>) -> ProxyEr
         .map(|route| format!("{} of session {}", route.rule(), route.session().id))
         .collect::<Vec<_>>()
         .join(", ");
+    let why = format!(
+        "{} {} matched the intercept rules of {} sessions ({rules}), so the proxy refused it with 409 and sent it to nobody; agree on header values only one rule matches",
+        request.method(),
+        request.uri().path(),
+        routes.len()
+    );
     for route in routes {
-        route.count_conflict();
+        route.conflicted(&why);
     }
     warn!(method = %request.method(), path = request.uri().path(), %rules, "request matches several sessions' routes; refused");
     ProxyError::RouteConflict {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cz_shared::hello::{proxy_hello, HelloError};
-use cz_shared::protocol::{CloseCode, Hello};
+use cz_shared::protocol::{CloseCode, Hello, NOTICES_SINCE};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -107,8 +107,20 @@ async fn serve_laptop(
         }
     };
     drop(handshake);
-    match tokio::time::timeout(HELLO_TIMEOUT, exchange_hellos(&connection)).await {
-        Ok(Ok(())) => {}
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, exchange_hellos(&connection)).await {
+        Ok(Ok(hello)) => hello,
+        // A laptop dialling over several carriers at once closes those it does not pick before
+        // their hello.
+        Ok(Err(_))
+            if matches!(
+                connection.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(_))
+            ) =>
+        {
+            return debug!(
+                "laptop closed the connection before its hello (it picked another carrier)"
+            );
+        }
         Ok(Err(error)) => {
             warn!(%error, "laptop refused");
             return;
@@ -117,7 +129,7 @@ async fn serve_laptop(
             connection.close(CloseCode::ProtocolViolation.into(), b"no hello");
             return warn!("laptop sent no hello in time");
         }
-    }
+    };
     // The handshake checked the certificate against the routes of that moment.
     let Some(route) = route_of(&connection, &routes) else {
         connection.close(CloseCode::Shutdown.into(), b"session detached");
@@ -125,7 +137,8 @@ async fn serve_laptop(
     };
     let session = route.session().id.clone();
     info!(%session, "laptop connected");
-    route.attach(connection.clone(), path.describe());
+    let notices = hello.protocol.minor >= NOTICES_SINCE;
+    route.attach(connection.clone(), path.describe(), notices);
     metrics.set_tunnel_connected(routes.any_laptop_connected());
     let reason = connection.closed().await;
     route.detach(&connection);
@@ -144,7 +157,8 @@ fn route_of(connection: &quinn::Connection, routes: &RouteTable) -> Option<Arc<R
 
 /// Reads the laptop's hello and answers with ours. On a version mismatch the laptop, having
 /// both versions, reports it and closes; we wait for that (briefly) so our hello reaches it.
-async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloError> {
+/// Returns the laptop's hello.
+async fn exchange_hellos(connection: &quinn::Connection) -> Result<Hello, HelloError> {
     let ours = Hello::new(env!("CARGO_PKG_VERSION"));
     match proxy_hello(connection, &ours).await {
         Err(HelloError::Mismatch(mismatch)) => {
@@ -152,6 +166,6 @@ async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloErro
             connection.close(CloseCode::VersionMismatch.into(), b"version mismatch");
             Err(mismatch.into())
         }
-        other => other.map(drop),
+        other => other,
     }
 }

@@ -83,6 +83,7 @@ impl Output {
                 "nothing is answering on {address} ({error}): intercepted requests get 502 until your app listens on port {}",
                 address.port()
             )),
+            TunnelEvent::Notice(notice) => self.warn(format_args!("the proxy says: {notice}")),
             TunnelEvent::LocalAppReachable { address } => self.info(format_args!("your app on {address} answers again")),
             _ => {}
         }

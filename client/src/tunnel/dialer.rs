@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cz_shared::carrier::{stream_endpoint_config, STREAM_PEER};
-use cz_shared::hello::{laptop_hello, HelloError};
-use cz_shared::protocol::{CloseCode, Hello, ALPN, SERVER_NAME};
+use cz_shared::protocol::{CloseCode, MAX_NOTICE_LEN, SERVER_NAME};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::carrier::{open_stream, Carrier, Opened, StreamOpener};
+use super::handshake::{greet, handshake};
 use super::{Connected, ProxyResolver, TunnelError, TunnelState};
 use crate::events::{TunnelEvent, TunnelPath};
 use crate::local_app::LocalApp;
@@ -327,30 +327,44 @@ impl Dialer {
         })
     }
 
-    /// Serves the proxy's streams until the connection ends; returns why it ended.
+    /// Serves the proxy's streams until the connection ends; returns why it ended. Requests
+    /// come on bidirectional streams, notices for the developer on unidirectional ones.
     async fn serve(&self, connection: &quinn::Connection) -> quinn::ConnectionError {
         loop {
-            match connection.accept_bi().await {
-                Ok((send, recv)) => {
-                    let local_app = self.local_app.clone();
-                    let span = tracing::debug_span!("req", stream = %send.id());
-                    // Boxed: the request's future is large, and tokio moves a spawned future
-                    // several times on its way into the task (a copy of all of it each time).
-                    let serve = Box::pin(async move { local_app.serve_stream(send, recv).await });
-                    tokio::spawn(serve.instrument(span));
-                }
-                Err(reason) => return reason,
+            tokio::select! {
+                accepted = connection.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        let local_app = self.local_app.clone();
+                        let span = tracing::debug_span!("req", stream = %send.id());
+                        // Boxed: the request's future is large, and tokio moves a spawned
+                        // future several times on its way into the task (a copy of all of it
+                        // each time).
+                        let serve =
+                            Box::pin(async move { local_app.serve_stream(send, recv).await });
+                        tokio::spawn(serve.instrument(span));
+                    }
+                    Err(reason) => return reason,
+                },
+                accepted = connection.accept_uni() => match accepted {
+                    Ok(recv) => {
+                        tokio::spawn(report_notice(recv, self.events_tx.clone()));
+                    }
+                    Err(reason) => return reason,
+                },
             }
         }
     }
 }
 
-/// Completes the QUIC handshake with `proxy`.
-async fn handshake(
-    connecting: quinn::Connecting,
-    proxy: &str,
-) -> Result<quinn::Connection, TunnelError> {
-    connecting.await.map_err(|error| classify(proxy, &error))
+/// Reads one notice from the proxy and reports it.
+async fn report_notice(mut recv: quinn::RecvStream, events_tx: broadcast::Sender<TunnelEvent>) {
+    match recv.read_to_end(MAX_NOTICE_LEN).await {
+        Ok(notice) => {
+            let notice = String::from_utf8_lossy(&notice).into_owned();
+            let _ = events_tx.send(TunnelEvent::Notice(notice));
+        }
+        Err(error) => debug!(%error, "a notice from the proxy could not be read"),
+    }
 }
 
 impl Link {
@@ -358,52 +372,5 @@ impl Link {
     async fn greeted(self, proxy: &str) -> Result<Self, TunnelError> {
         greet(&self.connection, proxy).await?;
         Ok(self)
-    }
-}
-
-/// Exchanges hellos with `proxy` on `connection`.
-async fn greet(connection: &quinn::Connection, proxy: &str) -> Result<(), TunnelError> {
-    match exchange_hellos(connection).await {
-        Ok(()) => Ok(()),
-        // A refused client certificate shows up only now: TLS 1.3 servers verify the client
-        // after the client considers the handshake done.
-        Err(HelloError::Stream(error)) => Err(match connection.close_reason() {
-            Some(reason) => classify(proxy, &reason),
-            None => TunnelError::Connect {
-                proxy: proxy.to_owned(),
-                reason: error.to_string(),
-            },
-        }),
-        Err(HelloError::Mismatch(mismatch)) => {
-            connection.close(CloseCode::VersionMismatch.into(), b"version mismatch");
-            Err(mismatch.into())
-        }
-    }
-}
-
-/// Exchanges hellos as the laptop.
-async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloError> {
-    let ours = Hello::new(env!("CARGO_PKG_VERSION"));
-    laptop_hello(connection, &ours).await?;
-    let alpn = connection
-        .handshake_data()
-        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|data| data.protocol);
-    debug!(alpn = ?alpn.as_deref().map(String::from_utf8_lossy), expected = ?String::from_utf8_lossy(ALPN), "hello exchanged");
-    Ok(())
-}
-
-/// TLS failures (QUIC crypto error codes 0x100–0x1ff) are rejections; everything else is a
-/// connection problem worth retrying.
-fn classify(proxy: &str, error: &quinn::ConnectionError) -> TunnelError {
-    let code = match error {
-        quinn::ConnectionError::TransportError(error) => Some(error.code),
-        quinn::ConnectionError::ConnectionClosed(close) => Some(close.error_code),
-        _ => None,
-    };
-    let (proxy, reason) = (proxy.to_owned(), error.to_string());
-    match code.map(u64::from) {
-        Some(code) if (0x100..0x200).contains(&code) => TunnelError::Rejected { proxy, reason },
-        _ => TunnelError::Connect { proxy, reason },
     }
 }

@@ -12,7 +12,7 @@ use cz_e2e::{
     Session, PROMPTLY,
 };
 use cz_shared::control::{self, route_path, Join, Refusal, Routes, CONTROL_VERSION, ROUTES_PATH};
-use czctl::Identity;
+use czctl::{Identity, TunnelEvent};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -105,7 +105,8 @@ async fn two_developers_share_a_proxy_each_with_their_own_requests_and_tunnel() 
     assert_eq!(served(&[("x-dev", "carol")]).await, "cluster");
     assert_eq!(served(&[]).await, "cluster");
 
-    // A request both rules match goes to neither, and both routes count it.
+    // A request both rules match goes to neither; both routes count it, both laptops hear of it.
+    let (mut alice_events, mut bob_events) = (alice_tunnel.events(), bob_tunnel.events());
     let both = get(proxy.http, "/", &[("x-dev", "alice"), ("x-dev", "bob")]).await;
     assert_eq!(both.status, StatusCode::CONFLICT);
     assert_eq!(both.headers["x-cz-proxy-error"], "route-conflict");
@@ -119,6 +120,20 @@ async fn two_developers_share_a_proxy_each_with_their_own_requests_and_tunnel() 
         "{}",
         both.body
     );
+    for events in [&mut alice_events, &mut bob_events] {
+        let notice = within(PROMPTLY, "the conflict's notice", async {
+            loop {
+                if let Ok(TunnelEvent::Notice(notice)) = events.recv().await {
+                    return notice;
+                }
+            }
+        })
+        .await;
+        assert!(
+            notice.starts_with("GET / matched the intercept rules of 2 sessions"),
+            "{notice}"
+        );
+    }
     let state = routes(proxy.control).await;
     let sessions: Vec<_> = state.routes.iter().map(|r| r.session.as_str()).collect();
     assert_eq!(sessions, ["a11ce", "b0b"], "in the order they joined");

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cz_shared::control::RouteState;
-use cz_shared::protocol::CloseCode;
+use cz_shared::protocol::{CloseCode, MAX_NOTICE_LEN};
 use cz_shared::tls::{client_verifier, TlsError};
 use cz_shared::InterceptRule;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -42,6 +42,10 @@ impl From<&Config> for TunnelLimits {
     }
 }
 
+/// Least time between two notices to a route's laptop: a burst of conflicting requests is one
+/// message, not thousands.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Most earlier connections a route keeps standing by (see [`Route::attach`]).
 const MAX_STANDBY: usize = 2;
 
@@ -67,8 +71,10 @@ pub struct Route {
     /// once and keeps the one it picks, which may have attached first, so the newest of these
     /// takes over when the current one closes.
     standby: Mutex<Vec<quinn::Connection>>,
-    /// What carries the laptop's connection.
-    carrier: Mutex<&'static str>,
+    /// What carries the laptop's connection, and whether it takes notices.
+    attached: Mutex<(&'static str, bool)>,
+    /// When the laptop was last sent a notice.
+    last_notice: Mutex<Option<Instant>>,
     /// When a laptop was last connected (when the route was added, until one is).
     last_connected: Mutex<Instant>,
     limits: TunnelLimits,
@@ -96,7 +102,8 @@ impl Route {
             rule,
             laptop: watch::Sender::new(None),
             standby: Mutex::default(),
-            carrier: Mutex::new(""),
+            attached: Mutex::new(("", false)),
+            last_notice: Mutex::new(None),
             last_connected: Mutex::new(Instant::now()),
             in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
             limits,
@@ -146,10 +153,10 @@ impl Route {
     }
 
     /// Makes `connection`, carried by `carrier` (for the control channel's state), the route's
-    /// laptop; the previous connection, if still open, stands by (at most [`MAX_STANDBY`]; the
-    /// oldest beyond are closed).
-    pub fn attach(&self, connection: quinn::Connection, carrier: &'static str) {
-        *self.carrier.lock().expect("never poisoned") = carrier;
+    /// laptop, which takes notices if `notices`; the previous connection, if still open, stands
+    /// by (at most [`MAX_STANDBY`]; the oldest beyond are closed).
+    pub fn attach(&self, connection: quinn::Connection, carrier: &'static str, notices: bool) {
+        *self.attached.lock().expect("never poisoned") = (carrier, notices);
         let Some(previous) = self.laptop.send_replace(Some(connection)) else {
             return;
         };
@@ -242,9 +249,34 @@ impl Route {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request refused because it matched this route and another.
-    pub fn count_conflict(&self) {
+    /// Counts a request refused because it matched this route and another, and tells the
+    /// laptop `why` (at most once per [`NOTICE_INTERVAL`], if it takes notices).
+    pub fn conflicted(&self, why: &str) {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut last = self.last_notice.lock().expect("never poisoned");
+            if last.is_some_and(|at| at.elapsed() < NOTICE_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let takes_notices = self.attached.lock().expect("never poisoned").1;
+        let Some(laptop) = self.connected_laptop().filter(|_| takes_notices) else {
+            return;
+        };
+        let mut notice = why.as_bytes().to_vec();
+        notice.truncate(MAX_NOTICE_LEN);
+        tokio::spawn(async move {
+            let send = async {
+                let mut stream = laptop.open_uni().await?;
+                stream.write_all(&notice).await?;
+                stream.finish()?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            };
+            if let Ok(Err(error)) = tokio::time::timeout(NOTICE_INTERVAL, send).await {
+                tracing::debug!(%error, "notice not delivered");
+            }
+        });
     }
 
     /// The route as the control channel reports it.
@@ -256,7 +288,7 @@ impl Route {
             connected: away.is_none(),
             carrier: away
                 .is_none()
-                .then(|| (*self.carrier.lock().expect("never poisoned")).to_owned()),
+                .then(|| self.attached.lock().expect("never poisoned").0.to_owned()),
             disconnected_seconds: away.map(|away| away.as_secs()),
             abandoned: away.is_some_and(|away| away >= self.session.orphan_after),
             orphan_after_seconds: self.session.orphan_after.as_secs(),
