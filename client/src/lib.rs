@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod events;
+pub mod inspect;
 pub mod intercept;
 mod k8s;
 mod local_app;
@@ -28,6 +29,7 @@ pub use cz_shared::contract::ProxyState;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
+pub use inspect::{Inspector, InspectorConfig};
 pub use intercept::{
     Intercept, InterceptError, InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
     SHADOW_UID_PLACEHOLDER,
@@ -37,8 +39,8 @@ pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;
 pub use tunnel::{
-    Carrier, CarrierIo, CarrierRefused, CarrierStream, Connected, ProxyResolver, ResolveError,
-    StreamOpener, Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
+    AlreadyInspected, Carrier, CarrierIo, CarrierRefused, CarrierStream, Connected, ProxyResolver,
+    ResolveError, StreamOpener, Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
 };
 
 /// The errors of the Kubernetes steps, as [`InterceptError`] and [`session::SessionError`]

@@ -1,0 +1,389 @@
+//! Capture on the data path: bodies are teed frame by frame as they are forwarded (copies stop
+//! at the cap; the rest is only counted), and the exchange is handed to the store when it ends,
+//! without ever waiting on the inspector.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{request, response};
+use http_body::{Body, Frame, SizeHint};
+
+use super::exchange::{CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
+use super::store::Store;
+
+/// A body's captured bytes, shared between the body being forwarded and its exchange.
+#[derive(Debug)]
+struct BodySink {
+    kept: BytesMut,
+    size: u64,
+    cap: usize,
+}
+
+type SharedSink = Arc<Mutex<BodySink>>;
+
+impl BodySink {
+    fn shared(cap: usize) -> SharedSink {
+        Arc::new(Mutex::new(Self {
+            kept: BytesMut::new(),
+            size: 0,
+            cap,
+        }))
+    }
+
+    /// Counts `chunk` and keeps what fits under the cap.
+    fn record(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+
+    /// What was captured so far; bytes still arriving afterwards are no longer kept.
+    fn take(sink: &SharedSink) -> CapturedBody {
+        let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
+        sink.cap = 0;
+        CapturedBody {
+            kept: std::mem::take(&mut sink.kept).freeze(),
+            size: sink.size,
+        }
+    }
+}
+
+/// A body passed on unchanged, its data frames copied into a capture (up to the cap) on the way
+/// when the inspector is on.
+pub(crate) struct Tee<B> {
+    inner: B,
+    sink: Option<SharedSink>,
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(sink)) = (&frame, &self.sink) {
+            if let Some(data) = frame.data_ref() {
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(data);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One exchange being captured; dropping it hands what was captured to the store, however the
+/// exchange ended. Off (and free) when the tunnel has no inspector.
+pub(crate) struct Capture {
+    active: Option<Box<Active>>,
+}
+
+struct Active {
+    store: Arc<Store>,
+    arrived: Instant,
+    started: SystemTime,
+    request: request::Parts,
+    request_body: SharedSink,
+    response: Option<(response::Parts, SharedSink)>,
+    timing: Timing,
+    upgraded: bool,
+    error: Option<String>,
+}
+
+impl Capture {
+    /// No capture.
+    pub(crate) fn off() -> Self {
+        Self { active: None }
+    }
+
+    /// Starts capturing the exchange whose request head is `request`.
+    pub(crate) fn begin(store: Arc<Store>, request: &request::Parts) -> Self {
+        let cap = store.body_limit();
+        let mut head = request::Request::new(()).into_parts().0;
+        head.method = request.method.clone();
+        head.uri = request.uri.clone();
+        head.version = request.version;
+        head.headers = request.headers.clone();
+        Self {
+            active: Some(Box::new(Active {
+                store,
+                arrived: Instant::now(),
+                started: SystemTime::now(),
+                request: head,
+                request_body: BodySink::shared(cap),
+                response: None,
+                timing: Timing::default(),
+                upgraded: false,
+                error: None,
+            })),
+        }
+    }
+
+    /// The request body, teed into this capture.
+    pub(crate) fn tee_request<B>(&self, body: B) -> Tee<B> {
+        let sink = self.active.as_ref().map(|a| a.request_body.clone());
+        Tee { inner: body, sink }
+    }
+
+    /// Notes the response head and returns its body, teed into this capture.
+    pub(crate) fn tee_response<B>(&mut self, head: &response::Parts, body: B) -> Tee<B> {
+        let sink = self.active.as_mut().map(|active| {
+            let sink = BodySink::shared(active.store.body_limit());
+            active.timing.response_head = Some(active.arrived.elapsed());
+            active.response = Some((copy_response_head(head), sink.clone()));
+            sink
+        });
+        Tee { inner: body, sink }
+    }
+
+    /// Notes that the connection switched protocols with `head`, and ends the capture: what
+    /// follows is no longer HTTP.
+    pub(crate) fn upgraded(mut self, head: &response::Parts) {
+        if let Some(active) = self.active.as_mut() {
+            active.timing.response_head = Some(active.arrived.elapsed());
+            let sink = BodySink::shared(0);
+            active.response = Some((copy_response_head(head), sink));
+            active.upgraded = true;
+        }
+    }
+
+    /// Notes why the exchange did not complete.
+    pub(crate) fn failed(&mut self, error: impl std::fmt::Display) {
+        if let Some(active) = self.active.as_mut() {
+            active.error = Some(error.to_string());
+        }
+    }
+}
+
+fn copy_response_head(head: &response::Parts) -> response::Parts {
+    let mut copy = response::Response::new(()).into_parts().0;
+    copy.status = head.status;
+    copy.version = head.version;
+    copy.headers = head.headers.clone();
+    copy
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let Active {
+            store,
+            arrived,
+            started,
+            request,
+            request_body,
+            response,
+            mut timing,
+            upgraded,
+            mut error,
+        } = *active;
+        timing.total = arrived.elapsed();
+        if response.is_none() && error.is_none() {
+            error = Some("cancelled by the cluster side before a response".to_owned());
+        }
+        store.record(Exchange {
+            id: 0,
+            started,
+            request: CapturedRequest {
+                method: request.method,
+                uri: request.uri,
+                version: request.version,
+                headers: request.headers,
+                body: BodySink::take(&request_body),
+            },
+            response: response.map(|(head, body)| CapturedResponse {
+                status: head.status,
+                version: head.version,
+                headers: head.headers,
+                body: BodySink::take(&body),
+            }),
+            timing,
+            upgraded,
+            error,
+        });
+    }
+}
+
+/// Reads `body` to its end, keeping its first `cap` bytes and counting the rest (for a
+/// replay's response, which the inspector reads itself).
+pub(crate) async fn read_capped<B>(body: B, cap: usize) -> Result<CapturedBody, B::Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let sink = BodySink::shared(cap);
+    let mut tee = Tee {
+        inner: body,
+        sink: Some(sink.clone()),
+    };
+    while let Some(frame) = tee.frame().await {
+        frame?;
+    }
+    Ok(BodySink::take(&sink))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    /// A body of `chunks`, as frames.
+    fn chunked(chunks: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = Infallible> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
+            .iter()
+            .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    use std::convert::Infallible;
+
+    fn request(headers: &[(&str, &str)]) -> request::Parts {
+        let mut builder = http::Request::post("/upload?x=1");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder
+            .body(())
+            .expect("test bodies and heads are valid")
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn bodies_pass_unchanged_and_only_the_cap_is_kept() {
+        let store = Arc::new(Store::new(10, 4));
+        let mut captured = store.subscribe();
+        let mut capture = Capture::begin(store.clone(), &request(&[("x-a", "1")]));
+        let forwarded = capture
+            .tee_request(chunked(&[b"abc", b"defgh"]))
+            .collect()
+            .await
+            .expect("test bodies and heads are valid")
+            .to_bytes();
+        assert_eq!(&forwarded[..], b"abcdefgh", "forwarded whole");
+        let head = http::Response::builder()
+            .status(201)
+            .header("content-type", "text/plain")
+            .body(())
+            .expect("test bodies and heads are valid")
+            .into_parts()
+            .0;
+        let body = capture.tee_response(&head, chunked(&[b"ok"]));
+        assert_eq!(
+            &body
+                .collect()
+                .await
+                .expect("test bodies and heads are valid")
+                .to_bytes()[..],
+            b"ok"
+        );
+        drop(capture);
+
+        let exchange = captured.try_recv().expect("recorded when dropped");
+        assert_eq!(exchange.id, 1);
+        assert_eq!(exchange.request.method, http::Method::POST);
+        assert_eq!(exchange.path(), "/upload?x=1");
+        assert_eq!(exchange.request.headers["x-a"], "1");
+        assert_eq!(
+            exchange.request.body,
+            CapturedBody {
+                kept: Bytes::from_static(b"abcd"),
+                size: 8
+            }
+        );
+        assert!(exchange.request.body.truncated());
+        let response = exchange
+            .response
+            .as_ref()
+            .expect("test bodies and heads are valid");
+        assert_eq!(response.status, 201);
+        assert_eq!(
+            response.body,
+            CapturedBody::whole(Bytes::from_static(b"ok"))
+        );
+        assert!(
+            exchange
+                .timing
+                .response_head
+                .expect("test bodies and heads are valid")
+                <= exchange.timing.total
+        );
+        assert!(exchange.error.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_exchange_dropped_before_its_response_is_recorded_as_cancelled() {
+        let store = Arc::new(Store::new(10, 1024));
+        drop(Capture::begin(store.clone(), &request(&[])));
+        let exchange = store.get(1).expect("recorded");
+        assert!(exchange.response.is_none());
+        assert!(exchange
+            .error
+            .as_deref()
+            .expect("test bodies and heads are valid")
+            .contains("cancelled"));
+    }
+
+    #[tokio::test]
+    async fn a_large_body_costs_the_cap_not_its_size() {
+        let store = Arc::new(Store::new(10, 1024));
+        let capture = Capture::begin(store.clone(), &request(&[]));
+        static CHUNK: [u8; 64 * 1024] = [7; 64 * 1024];
+        let mut body = capture.tee_request(chunked(&[&CHUNK[..]; 160]));
+        let mut forwarded = 0;
+        while let Some(frame) = body.frame().await {
+            forwarded += frame
+                .expect("test bodies and heads are valid")
+                .into_data()
+                .expect("test bodies and heads are valid")
+                .len();
+        }
+        drop(capture);
+        let exchange = store.get(1).expect("test bodies and heads are valid");
+        assert_eq!(forwarded, 10 * 1024 * 1024);
+        assert_eq!(exchange.request.body.size, 10 * 1024 * 1024);
+        assert_eq!(exchange.request.body.kept.len(), 1024);
+    }
+
+    #[tokio::test]
+    async fn no_inspector_captures_nothing_and_passes_bodies_on() {
+        let capture = Capture::off();
+        let body = capture.tee_request(chunked(&[b"x"]));
+        assert_eq!(
+            &body
+                .collect()
+                .await
+                .expect("test bodies and heads are valid")
+                .to_bytes()[..],
+            b"x"
+        );
+    }
+
+    #[tokio::test]
+    async fn read_capped_counts_past_the_cap() {
+        let body = read_capped(chunked(&[b"12345", b"678"]), 6)
+            .await
+            .expect("test bodies and heads are valid");
+        assert_eq!((&body.kept[..], body.size), (&b"123456"[..], 8));
+    }
+}
