@@ -11,6 +11,8 @@ use czctl::Tunnel;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::output::Output;
+
 /// The inspector's flags.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -71,18 +73,27 @@ pub struct RunningInspector {
 
 impl InspectArgs {
     /// Binds the inspector's address (`default` when `--inspect` is not given; `None` is off).
+    /// An address given that cannot be bound is an error; the default is only warned about
+    /// (the intercept matters more than its inspector).
     pub async fn bind(
         &self,
         default: Option<SocketAddr>,
+        output: &Output,
     ) -> anyhow::Result<Option<InspectorListener>> {
-        let address = match self.inspect {
-            Some(InspectAddress::Off) => return Ok(None),
-            Some(InspectAddress::At(address)) => address,
-            None => match default {
-                Some(address) => address,
-                None => return Ok(None),
+        match (self.inspect, default) {
+            (Some(InspectAddress::Off), _) | (None, None) => Ok(None),
+            (Some(InspectAddress::At(address)), _) => self.bind_at(address).await.map(Some),
+            (None, Some(address)) => match self.bind_at(address).await {
+                Ok(listener) => Ok(Some(listener)),
+                Err(error) => {
+                    output.warn(format_args!("the request inspector is off: {error:#}"));
+                    Ok(None)
+                }
             },
-        };
+        }
+    }
+
+    async fn bind_at(&self, address: SocketAddr) -> anyhow::Result<InspectorListener> {
         if !address.ip().is_loopback() && !self.inspect_allow_remote {
             anyhow::bail!(
                 "--inspect {address} would show intercepted requests to anyone who reaches {}; add --inspect-allow-remote if that is what you want, or use a loopback address such as 127.0.0.1:{}",
@@ -96,10 +107,10 @@ impl InspectArgs {
                 PORT_TRIES - 1
             )
         })?;
-        Ok(Some(InspectorListener {
+        Ok(InspectorListener {
             listener,
             show_secrets: self.inspect_secrets,
-        }))
+        })
     }
 }
 
@@ -138,57 +149,68 @@ impl RunningInspector {
 mod tests {
     use super::*;
 
+    const QUIET: Output = Output { quiet: true };
+
+    fn args(inspect: Option<InspectAddress>, inspect_allow_remote: bool) -> InspectArgs {
+        InspectArgs {
+            inspect,
+            inspect_allow_remote,
+            inspect_secrets: false,
+        }
+    }
+
+    fn at(address: &str) -> Option<InspectAddress> {
+        Some(InspectAddress::At(address.parse().expect("an address")))
+    }
+
     #[test]
     fn addresses_ports_and_off_parse() {
         assert_eq!("off".parse(), Ok(InspectAddress::Off));
-        assert_eq!(
-            "4041".parse(),
-            Ok(InspectAddress::At(
-                "127.0.0.1:4041".parse().expect("an address")
-            ))
-        );
-        assert_eq!(
-            "[::1]:9000".parse(),
-            Ok(InspectAddress::At(
-                "[::1]:9000".parse().expect("an address")
-            ))
-        );
+        assert_eq!("4041".parse().ok(), at("127.0.0.1:4041"));
+        assert_eq!("[::1]:9000".parse().ok(), at("[::1]:9000"));
         assert!("localhost:4040".parse::<InspectAddress>().is_err());
     }
 
     #[tokio::test]
     async fn a_non_loopback_address_needs_saying_so() {
-        let args = InspectArgs {
-            inspect: Some(InspectAddress::At("0.0.0.0:0".parse().expect("an address"))),
-            inspect_allow_remote: false,
-            inspect_secrets: false,
-        };
-        let error = args.bind(None).await.err().expect("refused");
+        let refused = args(at("0.0.0.0:0"), false).bind(None, &QUIET).await;
+        let error = refused.err().expect("refused");
         assert!(
             error.to_string().contains("--inspect-allow-remote"),
             "{error}"
         );
-        let allowed = InspectArgs {
-            inspect_allow_remote: true,
-            ..args
-        };
-        assert!(allowed.bind(None).await.expect("bound").is_some());
+        let allowed = args(at("0.0.0.0:0"), true).bind(None, &QUIET).await;
+        assert!(allowed.expect("bound").is_some());
     }
 
     #[tokio::test]
     async fn off_and_no_default_bind_nothing() {
-        let off = InspectArgs {
-            inspect: Some(InspectAddress::Off),
-            inspect_allow_remote: false,
-            inspect_secrets: false,
-        };
         let default = Some("127.0.0.1:0".parse().expect("an address"));
-        assert!(off.bind(default).await.expect("no error").is_none());
-        let unset = InspectArgs {
-            inspect: None,
-            ..off
-        };
-        assert!(unset.bind(None).await.expect("no error").is_none());
-        assert!(unset.bind(default).await.expect("bound").is_some());
+        let off = args(Some(InspectAddress::Off), false);
+        assert!(off.bind(default, &QUIET).await.expect("no error").is_none());
+        let unset = args(None, false);
+        assert!(unset.bind(None, &QUIET).await.expect("no error").is_none());
+        assert!(unset.bind(default, &QUIET).await.expect("bound").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_taken_default_only_turns_the_inspector_off_and_a_taken_choice_fails() {
+        // A port and every one tried after it, taken (by this test or by someone else).
+        let first = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let start = first.local_addr().expect("an address");
+        let mut taken = vec![first];
+        for offset in 1..PORT_TRIES {
+            let mut next = start;
+            next.set_port(start.port() + offset);
+            if let Ok(listener) = TcpListener::bind(next).await {
+                taken.push(listener);
+            }
+        }
+        let default = args(None, false).bind(Some(start), &QUIET).await;
+        assert!(default.expect("only a warning").is_none());
+        let chosen = args(Some(InspectAddress::At(start)), false);
+        let error = chosen.bind(None, &QUIET).await.err().expect("an error");
+        assert!(format!("{error:#}").contains("--inspect off"), "{error:#}");
+        drop(taken);
     }
 }

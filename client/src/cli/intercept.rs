@@ -162,7 +162,7 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
     }
     let inspector = args
         .inspect
-        .bind(Some(czctl::inspect::DEFAULT_ADDRESS))
+        .bind(Some(czctl::inspect::DEFAULT_ADDRESS), &output)
         .await?;
     let intercept =
         Intercept::start(client, options, |step| output.step(step), interrupts.recv()).await?;

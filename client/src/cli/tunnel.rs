@@ -52,7 +52,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let local_app = SocketAddr::from((Ipv4Addr::LOCALHOST, args.local_port));
     let mut interrupts =
         super::Interrupts::catch().context("could not catch Ctrl-C and SIGTERM")?;
-    let inspector = args.inspect.bind(None).await?;
+    let inspector = args.inspect.bind(None, &output).await?;
     let tunnel = Tunnel::start(TunnelConfig {
         proxy: args.endpoint.clone(),
         identity,
