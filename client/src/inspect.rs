@@ -31,6 +31,7 @@ pub(crate) mod capture;
 mod exchange;
 mod filter;
 mod har;
+mod headers;
 mod mask;
 mod replay;
 mod server;
@@ -50,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::InspectorBody;
 pub use exchange::{CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
+pub use headers::{CapturedHeaders, Fields};
 pub use mask::MASKED;
 pub use server::{bind, PORT_TRIES};
 

@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::body::BodyView;
 use super::exchange::version_name;
 use super::filter::Filter;
+use super::headers::CapturedHeaders;
 use super::mask::header_pairs;
 use super::replay::{ReplayEdits, ReplayError};
 use super::view::{millis, Detail, MessageView, Summary};
@@ -170,11 +171,12 @@ where
     };
     match inspector.replayer().replay(exchange, edits).await {
         Ok(replayed) => {
+            let headers = CapturedHeaders::from_map(&replayed.response.headers);
             let response = MessageView {
                 status: Some(replayed.response.status.as_u16()),
                 version: version_name(replayed.response.version),
-                headers: header_pairs(&replayed.response.headers, inspector.shows_secrets()),
-                body: BodyView::of(&replayed.body, &replayed.response.headers),
+                headers: header_pairs(&headers, inspector.shows_secrets()),
+                body: BodyView::of(&replayed.body, &headers),
             };
             ok_json(&json!({
                 "replay_of": exchange.id,

@@ -1,9 +1,9 @@
 //! How a captured body is shown: JSON pretty-printed, text as text, gRPC as its length-prefixed
 //! messages, anything else as bytes (base64, which the page shows as hex) with its size.
 
+use super::headers::CapturedHeaders;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use http::HeaderMap;
 use serde::Serialize;
 
 use super::exchange::CapturedBody;
@@ -57,10 +57,9 @@ pub(crate) struct GrpcFrame {
 
 impl BodyView {
     /// The view of `body`, whose message carried `headers`.
-    pub(crate) fn of(body: &CapturedBody, headers: &HeaderMap) -> Self {
+    pub(crate) fn of(body: &CapturedBody, headers: &CapturedHeaders) -> Self {
         let content_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
+            .get_str("content-type")
             .unwrap_or_default()
             .to_ascii_lowercase();
         let bytes = &body.kept[..];
@@ -133,13 +132,14 @@ mod tests {
     use bytes::Bytes;
 
     fn view(content_type: &str, bytes: &'static [u8]) -> BodyView {
-        let mut headers = HeaderMap::new();
+        let mut headers = http::HeaderMap::new();
         if !content_type.is_empty() {
             headers.insert(
                 "content-type",
                 content_type.parse().expect("valid test input"),
             );
         }
+        let headers = CapturedHeaders::from_map(&headers);
         BodyView::of(&CapturedBody::whole(Bytes::from_static(bytes)), &headers)
     }
 

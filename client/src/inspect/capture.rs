@@ -8,13 +8,14 @@ use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{request, response};
+use http::{request, response, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use super::exchange::{CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
+use super::headers::CapturedHeaders;
 use super::store::Store;
 
-/// A body's captured bytes, shared between the body being forwarded and its exchange.
+/// A body's captured bytes.
 #[derive(Debug)]
 struct BodySink {
     kept: BytesMut,
@@ -22,27 +23,33 @@ struct BodySink {
     cap: usize,
 }
 
-type SharedSink = Arc<Mutex<BodySink>>;
+/// The request's and the response's [`BodySink`]s of one exchange, in one allocation, shared
+/// between the bodies being forwarded and the capture.
+#[derive(Debug)]
+struct Sinks([Mutex<BodySink>; 2]);
 
-impl BodySink {
-    fn shared(cap: usize) -> SharedSink {
-        Arc::new(Mutex::new(Self {
-            kept: BytesMut::new(),
-            size: 0,
-            cap,
-        }))
+const REQUEST: usize = 0;
+const RESPONSE: usize = 1;
+
+impl Sinks {
+    fn shared(cap: usize) -> Arc<Self> {
+        let sink = || {
+            Mutex::new(BodySink {
+                kept: BytesMut::new(),
+                size: 0,
+                cap,
+            })
+        };
+        Arc::new(Self([sink(), sink()]))
     }
 
-    /// Counts `chunk` and keeps what fits under the cap.
-    fn record(&mut self, chunk: &[u8]) {
-        self.size += chunk.len() as u64;
-        let room = self.cap.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    fn lock(&self, side: usize) -> std::sync::MutexGuard<'_, BodySink> {
+        self.0[side].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What was captured so far; bytes still arriving afterwards are no longer kept.
-    fn take(sink: &SharedSink) -> CapturedBody {
-        let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
+    /// What `side` captured so far; bytes still arriving afterwards are no longer kept.
+    fn take(&self, side: usize) -> CapturedBody {
+        let mut sink = self.lock(side);
         sink.cap = 0;
         CapturedBody {
             kept: std::mem::take(&mut sink.kept).freeze(),
@@ -51,11 +58,21 @@ impl BodySink {
     }
 }
 
+impl BodySink {
+    /// Counts `chunk` and keeps what fits under the cap.
+    fn record(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+}
+
 /// A body passed on unchanged, its data frames copied into a capture (up to the cap) on the way
 /// when the inspector is on.
 pub(crate) struct Tee<B> {
     inner: B,
-    sink: Option<SharedSink>,
+    /// The sinks and which of them.
+    sink: Option<(Arc<Sinks>, usize)>,
 }
 
 impl<B> Body for Tee<B>
@@ -70,11 +87,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(frame)), Some(sink)) = (&frame, &self.sink) {
+        if let (Some(Ok(frame)), Some((sinks, side))) = (&frame, &self.sink) {
             if let Some(data) = frame.data_ref() {
-                sink.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .record(data);
+                sinks.lock(*side).record(data);
             }
         }
         Poll::Ready(frame)
@@ -99,9 +114,12 @@ struct Active {
     store: Arc<Store>,
     arrived: Instant,
     started: SystemTime,
-    request: request::Parts,
-    request_body: SharedSink,
-    response: Option<(response::Parts, SharedSink)>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: CapturedHeaders,
+    bodies: Arc<Sinks>,
+    response: Option<CapturedHead>,
     timing: Timing,
     upgraded: bool,
     error: Option<String>,
@@ -116,18 +134,16 @@ impl Capture {
     /// Starts capturing the exchange whose request head is `request`.
     pub(crate) fn begin(store: Arc<Store>, request: &request::Parts) -> Self {
         let cap = store.body_limit();
-        let mut head = request::Request::new(()).into_parts().0;
-        head.method = request.method.clone();
-        head.uri = request.uri.clone();
-        head.version = request.version;
-        head.headers = request.headers.clone();
         Self {
             active: Some(Box::new(Active {
                 store,
                 arrived: Instant::now(),
                 started: SystemTime::now(),
-                request: head,
-                request_body: BodySink::shared(cap),
+                method: request.method.clone(),
+                uri: request.uri.clone(),
+                version: request.version,
+                headers: CapturedHeaders::from_map(&request.headers),
+                bodies: Sinks::shared(cap),
                 response: None,
                 timing: Timing::default(),
                 upgraded: false,
@@ -138,17 +154,16 @@ impl Capture {
 
     /// The request body, teed into this capture.
     pub(crate) fn tee_request<B>(&self, body: B) -> Tee<B> {
-        let sink = self.active.as_ref().map(|a| a.request_body.clone());
+        let sink = self.active.as_ref().map(|a| (a.bodies.clone(), REQUEST));
         Tee { inner: body, sink }
     }
 
     /// Notes the response head and returns its body, teed into this capture.
     pub(crate) fn tee_response<B>(&mut self, head: &response::Parts, body: B) -> Tee<B> {
         let sink = self.active.as_mut().map(|active| {
-            let sink = BodySink::shared(active.store.body_limit());
             active.timing.response_head = Some(active.arrived.elapsed());
-            active.response = Some((copy_response_head(head), sink.clone()));
-            sink
+            active.response = Some(copy_response_head(head));
+            (active.bodies.clone(), RESPONSE)
         });
         Tee { inner: body, sink }
     }
@@ -158,8 +173,7 @@ impl Capture {
     pub(crate) fn upgraded(mut self, head: &response::Parts) {
         if let Some(active) = self.active.as_mut() {
             active.timing.response_head = Some(active.arrived.elapsed());
-            let sink = BodySink::shared(0);
-            active.response = Some((copy_response_head(head), sink));
+            active.response = Some(copy_response_head(head));
             active.upgraded = true;
         }
     }
@@ -172,12 +186,19 @@ impl Capture {
     }
 }
 
-fn copy_response_head(head: &response::Parts) -> response::Parts {
-    let mut copy = response::Response::new(()).into_parts().0;
-    copy.status = head.status;
-    copy.version = head.version;
-    copy.headers = head.headers.clone();
-    copy
+/// A response head as captured.
+struct CapturedHead {
+    status: http::StatusCode,
+    version: Version,
+    headers: CapturedHeaders,
+}
+
+fn copy_response_head(head: &response::Parts) -> CapturedHead {
+    CapturedHead {
+        status: head.status,
+        version: head.version,
+        headers: CapturedHeaders::from_map(&head.headers),
+    }
 }
 
 impl Drop for Capture {
@@ -189,8 +210,11 @@ impl Drop for Capture {
             store,
             arrived,
             started,
-            request,
-            request_body,
+            method,
+            uri,
+            version,
+            headers,
+            bodies,
             response,
             mut timing,
             upgraded,
@@ -204,17 +228,17 @@ impl Drop for Capture {
             id: 0,
             started,
             request: CapturedRequest {
-                method: request.method,
-                uri: request.uri,
-                version: request.version,
-                headers: request.headers,
-                body: BodySink::take(&request_body),
+                method,
+                uri,
+                version,
+                headers,
+                body: bodies.take(REQUEST),
             },
-            response: response.map(|(head, body)| CapturedResponse {
+            response: response.map(|head| CapturedResponse {
                 status: head.status,
                 version: head.version,
                 headers: head.headers,
-                body: BodySink::take(&body),
+                body: bodies.take(RESPONSE),
             }),
             timing,
             upgraded,
@@ -230,15 +254,15 @@ where
     B: Body<Data = Bytes> + Unpin,
 {
     use http_body_util::BodyExt;
-    let sink = BodySink::shared(cap);
+    let sinks = Sinks::shared(cap);
     let mut tee = Tee {
         inner: body,
-        sink: Some(sink.clone()),
+        sink: Some((sinks.clone(), RESPONSE)),
     };
     while let Some(frame) = tee.frame().await {
         frame?;
     }
-    Ok(BodySink::take(&sink))
+    Ok(sinks.take(RESPONSE))
 }
 
 #[cfg(test)]
@@ -303,7 +327,7 @@ mod tests {
         assert_eq!(exchange.id, 1);
         assert_eq!(exchange.request.method, http::Method::POST);
         assert_eq!(exchange.path(), "/upload?x=1");
-        assert_eq!(exchange.request.headers["x-a"], "1");
+        assert_eq!(exchange.request.headers.get_str("x-a"), Some("1"));
         assert_eq!(
             exchange.request.body,
             CapturedBody {

@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
+
+use super::headers::CapturedHeaders;
 
 /// An intercepted request and its response, as captured. Header values are kept as they were
 /// (secrets included); the inspector's views mask them unless configured otherwise.
@@ -41,7 +43,7 @@ pub struct CapturedRequest {
     /// HTTP version of the cluster's request.
     pub version: Version,
     /// Headers.
-    pub headers: HeaderMap,
+    pub headers: CapturedHeaders,
     /// Body, up to the cap.
     pub body: CapturedBody,
 }
@@ -55,7 +57,7 @@ pub struct CapturedResponse {
     /// HTTP version.
     pub version: Version,
     /// Headers.
-    pub headers: HeaderMap,
+    pub headers: CapturedHeaders,
     /// Body, up to the cap.
     pub body: CapturedBody,
 }
@@ -113,17 +115,13 @@ impl Exchange {
         let Some(response) = &self.response else {
             return false;
         };
-        let content_type = response
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
+        let content_type = response.headers.get_str("content-type").unwrap_or_default();
         content_type.starts_with("text/event-stream")
             || content_type.starts_with("application/grpc")
             || response
                 .headers
-                .get(http::header::TRANSFER_ENCODING)
-                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"))
+                .get("transfer-encoding")
+                .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
     }
 
     /// `http://HOST/path`: the request's authority (or `Host` header) and path.
@@ -133,13 +131,7 @@ impl Exchange {
             .uri
             .authority()
             .map(|authority| authority.as_str().to_owned())
-            .or_else(|| {
-                self.request
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|host| host.to_str().ok())
-                    .map(str::to_owned)
-            })
+            .or_else(|| self.request.headers.get_str("host").map(str::to_owned))
             .unwrap_or_else(|| "localhost".to_owned());
         format!("http://{host}{}", self.path())
     }

@@ -105,7 +105,7 @@ impl Filter {
             .flat_map(|headers| headers.get_all(name.as_str()))
             .any(|value| {
                 text.as_ref().is_none_or(|text| {
-                    String::from_utf8_lossy(value.as_bytes())
+                    String::from_utf8_lossy(value)
                         .to_ascii_lowercase()
                         .contains(&text.to_ascii_lowercase())
                 })

@@ -4,10 +4,10 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::exchange::{version_name, CapturedBody, Exchange};
+use super::headers::CapturedHeaders;
 use super::mask::{header_pairs, is_secret};
 use super::view::millis;
 
@@ -63,7 +63,7 @@ fn request(exchange: &Exchange, show_secrets: bool) -> Value {
         "method": request.method.as_str(),
         "url": exchange.url(),
         "httpVersion": version_name(request.version),
-        "cookies": cookies(&request.headers, http::header::COOKIE, show_secrets),
+        "cookies": cookies(&request.headers, "cookie", show_secrets),
         "headers": headers(&request.headers, show_secrets),
         "queryString": query,
         "headersSize": -1,
@@ -106,14 +106,14 @@ fn response(exchange: &Exchange, show_secrets: bool) -> Value {
     }
     let location = response
         .headers
-        .get(http::header::LOCATION)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .get("location")
+        .map(|value| String::from_utf8_lossy(value).into_owned())
         .unwrap_or_default();
     json!({
         "status": response.status.as_u16(),
         "statusText": response.status.canonical_reason().unwrap_or_default(),
         "httpVersion": version_name(response.version),
-        "cookies": cookies(&response.headers, http::header::SET_COOKIE, show_secrets),
+        "cookies": cookies(&response.headers, "set-cookie", show_secrets),
         "headers": headers(&response.headers, show_secrets),
         "content": content,
         "redirectURL": location,
@@ -122,7 +122,7 @@ fn response(exchange: &Exchange, show_secrets: bool) -> Value {
     })
 }
 
-fn headers(headers: &HeaderMap, show_secrets: bool) -> Vec<Value> {
+fn headers(headers: &CapturedHeaders, show_secrets: bool) -> Vec<Value> {
     header_pairs(headers, show_secrets)
         .into_iter()
         .map(|(name, value)| json!({"name": name, "value": value}))
@@ -131,15 +131,14 @@ fn headers(headers: &HeaderMap, show_secrets: bool) -> Vec<Value> {
 
 /// The cookies of `Cookie` (`a=1; b=2`) or of each `Set-Cookie` (`a=1; Path=/`); none when
 /// secrets are masked.
-fn cookies(headers: &HeaderMap, name: http::HeaderName, show_secrets: bool) -> Vec<Value> {
-    if !show_secrets && is_secret(&name) {
+fn cookies(headers: &CapturedHeaders, name: &str, show_secrets: bool) -> Vec<Value> {
+    if !show_secrets && is_secret(name) {
         return Vec::new();
     }
-    let set_cookie = name == http::header::SET_COOKIE;
+    let set_cookie = name == "set-cookie";
     headers
         .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| std::str::from_utf8(value).ok())
         .flat_map(|value| {
             let pairs: Vec<&str> = if set_cookie {
                 value.split(';').take(1).collect()
@@ -154,10 +153,10 @@ fn cookies(headers: &HeaderMap, name: http::HeaderName, show_secrets: bool) -> V
         .collect()
 }
 
-fn mime_type(headers: &HeaderMap) -> String {
+fn mime_type(headers: &CapturedHeaders) -> String {
     headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .get("content-type")
+        .map(|value| String::from_utf8_lossy(value).into_owned())
         .unwrap_or_default()
 }
 

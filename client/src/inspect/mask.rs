@@ -1,30 +1,35 @@
 //! Which header values are secrets, and how views show them: `Authorization`, `Cookie`,
 //! `Set-Cookie` and `Proxy-Authorization` are replaced by [`MASKED`] unless secrets are shown.
 
-use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
-use http::{HeaderMap, HeaderName};
+use super::headers::CapturedHeaders;
 
 /// What a masked header value reads as. A replay that sends it back unchanged sends the
 /// captured value instead.
 pub const MASKED: &str = "[masked by czctl: start it with --inspect-secrets to see this value]";
 
-/// Whether `name`'s values are masked.
-pub(crate) fn is_secret(name: &HeaderName) -> bool {
-    [AUTHORIZATION, COOKIE, SET_COOKIE, PROXY_AUTHORIZATION].contains(name)
+/// Whether the values of `name` (lowercase) are masked.
+pub(crate) fn is_secret(name: &str) -> bool {
+    [
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "proxy-authorization",
+    ]
+    .contains(&name)
 }
 
 /// `headers` as name/value pairs in order, secrets masked unless `show_secrets`; values that are
 /// not UTF-8 are shown lossily.
-pub(crate) fn header_pairs(headers: &HeaderMap, show_secrets: bool) -> Vec<(String, String)> {
+pub(crate) fn header_pairs(headers: &CapturedHeaders, show_secrets: bool) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(name, value)| {
             let value = if !show_secrets && is_secret(name) {
                 MASKED.to_owned()
             } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
+                String::from_utf8_lossy(value).into_owned()
             };
-            (name.as_str().to_owned(), value)
+            (name.to_owned(), value)
         })
         .collect()
 }
@@ -33,8 +38,8 @@ pub(crate) fn header_pairs(headers: &HeaderMap, show_secrets: bool) -> Vec<(Stri
 mod tests {
     use super::*;
 
-    fn headers() -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    fn headers() -> CapturedHeaders {
+        let mut headers = http::HeaderMap::new();
         headers.insert(
             "authorization",
             "Bearer t0ken".parse().expect("valid test input"),
@@ -47,7 +52,7 @@ mod tests {
         headers.append("set-cookie", "a=1".parse().expect("valid test input"));
         headers.append("set-cookie", "b=2".parse().expect("valid test input"));
         headers.insert("x-trace", "t-1".parse().expect("valid test input"));
-        headers
+        CapturedHeaders::from_map(&headers)
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::capture::read_capped;
 use super::exchange::{CapturedBody, Exchange};
+use super::headers::CapturedHeaders;
 use super::mask::{is_secret, MASKED};
 
 /// How long connecting to the local app may take.
@@ -127,7 +128,7 @@ fn build(original: &Exchange, edits: ReplayEdits) -> Result<Request<Full<Bytes>>
     };
     let mut headers = match edits.headers {
         Some(pairs) => edited_headers(&captured.headers, pairs).map_err(bad("header"))?,
-        None => captured.headers.clone(),
+        None => captured.headers.to_header_map(),
     };
     let body = match (edits.body, edits.body_base64) {
         (Some(text), _) => Bytes::from(text),
@@ -167,15 +168,19 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri, String> {
 
 /// The headers `pairs` give; a secret left as [`MASKED`] takes the captured value (the n-th
 /// masked one of a name, the n-th captured value).
-fn edited_headers(captured: &HeaderMap, pairs: Vec<(String, String)>) -> Result<HeaderMap, String> {
+fn edited_headers(
+    captured: &CapturedHeaders,
+    pairs: Vec<(String, String)>,
+) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("{name:?} is not a header name"))?;
-        let value = if value == MASKED && is_secret(&name) {
+        let value = if value == MASKED && is_secret(name.as_str()) {
             let index = headers.get_all(&name).iter().count();
-            match captured.get_all(&name).iter().nth(index) {
-                Some(value) => value.clone(),
+            match captured.get_all(name.as_str()).nth(index) {
+                Some(value) => HeaderValue::from_bytes(value)
+                    .map_err(|_| format!("the captured value of {name} is not a header value"))?,
                 None => continue,
             }
         } else {

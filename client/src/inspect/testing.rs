@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::exchange::{CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
+use super::headers::CapturedHeaders;
 
 /// A finished HTTP/1.1 exchange: `method path` with `headers` on both sides, answered `status`
 /// in 12 ms (5 ms to the head), bodies empty.
@@ -21,6 +22,7 @@ pub(crate) fn exchange(
             HeaderValue::from_str(value).expect("valid test input"),
         );
     }
+    let map = CapturedHeaders::from_map(&map);
     Exchange {
         id: 1,
         started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
