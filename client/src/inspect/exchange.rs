@@ -109,19 +109,20 @@ impl Exchange {
         self.response.as_ref().map(|response| response.status)
     }
 
-    /// Whether the response streams (server-sent events, gRPC, or chunked without a length):
-    /// its body may have been open for long.
+    /// Whether the exchange streams: gRPC (either side), server-sent events, or a body sent
+    /// chunked, without a length; such a body may have been open for long.
     pub fn streaming(&self) -> bool {
-        let Some(response) = &self.response else {
-            return false;
+        let request = Some(&self.request.headers);
+        let response = self.response.as_ref().map(|response| &response.headers);
+        let streams = |headers: &CapturedHeaders| {
+            let content_type = headers.get_str("content-type").unwrap_or_default();
+            content_type.starts_with("application/grpc")
+                || content_type.starts_with("text/event-stream")
+                || headers
+                    .get("transfer-encoding")
+                    .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
         };
-        let content_type = response.headers.get_str("content-type").unwrap_or_default();
-        content_type.starts_with("text/event-stream")
-            || content_type.starts_with("application/grpc")
-            || response
-                .headers
-                .get("transfer-encoding")
-                .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
+        [request, response].into_iter().flatten().any(streams)
     }
 
     /// `http://HOST/path`: the request's authority (or `Host` header) and path.
