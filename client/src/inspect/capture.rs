@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{request, response, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 
-use super::exchange::{CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
+use super::exchange::{streams, CapturedBody, CapturedRequest, CapturedResponse, Exchange, Timing};
 use super::headers::CapturedHeaders;
 use super::store::Store;
 
@@ -45,6 +45,14 @@ impl Sinks {
 
     fn lock(&self, side: usize) -> std::sync::MutexGuard<'_, BodySink> {
         self.0[side].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How much `side` has passed so far, nothing kept: for a provisional record.
+    fn size_so_far(&self, side: usize) -> CapturedBody {
+        CapturedBody {
+            kept: Bytes::new(),
+            size: self.lock(side).size,
+        }
     }
 
     /// What `side` captured so far; bytes still arriving afterwards are no longer kept.
@@ -112,6 +120,8 @@ pub(crate) struct Capture {
 
 struct Active {
     store: Arc<Store>,
+    /// Its number once a provisional record was made (0 before).
+    id: u64,
     arrived: Instant,
     started: SystemTime,
     method: Method,
@@ -137,6 +147,7 @@ impl Capture {
         Self {
             active: Some(Box::new(Active {
                 store,
+                id: 0,
                 arrived: Instant::now(),
                 started: SystemTime::now(),
                 method: request.method.clone(),
@@ -158,11 +169,19 @@ impl Capture {
         Tee { inner: body, sink }
     }
 
-    /// Notes the response head and returns its body, teed into this capture.
+    /// Notes the response head and returns its body, teed into this capture. A streaming
+    /// exchange (see [`Exchange::streaming`]) is recorded now as in progress, so that it is
+    /// seen while it lasts.
     pub(crate) fn tee_response<B>(&mut self, head: &response::Parts, body: B) -> Tee<B> {
         let sink = self.active.as_mut().map(|active| {
             active.timing.response_head = Some(active.arrived.elapsed());
-            active.response = Some(copy_response_head(head));
+            let head = copy_response_head(head);
+            let streaming = streams(&active.headers) || streams(&head.headers);
+            active.response = Some(head);
+            if streaming {
+                let provisional = active.record(false);
+                active.id = provisional.id;
+            }
             (active.bodies.clone(), RESPONSE)
         });
         Tee { inner: body, sink }
@@ -187,6 +206,7 @@ impl Capture {
 }
 
 /// A response head as captured.
+#[derive(Clone)]
 struct CapturedHead {
     status: http::StatusCode,
     version: Version,
@@ -201,49 +221,70 @@ fn copy_response_head(head: &response::Parts) -> CapturedHead {
     }
 }
 
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let Some(active) = self.active.take() else {
-            return;
-        };
-        let Active {
-            store,
-            arrived,
-            started,
-            method,
-            uri,
-            version,
-            headers,
-            bodies,
-            response,
-            mut timing,
-            upgraded,
-            mut error,
-        } = *active;
-        timing.total = arrived.elapsed();
-        if response.is_none() && error.is_none() {
-            error = Some("cancelled by the cluster side before a response".to_owned());
+impl Active {
+    /// Records the exchange as captured so far: when `ended`, in full (the bodies' kept bytes
+    /// taken), else as in progress (a copy of the heads, body sizes so far).
+    fn record(&mut self, ended: bool) -> Arc<Exchange> {
+        self.timing.total = self.arrived.elapsed();
+        if ended && self.response.is_none() && self.error.is_none() {
+            self.error = Some("cancelled by the cluster side before a response".to_owned());
         }
-        store.record(Exchange {
-            id: 0,
-            started,
+        let body = |side| {
+            if ended {
+                self.bodies.take(side)
+            } else {
+                self.bodies.size_so_far(side)
+            }
+        };
+        let (request_body, response_body) = (body(REQUEST), body(RESPONSE));
+        use std::mem::take;
+        // The final record takes what it needs; a provisional one copies it.
+        let (method, uri, headers, response, error) = if ended {
+            (
+                take(&mut self.method),
+                take(&mut self.uri),
+                take(&mut self.headers),
+                self.response.take(),
+                self.error.take(),
+            )
+        } else {
+            (
+                self.method.clone(),
+                self.uri.clone(),
+                self.headers.clone(),
+                self.response.clone(),
+                self.error.clone(),
+            )
+        };
+        self.store.record(Exchange {
+            id: self.id,
+            started: self.started,
             request: CapturedRequest {
                 method,
                 uri,
-                version,
+                version: self.version,
                 headers,
-                body: bodies.take(REQUEST),
+                body: request_body,
             },
             response: response.map(|head| CapturedResponse {
                 status: head.status,
                 version: head.version,
                 headers: head.headers,
-                body: bodies.take(RESPONSE),
+                body: response_body,
             }),
-            timing,
-            upgraded,
+            timing: self.timing,
+            upgraded: self.upgraded,
             error,
-        });
+            in_progress: !ended,
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut active) = self.active.take() {
+            active.record(true);
+        }
     }
 }
 
@@ -353,6 +394,31 @@ mod tests {
                 <= exchange.timing.total
         );
         assert!(exchange.error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_streaming_exchange_is_listed_while_open_then_replaced() {
+        let store = Arc::new(Store::new(10, 1024));
+        let mut capture = Capture::begin(store.clone(), &request(&[]));
+        let head = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(())
+            .expect("test bodies and heads are valid")
+            .into_parts()
+            .0;
+        let mut body = capture.tee_response(&head, chunked(&[b"data: 1\n\n", b"data: 2\n\n"]));
+        let open = store.get(1).expect("listed once the head is sent");
+        assert!(open.in_progress && open.streaming());
+        assert_eq!(
+            open.response.as_ref().map(|r| r.status),
+            Some(http::StatusCode::OK)
+        );
+        while body.frame().await.is_some() {}
+        drop(capture);
+        let done = store.get(1).expect("the same number");
+        assert!(!done.in_progress);
+        assert_eq!(done.response.as_ref().expect("a response").body.size, 18);
+        assert_eq!(store.all().len(), 1);
     }
 
     #[tokio::test]

@@ -30,6 +30,10 @@ pub struct Exchange {
     /// Why the exchange did not complete normally (cancelled by the cluster side, response not
     /// delivered).
     pub error: Option<String>,
+    /// A provisional record of a streaming exchange still open: its response head is known, its
+    /// bodies are still flowing (sizes so far, nothing kept yet). The record of the finished
+    /// exchange, with the same id, replaces it.
+    pub in_progress: bool,
 }
 
 /// The captured request.
@@ -114,14 +118,6 @@ impl Exchange {
     pub fn streaming(&self) -> bool {
         let request = Some(&self.request.headers);
         let response = self.response.as_ref().map(|response| &response.headers);
-        let streams = |headers: &CapturedHeaders| {
-            let content_type = headers.get_str("content-type").unwrap_or_default();
-            content_type.starts_with("application/grpc")
-                || content_type.starts_with("text/event-stream")
-                || headers
-                    .get("transfer-encoding")
-                    .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
-        };
         [request, response].into_iter().flatten().any(streams)
     }
 
@@ -136,6 +132,16 @@ impl Exchange {
             .unwrap_or_else(|| "localhost".to_owned());
         format!("http://{host}{}", self.path())
     }
+}
+
+/// Whether a message with `headers` streams: gRPC, server-sent events, or chunked.
+pub(crate) fn streams(headers: &CapturedHeaders) -> bool {
+    let content_type = headers.get_str("content-type").unwrap_or_default();
+    content_type.starts_with("application/grpc")
+        || content_type.starts_with("text/event-stream")
+        || headers
+            .get("transfer-encoding")
+            .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// `HTTP/1.1`, `HTTP/2`, as HAR and the page write them.

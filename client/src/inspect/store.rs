@@ -43,18 +43,36 @@ impl Store {
         self.body_limit
     }
 
-    /// Numbers `exchange`, keeps it (dropping the oldest beyond the capacity) and announces it.
-    /// Never waits: subscribers that fall behind lag.
+    /// Keeps `exchange` and announces it: numbered anew when its id is 0, else in place of the
+    /// record with its id (a provisional one), if that is still kept. The oldest record beyond
+    /// the capacity is dropped. Never waits: subscribers that fall behind lag.
     pub(crate) fn record(&self, mut exchange: Exchange) -> Arc<Exchange> {
         let exchange = {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            ring.last_id += 1;
-            exchange.id = ring.last_id;
-            let exchange = Arc::new(exchange);
-            if ring.exchanges.len() == self.capacity {
-                ring.exchanges.pop_front();
+            let numbered = exchange.id != 0;
+            if !numbered {
+                ring.last_id += 1;
+                exchange.id = ring.last_id;
             }
-            ring.exchanges.push_back(exchange.clone());
+            let exchange = Arc::new(exchange);
+            // Only a final record looks for its provisional one: a new one is never there.
+            let kept = if numbered {
+                ring.exchanges
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.id == exchange.id)
+            } else {
+                None
+            };
+            match kept {
+                Some(provisional) => *provisional = exchange.clone(),
+                None => {
+                    if ring.exchanges.len() == self.capacity {
+                        ring.exchanges.pop_front();
+                    }
+                    ring.exchanges.push_back(exchange.clone());
+                }
+            }
             exchange
         };
         // No subscriber is no error: the ring keeps it.
@@ -71,9 +89,7 @@ impl Store {
     /// Exchange `id`, if still kept.
     pub(crate) fn get(&self, id: u64) -> Option<Arc<Exchange>> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let oldest = ring.exchanges.front()?.id;
-        let index = usize::try_from(id.checked_sub(oldest)?).ok()?;
-        ring.exchanges.get(index).cloned()
+        ring.exchanges.iter().rev().find(|e| e.id == id).cloned()
     }
 
     /// Exchanges from now on.
@@ -97,6 +113,21 @@ mod tests {
         assert_eq!(ids, [3, 4, 5]);
         assert_eq!(store.get(4).expect("a captured exchange").path(), "/3");
         assert!(store.get(2).is_none() && store.get(6).is_none() && store.get(0).is_none());
+    }
+
+    #[test]
+    fn a_final_record_replaces_its_provisional_one_in_place() {
+        let store = Store::new(3, 1024);
+        let mut provisional = exchange("GET", "/events", 200, &[]);
+        provisional.in_progress = true;
+        let id = store.record(provisional).id;
+        store.record(exchange("GET", "/other", 200, &[]));
+        let mut done = exchange("GET", "/events", 200, &[]);
+        done.id = id;
+        store.record(done);
+        let kept: Vec<(u64, bool)> = store.all().iter().map(|e| (e.id, e.in_progress)).collect();
+        assert_eq!(kept, [(1, false), (2, false)]);
+        assert!(!store.get(1).expect("kept").in_progress);
     }
 
     #[test]

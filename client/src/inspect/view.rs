@@ -25,6 +25,7 @@ pub(crate) struct Summary<'a> {
     version: &'static str,
     streaming: bool,
     upgraded: bool,
+    in_progress: bool,
     error: Option<&'a str>,
 }
 
@@ -74,6 +75,7 @@ impl<'a> Summary<'a> {
             version: version_name(exchange.request.version),
             streaming: exchange.streaming(),
             upgraded: exchange.upgraded,
+            in_progress: exchange.in_progress,
             error: exchange.error.as_deref(),
         }
     }

@@ -1,6 +1,6 @@
 //! The request inspector on the real data path (proxy, QUIC tunnel, czctl, app): capture passes
 //! every byte on unchanged while keeping only the cap, and records HTTP/2 requests, streamed
-//! gRPC-style bodies with trailers, and WebSocket upgrades for what they are.
+//! gRPC-style bodies (listed while open, then in full) and WebSocket upgrades for what they are.
 
 use bytes::Bytes;
 use cz_e2e::client::{get, http1, http2};
@@ -45,6 +45,16 @@ async fn next(captured: &mut broadcast::Receiver<Arc<Exchange>>) -> Arc<Exchange
         .expect("an exchange")
 }
 
+/// The next record of a finished exchange (skipping those of streams still open).
+async fn next_finished(captured: &mut broadcast::Receiver<Arc<Exchange>>) -> Arc<Exchange> {
+    loop {
+        let exchange = next(captured).await;
+        if !exchange.in_progress {
+            return exchange;
+        }
+    }
+}
+
 #[tokio::test]
 async fn capture_passes_a_large_body_on_unchanged_and_keeps_only_the_cap() {
     let (setup, inspector, mut captured) = inspected().await;
@@ -64,7 +74,8 @@ async fn capture_passes_a_large_body_on_unchanged_and_keeps_only_the_cap() {
         .to_bytes();
     assert!(echoed == body, "every byte passes unchanged");
 
-    let exchange = next(&mut captured).await;
+    // The echo streams back (chunked): listed while open, then in full.
+    let exchange = next_finished(&mut captured).await;
     assert_eq!(exchange.path(), "/echo");
     assert_eq!(exchange.request.body.size, 1 << 20);
     assert_eq!(exchange.request.body.kept, body.slice(..CAP));
@@ -95,7 +106,12 @@ async fn http2_streams_and_upgrades_are_recorded_for_what_they_are() {
         .expect("a request");
     let response = connection.send_request(request).await.expect("a response");
     let _ = response.into_body().collect().await.expect("the body");
+    // Listed as soon as its response head is sent, then again once it ended.
+    let open = next(&mut captured).await;
+    assert!(open.in_progress && open.streaming());
     let grpc = next(&mut captured).await;
+    assert!(!grpc.in_progress);
+    assert_eq!(grpc.id, open.id);
     assert_eq!(grpc.request.version, Version::HTTP_2);
     assert_eq!(&grpc.request.body.kept[..], b"\x00\x00\x00\x00\x02hi");
     assert!(grpc.streaming(), "a gRPC response streams");
