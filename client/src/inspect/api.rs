@@ -192,7 +192,8 @@ where
 }
 
 /// Server-sent events: `event: request` with a summary for each new exchange that passes
-/// `filter`; `event: lagged` when this subscriber fell behind and missed some (reload the list).
+/// `filter` (and again, same `id`, when one listed `in_progress` ends); `event: lagged` when
+/// this subscriber fell behind and missed some (reload the list).
 fn events(inspector: &Inspector, filter: Filter) -> Response<InspectorBody> {
     let receiver = inspector.subscribe();
     let hello = futures_util::stream::once(async { event_frame("retry: 1000\n\n".to_owned()) });
