@@ -122,6 +122,8 @@ struct Active {
     store: Arc<Store>,
     /// Its number once a provisional record was made (0 before).
     id: u64,
+    /// The request streams (gRPC, chunked upload).
+    request_streams: bool,
     arrived: Instant,
     started: SystemTime,
     method: Method,
@@ -148,6 +150,7 @@ impl Capture {
             active: Some(Box::new(Active {
                 store,
                 id: 0,
+                request_streams: streams(|name| request.headers.get(name).map(|v| v.as_bytes())),
                 arrived: Instant::now(),
                 started: SystemTime::now(),
                 method: request.method.clone(),
@@ -175,9 +178,9 @@ impl Capture {
     pub(crate) fn tee_response<B>(&mut self, head: &response::Parts, body: B) -> Tee<B> {
         let sink = self.active.as_mut().map(|active| {
             active.timing.response_head = Some(active.arrived.elapsed());
-            let head = copy_response_head(head);
-            let streaming = streams(&active.headers) || streams(&head.headers);
-            active.response = Some(head);
+            let streaming = active.request_streams
+                || streams(|name| head.headers.get(name).map(|v| v.as_bytes()));
+            active.response = Some(copy_response_head(head));
             if streaming {
                 let provisional = active.record(false);
                 active.id = provisional.id;

@@ -118,7 +118,10 @@ impl Exchange {
     pub fn streaming(&self) -> bool {
         let request = Some(&self.request.headers);
         let response = self.response.as_ref().map(|response| &response.headers);
-        [request, response].into_iter().flatten().any(streams)
+        [request, response]
+            .into_iter()
+            .flatten()
+            .any(|headers| streams(|name| headers.get(name)))
     }
 
     /// `http://HOST/path`: the request's authority (or `Host` header) and path.
@@ -134,14 +137,13 @@ impl Exchange {
     }
 }
 
-/// Whether a message with `headers` streams: gRPC, server-sent events, or chunked.
-pub(crate) fn streams(headers: &CapturedHeaders) -> bool {
-    let content_type = headers.get_str("content-type").unwrap_or_default();
-    content_type.starts_with("application/grpc")
-        || content_type.starts_with("text/event-stream")
-        || headers
-            .get("transfer-encoding")
-            .is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
+/// Whether a message whose header values `header` gives streams: gRPC, server-sent events, or
+/// chunked.
+pub(crate) fn streams<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> bool {
+    let content_type = header("content-type").unwrap_or_default();
+    content_type.starts_with(b"application/grpc")
+        || content_type.starts_with(b"text/event-stream")
+        || header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// `HTTP/1.1`, `HTTP/2`, as HAR and the page write them.

@@ -31,20 +31,23 @@ impl CapturedHeaders {
 
     /// The fields in order: lowercase names, raw values.
     pub fn iter(&self) -> Fields<'_> {
-        Fields { rest: &self.block }
+        Fields {
+            raw: RawFields { rest: &self.block },
+        }
     }
 
     /// The first value of `name` (lowercase).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(field, _)| *field == name)
+        RawFields { rest: &self.block }
+            .find(|(field, _)| *field == name.as_bytes())
             .map(|(_, value)| value)
     }
 
     /// Every value of `name` (lowercase), in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(field, _)| *field == name)
+        // Names compared as bytes: no UTF-8 check per field, as the data path looks some up.
+        RawFields { rest: &self.block }
+            .filter(move |(field, _)| *field == name.as_bytes())
             .map(|(_, value)| value)
     }
 
@@ -81,11 +84,27 @@ impl std::fmt::Debug for CapturedHeaders {
 /// The fields of [`CapturedHeaders`].
 #[derive(Debug)]
 pub struct Fields<'a> {
-    rest: &'a [u8],
+    raw: RawFields<'a>,
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (name, value) = self.raw.next()?;
+        // Names came from `HeaderName`s: ASCII.
+        Some((std::str::from_utf8(name).unwrap_or_default(), value))
+    }
+}
+
+/// The fields with their names as bytes.
+#[derive(Debug)]
+struct RawFields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for RawFields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         let (length, rest) = self.rest.split_first_chunk::<2>()?;
@@ -93,8 +112,7 @@ impl<'a> Iterator for Fields<'a> {
         let (length, rest) = rest.split_first_chunk::<4>()?;
         let (value, rest) = rest.split_at_checked(u32::from_be_bytes(*length) as usize)?;
         self.rest = rest;
-        // Names came from `HeaderName`s: ASCII.
-        Some((std::str::from_utf8(name).unwrap_or_default(), value))
+        Some((name, value))
     }
 }
 
