@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, StatusCode, Uri, Version};
+use http::header::{CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderName, Method, StatusCode, Uri, Version};
 
 use super::headers::CapturedHeaders;
 
@@ -121,7 +122,7 @@ impl Exchange {
         [request, response]
             .into_iter()
             .flatten()
-            .any(|headers| streams(|name| headers.get(name)))
+            .any(|headers| streams(|name| headers.get(name.as_str())))
     }
 
     /// `http://HOST/path`: the request's authority (or `Host` header) and path.
@@ -139,11 +140,11 @@ impl Exchange {
 
 /// Whether a message whose header values `header` gives streams: gRPC, server-sent events, or
 /// chunked.
-pub(crate) fn streams<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> bool {
-    let content_type = header("content-type").unwrap_or_default();
+pub(crate) fn streams<'a>(header: impl Fn(&HeaderName) -> Option<&'a [u8]>) -> bool {
+    let content_type = header(&CONTENT_TYPE).unwrap_or_default();
     content_type.starts_with(b"application/grpc")
         || content_type.starts_with(b"text/event-stream")
-        || header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
+        || header(&TRANSFER_ENCODING).is_some_and(|value| value.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// `HTTP/1.1`, `HTTP/2`, as HAR and the page write them.
