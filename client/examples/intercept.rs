@@ -39,6 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Direct UDP when the proxy pod answers at once, else a port-forward through the API
         // server.
         tunnel: TunnelMode::Auto,
+        orphan_after: czctl::DEFAULT_ORPHAN_AFTER,
     };
     // Without a Ctrl-C handler, set-up runs to its end instead of being cut short.
     let ctrl_c = async {

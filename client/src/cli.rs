@@ -39,14 +39,16 @@ enum Command {
 enum ServiceCommand {
     /// Intercept traffic of a Service and redirect requests carrying the intercept header to
     /// this machine; everything else keeps going to the in-cluster pods.
-    Intercept(intercept::InterceptArgs),
+    Intercept(Box<intercept::InterceptArgs>),
 }
 
 #[derive(Debug, Subcommand)]
 enum SessionCommand {
-    /// Restore intercepted Services and remove everything czctl created (idempotent).
-    Close(session::SessionArgs),
-    /// List intercepted Services: header, local port, owner, age, whether a laptop is connected.
+    /// Close your sessions (or --session ID, or --all): detach their routes; where no session is
+    /// left, restore the Service and remove everything czctl created (idempotent).
+    Close(session::CloseArgs),
+    /// List every session of every intercepted Service: header, owner, local port, carrier,
+    /// whether its laptop is connected or since when not, requests served.
     List(session::SessionArgs),
 }
 
@@ -75,7 +77,7 @@ pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                 .subcommand_matches("service")
                 .and_then(|service| service.subcommand_matches("intercept"))
                 .expect("the matches of the command parsed as `service intercept`");
-            intercept::run(args, matches).await
+            intercept::run(*args, matches).await
         }
         Command::Session(SessionCommand::Close(args)) => session::close(args).await,
         Command::Session(SessionCommand::List(args)) => session::list(args).await,

@@ -10,10 +10,12 @@
 pub(crate) mod api_error;
 pub(crate) mod cleanup;
 pub(crate) mod client;
+pub(crate) mod leave;
 pub(crate) mod names;
 pub(crate) mod owned;
 pub(crate) mod port_forward;
 pub(crate) mod proxy_admin;
+pub(crate) mod proxy_control;
 pub(crate) mod proxy_deployment;
 pub(crate) mod proxy_pod;
 pub(crate) mod record;

@@ -26,12 +26,13 @@ mod progress;
 mod tunnel;
 
 pub use cz_shared::contract::ProxyState;
+pub use cz_shared::contract::DEFAULT_ORPHAN_AFTER;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
 pub use inspect::{Inspector, InspectorConfig};
 pub use intercept::{
-    Intercept, InterceptError, InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
+    Intercept, InterceptError, InterceptOptions, Left, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
     SHADOW_UID_PLACEHOLDER,
 };
 pub use k8s::client::client as kube_client;

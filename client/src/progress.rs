@@ -42,6 +42,18 @@ pub enum Progress {
     },
     /// An object under a session's name is no longer the one the session created; left alone.
     LeftAlone(String),
+    /// Another developer's session uses the Service's proxy too: the session joined it, with its
+    /// own rule, instead of creating one.
+    Joined {
+        /// The sessions already there, `OWNER (HEADER)` each.
+        others: Vec<String>,
+    },
+    /// Sessions left the intercept while others stay on it: their routes were detached and the
+    /// Service stays switched to the proxy.
+    StillShared {
+        /// The sessions staying, `OWNER (HEADER)` each.
+        others: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Progress {
@@ -68,6 +80,8 @@ impl std::fmt::Display for Progress {
             Self::Deleted(what) => write!(f, "deleted {what}"),
             Self::GoesWithOwner { object, owner } => write!(f, "{object} goes with its owner {owner} (the cluster's garbage collector deletes it)"),
             Self::LeftAlone(what) => write!(f, "left {what} alone: another object with another uid took its name"),
+            Self::Joined { others } => write!(f, "joined the proxy already intercepting this service for {}", others.join(", ")),
+            Self::StillShared { others } => write!(f, "left the intercept; the service stays switched to the proxy for {}", others.join(", ")),
         }
     }
 }

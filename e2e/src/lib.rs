@@ -84,6 +84,8 @@ pub struct ProxyHandle {
     pub carrier: SocketAddr,
     /// The admin port.
     pub admin: SocketAddr,
+    /// The control channel's TCP address.
+    pub control: SocketAddr,
     /// Pass-through ports, in the order given.
     pub passthrough: Vec<SocketAddr>,
     shutdown: CancellationToken,
@@ -155,8 +157,10 @@ pub async fn spawn_proxy(
         passthrough: forwards,
         tunnel,
         carrier: bind().await.expect("bind carrier"),
+        control: bind().await.expect("bind control"),
         admin: bind().await.expect("bind admin"),
     };
+    let control = listeners.control.local_addr().expect("addr");
     let handle_addrs = (
         listeners.http.local_addr().expect("addr"),
         listeners.tunnel.local_addr().expect("addr"),
@@ -186,6 +190,7 @@ pub async fn spawn_proxy(
         tunnel: handle_addrs.1,
         admin: handle_addrs.2,
         carrier: handle_addrs.3,
+        control,
         passthrough: handle_addrs.4,
         shutdown,
         task: Some(task),

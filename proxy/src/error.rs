@@ -35,6 +35,15 @@ pub enum ProxyError {
     /// Opening a stream on the tunnel failed (the connection was lost).
     #[error("the intercept tunnel to the developer's laptop was lost: {0}")]
     TunnelLost(#[from] quinn::ConnectionError),
+    /// The request matches the rules of several developers' sessions; giving it to one of them
+    /// would be a guess.
+    #[error("this request matches the intercept rules of {} sessions ({rules}), so the proxy cannot tell whose laptop it is for and sent it to none; send only one developer's intercept header (the sessions are listed by `czctl session list -A`)", .sessions)]
+    RouteConflict {
+        /// How many sessions' rules matched.
+        sessions: usize,
+        /// Their rules, `NAME:VALUE` of session ID, comma-separated.
+        rules: String,
+    },
     /// The request's method is longer than the tunnel carries ([`MAX_METHOD_LEN`]); refused on
     /// both routes, so the answer does not depend on the route.
     #[error(
@@ -103,6 +112,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::MethodTooLong | Self::RequestBodyIncomplete => StatusCode::BAD_REQUEST,
+            Self::RouteConflict { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -119,6 +129,7 @@ impl ProxyError {
             Self::TunnelBusy { .. } => "tunnel-busy",
             Self::TunnelTimeout { .. } => "tunnel-timeout",
             Self::TunnelHeadTooLarge { .. } => "tunnel-head-too-large",
+            Self::RouteConflict { .. } => "route-conflict",
         }
     }
 

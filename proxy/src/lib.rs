@@ -18,6 +18,7 @@ pub mod bounds;
 pub mod carrier;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -90,15 +91,17 @@ pub struct Listeners {
     pub tunnel: std::net::UdpSocket,
     /// The port-forward carrier's TCP port, on 127.0.0.1.
     pub carrier: TcpListener,
+    /// The control channel's TCP port, on 127.0.0.1.
+    pub control: TcpListener,
     /// The admin port.
     pub admin: TcpListener,
 }
 
 impl Listeners {
-    /// Binds every port `config` names on `config.bind_ip`, except the carrier port: on
-    /// 127.0.0.1 when `bind_ip` is every address (as in a pod), so that only `pods/portforward`
-    /// reaches it; on `bind_ip` itself when one address is given (a process standing in for a pod
-    /// on a shared host, whose address stands for its network namespace).
+    /// Binds every port `config` names on `config.bind_ip`, except the carrier and control
+    /// ports: on 127.0.0.1 when `bind_ip` is every address (as in a pod), so that only
+    /// `pods/portforward` reaches them; on `bind_ip` itself when one address is given (a process
+    /// standing in for a pod on a shared host, whose address stands for its network namespace).
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
         let tcp = |port: u16| tcp_listener(SocketAddr::new(config.bind_ip, port));
         let mut passthrough = Vec::new();
@@ -116,8 +119,13 @@ impl Listeners {
                 }
             })?,
             carrier: tcp_listener(SocketAddr::new(
-                carrier_ip(config.bind_ip),
+                loopback_ip(config.bind_ip),
                 config.carrier_port,
+            ))
+            .await?,
+            control: tcp_listener(SocketAddr::new(
+                loopback_ip(config.bind_ip),
+                config.control_port,
             ))
             .await?,
             admin: tcp(config.admin_port).await?,
@@ -143,15 +151,25 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let limit = |listener, max: u32| limits::ConnectionLimit::new(listener, max as usize, &metrics);
     let routes = Arc::new(routes::RouteTable::default());
-    let route = routes::Route::new(config.header.clone(), (&config).into());
-    routes.add(route.clone());
+    let limits = routes::TunnelLimits::from(&config);
+    let session = routes::Session {
+        id: config.session.clone(),
+        client_ca: identity.ca_cert_pem.clone(),
+        orphan_after: config.orphan_after,
+    };
+    let flag_route = routes::Route::new(session, config.header.clone(), limits)?;
+    routes
+        .join(flag_route)
+        .expect("the first route joins an empty table");
+    let verifier = routes::SessionsVerifier::new(routes.clone());
     let dial = |address: &str| {
         Dialer::new(address, config.upstream_connect_timeout)
             .map(|dialer| dialer.socket_buffer(config.socket_buffer_bytes))
             .map_err(|_| StartError::Upstream(address.to_owned()))
     };
     let upstream_dialer = dial(&config.upstream)?;
-    let mut server_config = identity.server_config()?;
+    let mut server_config =
+        identity.server_config_verifying(verifier.clone(), cz_shared::tls::transport_config())?;
     tunnel::bound_handshakes(&mut server_config);
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -162,7 +180,8 @@ pub async fn run(
     .map_err(StartError::Tunnel)?;
     // The same laptops, certificates and route over port-forward streams.
     let streams = StreamListener::new();
-    let mut carrier_config = identity.server_config_with(stream_transport_config())?;
+    let mut carrier_config =
+        identity.server_config_verifying(verifier, stream_transport_config())?;
     tunnel::bound_handshakes(&mut carrier_config);
     let carrier_endpoint = quinn::Endpoint::new_with_abstract_socket(
         stream_endpoint_config(),
@@ -178,6 +197,7 @@ pub async fn run(
     };
     bound(&listeners.http, config.socket_buffer_bytes)?;
     bound(&listeners.carrier, config.socket_buffer_bytes)?;
+    bound(&listeners.control, admin::SOCKET_BUFFER)?;
     bound(&listeners.admin, admin::SOCKET_BUFFER)?;
     for (listener, _) in &listeners.passthrough {
         bound(listener, config.socket_buffer_bytes)?;
@@ -197,7 +217,7 @@ pub async fn run(
         endpoint.clone(),
         tunnel::Path::Udp,
         handshakes.clone(),
-        route.clone(),
+        routes.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -205,7 +225,7 @@ pub async fn run(
         carrier_endpoint.clone(),
         tunnel::Path::Streams,
         handshakes,
-        route,
+        routes.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -213,6 +233,17 @@ pub async fn run(
         listeners.carrier,
         limit(Listener::Carrier, carrier::MAX_CONNECTIONS as u32),
         streams,
+        shutdown.clone(),
+    ));
+    let control = control::Control {
+        routes: routes.clone(),
+        proxy_ca: identity.ca_cert_pem.clone(),
+        limits,
+    };
+    tokio::spawn(control::serve(
+        listeners.control,
+        limit(Listener::Control, control::MAX_CONNECTIONS as u32),
+        Arc::new(control),
         shutdown.clone(),
     ));
     let connections = TaskTracker::new();
@@ -293,8 +324,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Where the carrier port listens: the pod's loopback, unless one address is given for all.
-fn carrier_ip(bind_ip: IpAddr) -> IpAddr {
+/// Where the carrier and control ports listen: the pod's loopback, unless one address is given
+/// for all.
+fn loopback_ip(bind_ip: IpAddr) -> IpAddr {
     if bind_ip.is_unspecified() {
         Ipv4Addr::LOCALHOST.into()
     } else {

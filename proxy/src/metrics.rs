@@ -29,6 +29,8 @@ pub enum Listener {
     Admin,
     /// The port-forward carrier's port.
     Carrier,
+    /// The control port.
+    Control,
     /// The UDP tunnel port (QUIC handshakes).
     Tunnel,
 }
@@ -102,7 +104,7 @@ impl Metrics {
         let tunnel_connected = Gauge::default();
         registry.register(
             "tunnel_connected",
-            "1 while the developer's laptop is connected to the tunnel",
+            "1 while a developer's laptop is connected to the tunnel",
             tunnel_connected.clone(),
         );
         let active_streams = Gauge::default();

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use cz_shared::protocol::MAX_METHOD_LEN;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{self, ClientAddr};
 use crate::intercept;
 use crate::metrics::{Metrics, Route};
-use crate::routes::RouteTable;
+use crate::routes::{Match, Route as LaptopRoute, RouteTable};
 use crate::upstream::Upstream;
 
 /// What every request handler needs.
@@ -41,17 +41,17 @@ impl Router {
         // the intercept header from one and show it to the other.
         let upgrade =
             headers::prepare_request(&mut request, client, |name| self.routes.is_rule_name(name));
-        let laptop_route = self.routes.find(request.headers());
-        let (route, result) = match laptop_route {
+        let (route, result) = match self.routes.find(request.headers()) {
             // Refused on both routes, so that the answer does not depend on the route.
-            _ if request.method().as_str().len() > MAX_METHOD_LEN => {
-                let route = match laptop_route {
-                    Some(_) => Route::Tunnel,
-                    None => Route::Upstream,
+            found if request.method().as_str().len() > MAX_METHOD_LEN => {
+                let route = match found {
+                    Match::Upstream => Route::Upstream,
+                    _ => Route::Tunnel,
                 };
                 (route, Err(ProxyError::MethodTooLong))
             }
-            Some(laptop_route) => {
+            Match::Laptop(laptop_route) => {
+                laptop_route.count_request();
                 let span =
                     tracing::debug_span!("req", route = "tunnel", rule = %laptop_route.rule());
                 let forwarded = intercept::forward(
@@ -63,7 +63,8 @@ impl Router {
                 );
                 (Route::Tunnel, forwarded.instrument(span).await)
             }
-            None => (
+            Match::Conflict(routes) => (Route::Tunnel, Err(conflict(&routes, &request))),
+            Match::Upstream => (
                 Route::Upstream,
                 self.upstream.forward(request, upgrade).await,
             ),
@@ -75,5 +76,22 @@ impl Router {
         self.metrics
             .observe(route, response.status().as_u16(), started.elapsed());
         response
+    }
+}
+
+/// Refuses a request that matches several sessions' routes, counting it on each of them.
+fn conflict(routes: &[Arc<LaptopRoute>], request: &Request<Incoming>) -> ProxyError {
+    let rules = routes
+        .iter()
+        .map(|route| format!("{} of session {}", route.rule(), route.session().id))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for route in routes {
+        route.count_conflict();
+    }
+    warn!(method = %request.method(), path = request.uri().path(), %rules, "request matches several sessions' routes; refused");
+    ProxyError::RouteConflict {
+        sessions: routes.len(),
+        rules,
     }
 }

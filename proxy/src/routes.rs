@@ -1,134 +1,74 @@
-//! The routing table: which rule sends a request to which laptop.
+//! The routing table: which session's rule sends a request to which laptop.
 //!
-//! Reads are lock-free (one atomic load per request); routes can be added and removed while the
-//! proxy serves, and a route's laptop connection can come and go without touching the table.
+//! Several developers share one proxy, each with a route of their own. A request is matched
+//! against every route, in the order the routes were added (the flag's route first): a request
+//! matching one route goes to its laptop; one matching none, or only routes whose laptop has been
+//! away longer than their orphan delay, goes to the original pods; one matching two or more is
+//! refused (409) and counted on each of them, never given silently to one.
+//!
+//! Reads are lock-free (one atomic load per request); routes are joined and detached while the
+//! proxy serves (writers take a lock, so a join's checks and its insertion are one step), and a
+//! route's laptop connection can come and go without touching the table.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod route;
+mod verifier;
+
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cz_shared::protocol::CloseCode;
-use cz_shared::InterceptRule;
 use http::HeaderMap;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use rustls::pki_types::CertificateDer;
 
-use crate::config::Config;
+pub use route::{Route, RoutePermit, Session, TunnelLimits};
+pub use verifier::SessionsVerifier;
 
-/// What a route's laptop may cost the proxy: how many requests it carries at once, how long a
-/// request waits for its turn and for the answer, how large an answer's head may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TunnelLimits {
-    /// Most requests in flight on the route at once.
-    pub max_requests: u32,
-    /// How long a request waits for a place and a tunnel stream.
-    pub slot_timeout: Duration,
-    /// How long the laptop may take to send a response head once the request is sent.
-    pub response_timeout: Duration,
-    /// Largest response head (or trailers) accepted from the laptop, in bytes.
-    pub max_head_len: usize,
+/// Where a request goes.
+pub enum Match {
+    /// To the original pods.
+    Upstream,
+    /// To this route's laptop.
+    Laptop(Arc<Route>),
+    /// Nowhere: it matches several routes, these.
+    Conflict(Vec<Arc<Route>>),
 }
 
-impl From<&Config> for TunnelLimits {
-    /// The limits of `--tunnel-*`; a response head is held to `--max-header-bytes`, the bound
-    /// on the clients' request heads.
-    fn from(config: &Config) -> Self {
-        Self {
-            max_requests: config.tunnel_max_requests,
-            slot_timeout: config.tunnel_slot_timeout,
-            response_timeout: config.tunnel_response_timeout,
-            max_head_len: config.max_header_bytes as usize,
-        }
-    }
+/// Why a route was not joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    /// Another session's route has the same rule.
+    #[error("session {held_by} already intercepts requests with {rule}")]
+    RuleTaken {
+        /// The rule.
+        rule: String,
+        /// The session holding it.
+        held_by: String,
+    },
+    /// Another session registered the same CA: its laptops would attach to both routes.
+    #[error("session {held_by} already registered this CA certificate")]
+    CaTaken {
+        /// The session holding it.
+        held_by: String,
+    },
+    /// The session has a route already, with another rule or CA.
+    #[error("session {0} already has a route, with another rule or CA; leave first")]
+    SessionTaken(String),
 }
 
-/// A rule and the laptop its matching requests go to.
-pub struct Route {
-    rule: InterceptRule,
-    laptop: watch::Sender<Option<quinn::Connection>>,
-    limits: TunnelLimits,
-    /// One permit per request in flight, up to [`TunnelLimits::max_requests`].
-    in_flight: Arc<Semaphore>,
-}
-
-/// One of a route's places for a request in flight; the place is free again once dropped.
-pub struct RoutePermit {
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Route {
-    /// A route with no laptop connected yet.
-    pub fn new(rule: InterceptRule, limits: TunnelLimits) -> Arc<Self> {
-        Arc::new(Self {
-            rule,
-            laptop: watch::Sender::new(None),
-            in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
-            limits,
-        })
-    }
-
-    /// The route's rule.
-    pub fn rule(&self) -> &InterceptRule {
-        &self.rule
-    }
-
-    /// The route's limits.
-    pub fn limits(&self) -> &TunnelLimits {
-        &self.limits
-    }
-
-    /// A place for one more request in flight, waiting (without limit: callers bound the wait)
-    /// until fewer than [`TunnelLimits::max_requests`] are.
-    pub async fn admit(&self) -> RoutePermit {
-        let permit = self.in_flight.clone().acquire_owned().await;
-        RoutePermit {
-            _permit: permit.expect("a route's semaphore is never closed"),
+impl JoinRefused {
+    /// The refusal's code on the control channel.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::RuleTaken { .. } => "rule-taken",
+            Self::CaTaken { .. } => "ca-taken",
+            Self::SessionTaken(_) => "session-taken",
         }
     }
 
-    /// Makes `connection` the route's laptop; a previous connection (e.g. one the laptop has
-    /// already given up on after a network change) is closed.
-    pub fn attach(&self, connection: quinn::Connection) {
-        if let Some(previous) = self.laptop.send_replace(Some(connection)) {
-            previous.close(
-                CloseCode::Replaced.into(),
-                b"replaced by a newer connection",
-            );
-        }
-    }
-
-    /// Forgets `connection` if it is still the route's laptop; returns whether it was.
-    pub fn detach(&self, connection: &quinn::Connection) -> bool {
-        self.laptop.send_if_modified(|current| {
-            let same =
-                current.as_ref().map(quinn::Connection::stable_id) == Some(connection.stable_id());
-            if same {
-                *current = None;
-            }
-            same
-        })
-    }
-
-    /// The laptop's connection, if one is connected now.
-    pub fn connected_laptop(&self) -> Option<quinn::Connection> {
-        self.laptop
-            .borrow()
-            .as_ref()
-            .filter(|c| c.close_reason().is_none())
-            .cloned()
-    }
-
-    /// The laptop's connection, waiting up to `grace` for one to (re)connect.
-    pub async fn laptop(&self, grace: Duration) -> Option<quinn::Connection> {
-        let usable =
-            |c: &Option<quinn::Connection>| c.as_ref().is_some_and(|c| c.close_reason().is_none());
-        if let Some(connection) = self.connected_laptop() {
-            return Some(connection);
-        }
-        let mut laptop_rx = self.laptop.subscribe();
-        let connected = tokio::time::timeout(grace, laptop_rx.wait_for(usable)).await;
-        match connected {
-            Ok(Ok(connection)) => connection.clone(),
-            _ => None,
+    /// The session in the way.
+    pub fn held_by(&self) -> &str {
+        match self {
+            Self::RuleTaken { held_by, .. } | Self::CaTaken { held_by } => held_by,
+            Self::SessionTaken(session) => session,
         }
     }
 }
@@ -137,31 +77,64 @@ impl Route {
 #[derive(Default)]
 pub struct RouteTable {
     routes: ArcSwap<Vec<Arc<Route>>>,
+    /// Serializes writers, so that a join checks and inserts against the same table.
+    writers: Mutex<()>,
 }
 
 impl RouteTable {
-    /// Adds a route; a route with the same rule is replaced.
-    pub fn add(&self, route: Arc<Route>) {
-        self.routes.rcu(|routes| {
-            let mut routes: Vec<_> = routes
-                .iter()
-                .filter(|r| r.rule != route.rule)
-                .cloned()
-                .collect();
-            routes.push(route.clone());
-            routes
-        });
+    /// Adds `route` after the others, unless another session holds its rule or CA; the same
+    /// session joining again with the same rule and CA keeps its existing route (returned).
+    pub fn join(&self, route: Arc<Route>) -> Result<Arc<Route>, JoinRefused> {
+        let _writer = self.writers.lock().expect("never poisoned");
+        let current = self.routes.load();
+        let (session, ca) = (&route.session().id, route.session().client_ca.trim());
+        for existing in current.iter() {
+            let theirs = existing.session();
+            let same_ca = theirs.client_ca.trim() == ca;
+            if &theirs.id == session {
+                return if existing.rule() == route.rule() && same_ca {
+                    Ok(existing.clone())
+                } else {
+                    Err(JoinRefused::SessionTaken(session.clone()))
+                };
+            }
+            if existing.rule() == route.rule() {
+                return Err(JoinRefused::RuleTaken {
+                    rule: route.rule().to_string(),
+                    held_by: theirs.id.clone(),
+                });
+            }
+            if same_ca {
+                return Err(JoinRefused::CaTaken {
+                    held_by: theirs.id.clone(),
+                });
+            }
+        }
+        let mut routes = Vec::with_capacity(current.len() + 1);
+        routes.extend(current.iter().cloned());
+        routes.push(route.clone());
+        self.routes.store(Arc::new(routes));
+        Ok(route)
     }
 
-    /// Removes the route with `rule`; requests matching it go upstream from then on.
-    pub fn remove(&self, rule: &InterceptRule) {
-        self.routes.rcu(|routes| {
-            routes
-                .iter()
-                .filter(|r| &r.rule != rule)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+    /// Detaches `session`'s route: its matching requests go to the original pods from then on
+    /// (requests in flight keep the route until they end). Returns the route, if there was one.
+    pub fn remove(&self, session: &str) -> Option<Arc<Route>> {
+        let _writer = self.writers.lock().expect("never poisoned");
+        let current = self.routes.load();
+        let removed = current.iter().find(|r| r.session().id == session)?.clone();
+        let rest = current
+            .iter()
+            .filter(|r| r.session().id != session)
+            .cloned()
+            .collect();
+        self.routes.store(Arc::new(rest));
+        Some(removed)
+    }
+
+    /// Every route, in matching order.
+    pub fn all(&self) -> Arc<Vec<Arc<Route>>> {
+        self.routes.load_full()
     }
 
     /// Whether `name` is the header of one of the routes' rules (in any spelling).
@@ -169,93 +142,44 @@ impl RouteTable {
         self.routes
             .load()
             .iter()
-            .any(|route| route.rule.matches_name(name))
+            .any(|route| route.rule().matches_name(name))
     }
 
-    /// The route a request with `headers` takes, if any.
-    pub fn find(&self, headers: &HeaderMap) -> Option<Arc<Route>> {
+    /// Where a request with `headers` goes.
+    pub fn find(&self, headers: &HeaderMap) -> Match {
+        let routes = self.routes.load();
+        let taking = |route: &&Arc<Route>| route.rule().matches(headers) && !route.abandoned();
+        let mut matching = routes.iter().filter(taking);
+        let Some(first) = matching.next() else {
+            return Match::Upstream;
+        };
+        match matching.next() {
+            None => Match::Laptop(first.clone()),
+            Some(second) => {
+                let mut all = vec![first.clone(), second.clone()];
+                all.extend(matching.cloned());
+                Match::Conflict(all)
+            }
+        }
+    }
+
+    /// The route whose session issued the client certificate `chain` (end entity first).
+    pub fn for_laptop(&self, chain: &[CertificateDer<'_>]) -> Option<Arc<Route>> {
         self.routes
             .load()
             .iter()
-            .find(|route| route.rule.matches(headers))
+            .find(|route| route.accepts(chain))
             .cloned()
+    }
+
+    /// Whether any route's laptop is connected.
+    pub fn any_laptop_connected(&self) -> bool {
+        self.routes
+            .load()
+            .iter()
+            .any(|route| route.connected_laptop().is_some())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    const LIMITS: TunnelLimits = TunnelLimits {
-        max_requests: 2,
-        slot_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(60),
-        max_head_len: 64 * 1024,
-    };
-
-    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        map.insert(name, HeaderValue::from_static(value));
-        map
-    }
-
-    #[test]
-    fn routes_are_added_and_removed_at_run_time() {
-        let table = RouteTable::default();
-        let alice: InterceptRule = "x-dev:alice".parse().expect("rule");
-        let bob: InterceptRule = "x-dev:bob".parse().expect("rule");
-        table.add(Route::new(alice.clone(), LIMITS));
-        table.add(Route::new(bob.clone(), LIMITS));
-        assert_eq!(
-            table
-                .find(&headers("x-dev", "bob"))
-                .map(|r| r.rule().clone()),
-            Some(bob.clone())
-        );
-        assert_eq!(
-            table
-                .find(&headers("x-dev", "alice"))
-                .map(|r| r.rule().clone()),
-            Some(alice)
-        );
-        assert!(table.is_rule_name(b"X_DEV"));
-        assert!(!table.is_rule_name(b"x-other"));
-        table.remove(&bob);
-        assert!(table.find(&headers("x-dev", "bob")).is_none());
-        assert!(table.find(&HeaderMap::new()).is_none());
-    }
-
-    #[tokio::test]
-    async fn waiting_for_a_laptop_gives_up_after_the_grace_period_not_before() {
-        let route = Route::new(InterceptRule::default(), LIMITS);
-        let grace = Duration::from_millis(300);
-        let started = tokio::time::Instant::now();
-        let waited = tokio::time::timeout(Duration::from_secs(20), route.laptop(grace))
-            .await
-            .expect("the wait ends once the grace period is over");
-        assert!(waited.is_none(), "no laptop ever connected");
-        assert!(
-            started.elapsed() >= grace,
-            "gave up after {:?}, before the {grace:?} grace period",
-            started.elapsed()
-        );
-        assert!(route.connected_laptop().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_route_admits_its_limit_of_requests_and_the_next_when_one_ends() {
-        let route = Route::new(InterceptRule::default(), LIMITS);
-        let first = route.admit().await;
-        let _second = route.admit().await;
-        let mut third = std::pin::pin!(route.admit());
-        assert!(
-            futures_util::FutureExt::now_or_never(third.as_mut()).is_none(),
-            "a third request waits while two are in flight"
-        );
-        drop(first);
-        tokio::time::timeout(Duration::from_secs(20), third)
-            .await
-            .expect("the third request is admitted once the first ends");
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
-//! The tunnel listener: laptops dial in over QUIC with the session's client certificate, say
-//! hello, and from then on carry the route's intercepted requests.
+//! The tunnel listener: laptops dial in over QUIC with their session's client certificate, say
+//! hello, and from then on carry their session's route's intercepted requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::limits::{ConnectionLimit, ConnectionPermit};
 use crate::metrics::{Listener, Metrics};
-use crate::routes::Route;
+use crate::routes::{Route, RouteTable};
 
 /// How long a laptop may take between its TLS handshake and its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,13 +43,24 @@ pub enum Path {
     Streams,
 }
 
-/// Accepts laptops until `shutdown`, attaching each to `route`; at most `handshakes` handshakes
-/// at once, each bounded by [`HANDSHAKE_TIMEOUT`].
+impl Path {
+    /// How the control channel names it.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Udp => "direct UDP",
+            Self::Streams => "port-forward",
+        }
+    }
+}
+
+/// Accepts laptops until `shutdown`, attaching each to the route of `routes` whose session
+/// issued its certificate; at most `handshakes` handshakes at once, each bounded by
+/// [`HANDSHAKE_TIMEOUT`].
 pub async fn serve(
     endpoint: quinn::Endpoint,
     path: Path,
     handshakes: ConnectionLimit,
-    route: Arc<Route>,
+    routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -73,15 +84,16 @@ pub async fn serve(
             continue;
         };
         let span = tracing::info_span!("tunnel", peer = %incoming.remote_address());
-        let laptop = serve_laptop(incoming, permit, route.clone(), metrics.clone());
+        let laptop = serve_laptop(incoming, path, permit, routes.clone(), metrics.clone());
         tokio::spawn(laptop.instrument(span));
     }
 }
 
 async fn serve_laptop(
     incoming: quinn::Incoming,
+    path: Path,
     handshake: ConnectionPermit,
-    route: Arc<Route>,
+    routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
 ) {
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -106,14 +118,28 @@ async fn serve_laptop(
             return warn!("laptop sent no hello in time");
         }
     }
-    info!("laptop connected");
-    route.attach(connection.clone());
-    metrics.set_tunnel_connected(true);
+    // The handshake checked the certificate against the routes of that moment.
+    let Some(route) = route_of(&connection, &routes) else {
+        connection.close(CloseCode::Shutdown.into(), b"session detached");
+        return warn!("laptop refused: its session left this proxy during the handshake");
+    };
+    let session = route.session().id.clone();
+    info!(%session, "laptop connected");
+    route.attach(connection.clone(), path.describe());
+    metrics.set_tunnel_connected(routes.any_laptop_connected());
     let reason = connection.closed().await;
-    if route.detach(&connection) {
-        metrics.set_tunnel_connected(false);
-    }
-    info!(%reason, "laptop disconnected");
+    route.detach(&connection);
+    metrics.set_tunnel_connected(routes.any_laptop_connected());
+    info!(%session, %reason, "laptop disconnected");
+}
+
+/// The route whose session issued the laptop's certificate.
+fn route_of(connection: &quinn::Connection, routes: &RouteTable) -> Option<Arc<Route>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    routes.for_laptop(&chain)
 }
 
 /// Reads the laptop's hello and answers with ours. On a version mismatch the laptop, having

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 23] = [
+const EVERY_FLAG: [(&str, &str); 26] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -14,6 +14,9 @@ const EVERY_FLAG: [(&str, &str); 23] = [
     ("--admin-port", "CZ_ADMIN_PORT"),
     ("--tls-dir", "CZ_TLS_DIR"),
     ("--header", "CZ_HEADER"),
+    ("--session", "CZ_SESSION"),
+    ("--orphan-after", "CZ_ORPHAN_AFTER"),
+    ("--control-port", "CZ_CONTROL_PORT"),
     ("--reconnect-grace", "CZ_RECONNECT_GRACE"),
     ("--drain-timeout", "CZ_DRAIN_TIMEOUT"),
     ("--header-read-timeout", "CZ_HEADER_READ_TIMEOUT"),

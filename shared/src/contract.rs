@@ -28,6 +28,12 @@ pub mod flag {
     pub const TLS_DIR: &str = "tls-dir";
     /// The intercept rule.
     pub const HEADER: &str = "header";
+    /// The session whose route the rule is.
+    pub const SESSION: &str = "session";
+    /// How long a route's matching requests wait for a laptop that went away.
+    pub const ORPHAN_AFTER: &str = "orphan-after";
+    /// TCP port (on 127.0.0.1) of the control channel.
+    pub const CONTROL_PORT: &str = "control-port";
 }
 
 /// The environment variable beside each flag of [`flag`].
@@ -48,7 +54,17 @@ pub mod env {
     pub const TLS_DIR: &str = "CZ_TLS_DIR";
     /// `--header`.
     pub const HEADER: &str = "CZ_HEADER";
+    /// `--session`.
+    pub const SESSION: &str = "CZ_SESSION";
+    /// `--orphan-after`.
+    pub const ORPHAN_AFTER: &str = "CZ_ORPHAN_AFTER";
+    /// `--control-port`.
+    pub const CONTROL_PORT: &str = "CZ_CONTROL_PORT";
 }
+
+/// How long a route's laptop may be gone before its matching requests go to the original pods
+/// instead of getting 503 (`czctl service intercept --orphan-after`, `cz-proxy --orphan-after`).
+pub const DEFAULT_ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The tunnel's UDP port unless the intercepted Service uses it.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7443;
@@ -127,6 +143,12 @@ pub struct ProxyArgs {
     pub admin_port: u16,
     /// The intercept rule, `NAME:VALUE`.
     pub header: String,
+    /// The session whose rule it is.
+    pub session: String,
+    /// The rule's orphan delay.
+    pub orphan_after: std::time::Duration,
+    /// TCP port (on 127.0.0.1) of the control channel.
+    pub control_port: u16,
 }
 
 impl ProxyArgs {
@@ -141,6 +163,12 @@ impl ProxyArgs {
             arg(flag::ADMIN_PORT, &self.admin_port),
             arg(flag::TLS_DIR, &TLS_DIR),
             arg(flag::HEADER, &self.header),
+            arg(flag::SESSION, &self.session),
+            arg(
+                flag::ORPHAN_AFTER,
+                &humantime::format_duration(self.orphan_after),
+            ),
+            arg(flag::CONTROL_PORT, &self.control_port),
         ];
         args.extend(self.passthrough.iter().map(|p| {
             arg(
@@ -256,8 +284,12 @@ mod tests {
             carrier_port: DEFAULT_CARRIER_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
             header: "x-c6o-intercept:yes".into(),
+            session: "0123abcd".into(),
+            orphan_after: DEFAULT_ORPHAN_AFTER,
+            control_port: crate::control::DEFAULT_CONTROL_PORT,
         }
         .to_args();
+        assert!(args.contains(&"--orphan-after=15m".to_owned()));
         assert!(args.contains(&"--passthrough=9090=10.0.0.1:9090".to_owned()));
         assert!(args.contains(&format!("--tls-dir={TLS_DIR}")));
     }

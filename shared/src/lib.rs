@@ -1,6 +1,6 @@
 //! What `cz-proxy` (in the cluster) and `czctl` (on the laptop) share: the tunnel's wire protocol,
 //! the intercept rule, the session certificates, and the [`contract`] of the proxy czctl deploys
-//! (flags, ports, paths, admin state).
+//! (flags, ports, paths, admin state) and its [`control`] channel.
 //!
 //! The wire is QUIC: [`protocol`] defines the handshake and frames, [`stream`] moves them over
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
@@ -11,6 +11,7 @@
 
 pub mod carrier;
 pub mod contract;
+pub mod control;
 pub mod headers;
 pub mod hello;
 pub mod protocol;

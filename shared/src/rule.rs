@@ -13,8 +13,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 /// The rule of `czctl service intercept` when no `--header` is given.
 pub const DEFAULT_RULE: &str = "X-C6O-INTERCEPT:yes";
 
-/// A parsed `NAME:VALUE` intercept rule.
-#[derive(Clone, PartialEq, Eq)]
+/// A parsed `NAME:VALUE` intercept rule. Two rules are equal when they match the same
+/// requests: same normalized name, values equal but for ASCII case.
+#[derive(Clone, Eq)]
 pub struct InterceptRule {
     /// Lower-case, with every `_` written as `-`.
     name: HeaderName,
@@ -89,6 +90,12 @@ fn normalize(byte: u8) -> u8 {
         b'-'
     } else {
         byte.to_ascii_lowercase()
+    }
+}
+
+impl PartialEq for InterceptRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.value.eq_ignore_ascii_case(&other.value)
     }
 }
 
@@ -200,6 +207,13 @@ mod tests {
         assert!(rule.matches(&headers(&[("x-dev", "alice"), ("x-dev", "bob")])));
         assert!(rule.matches(&headers(&[("x-dev", "alice"), ("x_dev", "bob")])));
         assert!(!rule.matches(&headers(&[("x-dev", "alice"), ("x-dev", "carol")])));
+    }
+
+    #[test]
+    fn rules_matching_the_same_requests_are_equal() {
+        assert_eq!(rule("X_Dev:Alice"), rule("x-dev: alice"));
+        assert_ne!(rule("x-dev:alice"), rule("x-dev:bob"));
+        assert_ne!(rule("x-dev:alice"), rule("x-team:alice"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
@@ -171,6 +172,16 @@ impl Identity {
         &self.key_pem.0
     }
 
+    /// The same certificate and key, verifying the peer with the CA in `ca_cert_pem` instead of
+    /// the one that issued it: a laptop joining another session's proxy trusts the proxy's CA,
+    /// which the proxy serves on its control channel, while its own CA vouches for it.
+    pub fn trusting(self, ca_cert_pem: String) -> Self {
+        Self {
+            ca_cert_pem,
+            ..self
+        }
+    }
+
     /// Reads `ca.crt`, `tls.crt` and `tls.key` from a directory (such as a mounted Secret).
     pub fn from_dir(dir: &Path) -> io::Result<Self> {
         let read = |file: &str| {
@@ -213,14 +224,7 @@ impl Identity {
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_cert_pem.as_bytes()) {
-            roots.add(cert.map_err(|source| TlsError::Pem {
-                what: "CA certificate",
-                source,
-            })?)?;
-        }
-        Ok(Arc::new(roots))
+        roots(&self.ca_cert_pem)
     }
 
     /// The proxy's QUIC server configuration: presents this identity and accepts only client
@@ -233,15 +237,9 @@ impl Identity {
     /// [`stream_transport_config`](crate::carrier::stream_transport_config).
     pub fn server_config_with(
         &self,
-        mut transport: quinn::TransportConfig,
+        transport: quinn::TransportConfig,
     ) -> Result<quinn::ServerConfig, TlsError> {
-        let tls = self.server_tls()?;
-        let mut config =
-            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-        // The laptop opens only the control stream; requests flow on streams the proxy opens.
-        transport.max_concurrent_bidi_streams(4u32.into());
-        config.transport_config(Arc::new(transport));
-        Ok(config)
+        self.server_config_verifying(client_verifier(&self.ca_cert_pem)?, transport)
     }
 
     /// The laptop's QUIC client configuration: presents this identity and accepts only the
@@ -267,11 +265,29 @@ impl Identity {
         Ok(config)
     }
 
+    /// [`server_config_with`](Self::server_config_with), accepting the client certificates
+    /// `verifier` accepts instead of those of this identity's CA: a proxy serving several
+    /// sessions accepts each session's laptop.
+    pub fn server_config_verifying(
+        &self,
+        verifier: Arc<dyn ClientCertVerifier>,
+        mut transport: quinn::TransportConfig,
+    ) -> Result<quinn::ServerConfig, TlsError> {
+        let tls = self.server_tls(verifier)?;
+        let mut config =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+        // The laptop opens only the control stream; requests flow on streams the proxy opens.
+        transport.max_concurrent_bidi_streams(4u32.into());
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+
     /// The TLS half of [`server_config`](Self::server_config).
-    fn server_tls(&self) -> Result<rustls::ServerConfig, TlsError> {
+    fn server_tls(
+        &self,
+        verifier: Arc<dyn ClientCertVerifier>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = crypto_provider();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone()).build()?;
         let (chain, key) = self.chain_and_key()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -292,6 +308,26 @@ impl Identity {
         tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_HELLO_ONLY.to_vec()];
         Ok(tls)
     }
+}
+
+/// The certificates in `ca_cert_pem`, as trust roots.
+fn roots(ca_cert_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_cert_pem.as_bytes()) {
+        roots.add(cert.map_err(|source| TlsError::Pem {
+            what: "CA certificate",
+            source,
+        })?)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Accepts only client certificates issued by the CA in `ca_cert_pem` (one session's laptop).
+pub fn client_verifier(ca_cert_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(roots(ca_cert_pem)?, crypto_provider())
+            .build()?,
+    )
 }
 
 /// Makes `dir` a directory only its owner can enter (creating it, and its parents, if missing);
@@ -371,8 +407,9 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// loopback (a local cluster, a port-forward) six times fewer packets carry the same bytes.
 const MTU_UPPER_BOUND: u16 = 9000 - 48;
 
-/// Flow-control windows bound what one tunnel buffers: 2 MiB per stream, 16 MiB per connection.
-pub(crate) fn transport_config() -> quinn::TransportConfig {
+/// The tunnel's QUIC transport over UDP. Flow-control windows bound what one tunnel buffers:
+/// 2 MiB per stream, 16 MiB per connection.
+pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
     mtu_discovery.upper_bound(MTU_UPPER_BOUND);
@@ -491,7 +528,8 @@ mod tests {
         assert_eq!(server.expect("a newer laptop is heard"), ALPN_HELLO_ONLY);
         client.expect("and accepts the proxy");
 
-        let mut next_proxy = proxy.server_tls().expect("tls");
+        let verifier = client_verifier(&proxy.ca_cert_pem).expect("verifier");
+        let mut next_proxy = proxy.server_tls(verifier).expect("tls");
         next_proxy.alpn_protocols = NEXT_MAJOR.map(<[u8]>::to_vec).to_vec();
         let (server, client) = handshake(
             quic_server(next_proxy),

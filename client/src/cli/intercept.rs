@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, ArgMatches, Args};
 use czctl::{
-    session, Intercept, InterceptOptions, InterceptRule, TunnelEvent, TunnelMode, DEFAULT_RULE,
+    session, Intercept, InterceptOptions, InterceptRule, Left, TunnelEvent, TunnelMode,
+    DEFAULT_RULE,
 };
 
 use super::cluster::ClusterArgs;
@@ -15,6 +16,7 @@ use super::config::{self, ConfigError};
 use super::dry_run::{self, OutputFormat};
 use super::inspect::{InspectArgs, RunningInspector};
 use super::output::Output;
+use super::session::{describe, ClosingArgs};
 
 /// The proxy image: the project's, at this czctl's version.
 const DEFAULT_PROXY_IMAGE: &str = concat!("ghcr.io/czctl/cz-proxy:", env!("CARGO_PKG_VERSION"));
@@ -49,9 +51,17 @@ pub struct InterceptArgs {
     header: InterceptRule,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Close and clean up an existing session of this service (also one left by a crash).
+    /// Close and clean up your session of this service (also one left by a crash); with
+    /// --session ID or --all, that session or every session (other developers' too).
     #[arg(short = 'c', long)]
     clean: bool,
+    #[command(flatten)]
+    closing: ClosingArgs,
+    /// How long requests matching your header wait for your laptop after it went away (lid
+    /// closed, czctl killed) before they go to the in-cluster pods instead of getting 503, so
+    /// the environment is whole again for everyone; your laptop takes them back when it returns.
+    #[arg(long, value_name = "DURATION", env = "CZ_ORPHAN_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
+    orphan_after: Duration,
     /// Only display error messages.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -118,6 +128,9 @@ impl InterceptArgs {
 /// command's own, for the config file's place among the settings.
 pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     // --clean uses none of the settings: a broken config file never stands in a clean-up's way.
+    if !args.clean && args.closing.is_given() {
+        anyhow::bail!("--session and --all choose which sessions --clean closes; add --clean (or use `czctl session close`)");
+    }
     let args = if args.clean {
         args
     } else {
@@ -129,16 +142,19 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
     let (client, context_namespace) = args.cluster.connect().await?;
     let namespace = args.namespace.clone().unwrap_or(context_namespace);
     if args.clean {
+        let closing = args.closing.closing();
         let closed = session::close(
             &client,
             Some(&namespace),
             Some(&args.service),
+            &closing,
             &mut |step| output.step(step),
         )
         .await?;
         output.info(format_args!(
-            "cleaned up {namespace}/{}: {closed} intercept(s) closed, and every object verified as created by czctl for it was removed (session Secrets go with their shadow services)",
-            args.service
+            "cleaned up {namespace}/{}: {closed} session(s) closed ({}); if no session is left, the service is restored and every object verified as created by czctl for it was removed (session Secrets go with their shadow services)",
+            args.service,
+            describe(&closing),
         ));
         return Ok(());
     }
@@ -153,6 +169,7 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         timeout: args.timeout,
         tunnel_endpoint: args.tunnel_endpoint.clone(),
         tunnel: args.tunnel,
+        orphan_after: args.orphan_after,
     };
     if args.dry_run {
         let plan = Intercept::plan(&client, &options).await?;
@@ -176,22 +193,22 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         args.service, record.remote_port, args.header, record.local_port,
         RunningInspector::sentence(inspector.as_ref())
     ));
-    let mut events = intercept.tunnel().events();
-    let printer = tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            if !matches!(event, TunnelEvent::Connected { .. }) {
-                output.event(&event);
-            }
-        }
+    let printing = output.print_events(intercept.tunnel().events(), |event| {
+        !matches!(event, TunnelEvent::Connected { .. })
     });
     interrupts.recv().await;
-    printer.abort();
+    printing.store(true, std::sync::atomic::Ordering::Relaxed);
     output.info("stopping: restoring the service first");
-    intercept.stop(|step| output.step(step)).await?;
-    output.info(format_args!(
-        "intercept of {namespace}/{} ended; the service is restored",
-        args.service
-    ));
+    match intercept.stop(|step| output.step(step)).await? {
+        Left::StillShared { others } => output.info(format_args!(
+            "you left the intercept of {namespace}/{}; it goes on for {others} other session(s)",
+            args.service
+        )),
+        _ => output.info(format_args!(
+            "intercept of {namespace}/{} ended; the service is restored",
+            args.service
+        )),
+    }
     Ok(())
 }
 

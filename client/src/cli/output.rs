@@ -1,6 +1,10 @@
 //! Human output: what happened, one line each, unless `--quiet`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use czctl::TunnelEvent;
+use tokio::sync::broadcast::error::RecvError;
 
 /// Prints to stdout unless quiet; warnings go to stderr.
 #[derive(Debug, Clone, Copy)]
@@ -9,6 +13,34 @@ pub struct Output {
 }
 
 impl Output {
+    /// Prints `events`, except those `shown` refuses, on a thread of its own: a terminal that
+    /// is paused or a pipe nobody reads blocks only that thread, never the tunnel (events that
+    /// pile up meanwhile are skipped, and counted). Printing ends when the returned flag is
+    /// set, or with the tunnel.
+    pub fn print_events(
+        self,
+        mut events: tokio::sync::broadcast::Receiver<TunnelEvent>,
+        shown: fn(&TunnelEvent) -> bool,
+    ) -> Arc<AtomicBool> {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        std::thread::spawn(move || loop {
+            let event = events.blocking_recv();
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match event {
+                Ok(event) if shown(&event) => self.event(&event),
+                Ok(_) => {}
+                Err(RecvError::Lagged(skipped)) => self.warn(format_args!(
+                    "{skipped} events not shown: the output was not read fast enough"
+                )),
+                Err(RecvError::Closed) => return,
+            }
+        });
+        done
+    }
+
     /// A line of progress or information.
     pub fn info(&self, line: impl std::fmt::Display) {
         if !self.quiet {

@@ -1,12 +1,42 @@
 //! `czctl session close` and `czctl session list`.
 
+use std::time::Duration;
+
 use clap::Args;
-use czctl::session;
+use czctl::session::{self, Closing};
 
 use super::cluster::ClusterArgs;
 use super::output::Output;
 
-/// Arguments of the session commands.
+/// Which sessions a clean-up closes: the caller's own unless told.
+#[derive(Debug, Args)]
+pub struct ClosingArgs {
+    /// Close this session only (its id is in `czctl session list`), whoever started it.
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    session: Option<String>,
+    /// Close every session, other developers' live ones included. Without it, and without
+    /// --session, only your own sessions (started as this user on this host) are closed.
+    #[arg(long)]
+    all: bool,
+}
+
+impl ClosingArgs {
+    /// Whether --session or --all was given.
+    pub fn is_given(&self) -> bool {
+        self.session.is_some() || self.all
+    }
+
+    /// The sessions to close.
+    pub fn closing(&self) -> Closing {
+        match (&self.session, self.all) {
+            (Some(session), _) => Closing::Session(session.clone()),
+            (None, true) => Closing::All,
+            (None, false) => Closing::Own,
+        }
+    }
+}
+
+/// Arguments of `session list`.
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// The namespace (default: the kubeconfig context's, else 'default').
@@ -22,6 +52,15 @@ pub struct SessionArgs {
     quiet: bool,
 }
 
+/// Arguments of `session close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    #[command(flatten)]
+    scope: SessionArgs,
+    #[command(flatten)]
+    closing: ClosingArgs,
+}
+
 impl SessionArgs {
     async fn connect(&self) -> anyhow::Result<(kube::Client, Option<String>)> {
         let (client, context_namespace) = self.cluster.connect().await?;
@@ -31,22 +70,36 @@ impl SessionArgs {
     }
 }
 
-/// Restores every intercepted Service in scope and removes czctl's objects.
-pub async fn close(args: SessionArgs) -> anyhow::Result<()> {
-    let output = Output { quiet: args.quiet };
-    let (client, namespace) = args.connect().await?;
-    let closed = session::close(&client, namespace.as_deref(), None, &mut |step| {
+/// Closes the sessions asked for in scope: detaches their routes, and where no session is left,
+/// restores the Service and removes czctl's objects.
+pub async fn close(args: CloseArgs) -> anyhow::Result<()> {
+    let output = Output {
+        quiet: args.scope.quiet,
+    };
+    let (client, namespace) = args.scope.connect().await?;
+    let closing = args.closing.closing();
+    let closed = session::close(&client, namespace.as_deref(), None, &closing, &mut |step| {
         output.step(step)
     })
     .await?;
     let scope = namespace.map_or("all namespaces".to_owned(), |ns| format!("namespace {ns}"));
     output.info(format_args!(
-        "{closed} intercept(s) closed in {scope}; every object verified as created by czctl was removed"
+        "{closed} session(s) closed in {scope} ({}); every intercept left without a session was restored and every object verified as created by czctl for it removed",
+        describe(&closing)
     ));
     Ok(())
 }
 
-/// Prints the intercepted Services in scope.
+/// What `closing` covers, for the summary line.
+pub fn describe(closing: &Closing) -> String {
+    match closing {
+        Closing::Own => "your own; --session ID or --all for others'".to_owned(),
+        Closing::Session(id) => format!("session {id}"),
+        Closing::All => "every session".to_owned(),
+    }
+}
+
+/// Prints every session of every intercepted Service in scope, with what its proxy says.
 pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
     let (client, namespace) = args.connect().await?;
     let sessions = session::list(&client, namespace.as_deref()).await?;
@@ -55,34 +108,69 @@ pub async fn list(args: SessionArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<30} {:<28} {:>6} {:>10} {:<24} {:>8} CONNECTED",
-        "SERVICE", "HEADER", "PORT", "LOCAL PORT", "OWNER", "AGE"
+        "{:<28} {:<9} {:<24} {:>6} {:>10} {:<20} {:>8} {:<14} {:>8} STATE",
+        "SERVICE", "SESSION", "HEADER", "PORT", "LOCAL PORT", "OWNER", "AGE", "CARRIER", "REQUESTS"
     );
+    let mut abandoned = Vec::new();
     for info in sessions {
-        let connected = match session::proxy_state(&client, &info).await {
-            Ok(state) if state.laptop_connected => "yes",
-            Ok(_) => "no",
-            Err(error) => {
-                tracing::debug!(%error, service = %info.service, "could not read the proxy's state");
-                "unknown"
+        let routes = session::routes(&client, &info).await;
+        if let Err(error) = &routes {
+            tracing::debug!(%error, service = %info.service, "could not read the proxy's routes");
+        }
+        for member in info.record.members() {
+            let route = routes
+                .as_ref()
+                .ok()
+                .and_then(|routes| routes.routes.iter().find(|r| r.session == member.session));
+            let mut state = match route {
+                None if routes.is_ok() => "NO ROUTE (run session close)".to_owned(),
+                None => "unknown (proxy unreachable: may you port-forward to it?)".to_owned(),
+                Some(route) if route.connected => "connected".to_owned(),
+                Some(route) => {
+                    let away = seconds(route.disconnected_seconds.unwrap_or_default());
+                    if route.abandoned {
+                        abandoned.push((info.namespace.clone(), member.session.clone()));
+                        format!("ABANDONED (away {away}; requests go to the pods)")
+                    } else {
+                        format!("disconnected {away} ago")
+                    }
+                }
+            };
+            if let Some(route) = route.filter(|r| r.conflicts > 0) {
+                state.push_str(&format!(
+                    "; {} request(s) also matched another session's rule (refused with 409)",
+                    route.conflicts
+                ));
             }
-        };
-        let age = humantime::parse_rfc3339(&info.record.since)
-            .ok()
-            .and_then(|since| since.elapsed().ok())
-            .map_or("?".to_owned(), |age| {
-                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
-                    .to_string()
-            });
-        println!(
-            "{:<30} {:<28} {:>6} {:>10} {:<24} {:>8} {connected}",
-            format!("{}/{}", info.namespace, info.service),
-            info.record.header,
-            info.record.remote_port,
-            info.record.local_port,
-            info.record.owner,
-            age
-        );
+            println!(
+                "{:<28} {:<9} {:<24} {:>6} {:>10} {:<20} {:>8} {:<14} {:>8} {state}",
+                format!("{}/{}", info.namespace, info.service),
+                member.session,
+                member.header,
+                info.record.remote_port,
+                member.local_port,
+                member.owner,
+                age(&member.since),
+                route
+                    .and_then(|r| r.carrier.clone())
+                    .unwrap_or_else(|| "-".into()),
+                route.map_or("-".to_owned(), |r| r.requests.to_string()),
+            );
+        }
+    }
+    for (namespace, session) in abandoned {
+        println!("close abandoned session {session} with: czctl session close -n {namespace} --session {session}");
     }
     Ok(())
+}
+
+fn seconds(seconds: u64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+fn age(since: &str) -> String {
+    humantime::parse_rfc3339(since)
+        .ok()
+        .and_then(|since| since.elapsed().ok())
+        .map_or("?".to_owned(), |age| seconds(age.as_secs()))
 }

@@ -61,12 +61,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let inspector = inspector
         .map(|inspector| inspector.start(&tunnel, local_app))
         .transpose()?;
-    let mut events = tunnel.events();
-    let printer = tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            output.event(&event);
-        }
-    });
+    let printing = output.print_events(tunnel.events(), |_| true);
     let connected = tokio::select! {
         connected = tunnel.connected() => Some(connected),
         () = interrupts.recv() => None,
@@ -79,8 +74,8 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         ));
         interrupts.recv().await;
     }
+    printing.store(true, std::sync::atomic::Ordering::Relaxed);
     tunnel.close().await;
-    printer.abort();
     output.info("tunnel closed");
     Ok(())
 }

@@ -56,6 +56,7 @@ impl<'a> Blueprint<'a> {
             target: self.target,
             shadow_ip,
             header: &self.record.header,
+            orphan_after: self.options.orphan_after,
             image: &self.options.proxy_image,
             image_pull_secret: self.options.image_pull_secret.as_deref(),
         };

@@ -8,7 +8,9 @@ use cz_shared::tls::TlsError;
 use crate::k8s::api_error::ApiCallError;
 use crate::k8s::cleanup::{with_causes, CleanupError};
 use crate::k8s::names::NoRandomness;
+use crate::k8s::proxy_control::ControlError;
 use crate::k8s::proxy_pod::ProxyPodError;
+use crate::k8s::record::Member;
 use crate::k8s::selector::SelectorError;
 use crate::k8s::target::TargetError;
 use crate::TunnelError;
@@ -56,6 +58,22 @@ pub enum SetUpError {
     /// The Service's selector could not be switched.
     #[error(transparent)]
     Switch(#[from] SelectorError),
+    /// Another developer's session on the Service has the same rule.
+    #[error("{namespace}/{name} is already intercepted with the header {} by {} since {} (session {}); use a header value of your own, e.g. -x {}:<your name>; if that session is gone, close it with: czctl service intercept {name} -n {namespace} --clean --session {}", holder.header, holder.owner, holder.since, holder.session, holder.header.split(':').next().unwrap_or_default(), holder.session)]
+    RuleTaken {
+        /// Namespace.
+        namespace: String,
+        /// The Service.
+        name: String,
+        /// The session holding the rule.
+        holder: Box<Member>,
+    },
+    /// The Service stopped being intercepted while this session was joining it.
+    #[error("the intercept this session was joining ended meanwhile (its last developer left); start again")]
+    JoinedEnded,
+    /// The running proxy did not take the session's route.
+    #[error("the proxy already intercepting this service did not add your route")]
+    Join(#[source] ControlError),
     /// Ctrl-C or SIGTERM arrived.
     #[error("interrupted (Ctrl-C or SIGTERM) while setting up")]
     Interrupted,

@@ -30,6 +30,9 @@ pub struct InterceptOptions {
     pub tunnel_endpoint: Option<String>,
     /// What carries the tunnel.
     pub tunnel: TunnelMode,
+    /// How long the rule's matching requests wait for this laptop after it went away before
+    /// they go to the original pods instead (`--orphan-after`).
+    pub orphan_after: Duration,
 }
 
 /// What carries the tunnel (`--tunnel`).

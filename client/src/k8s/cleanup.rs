@@ -14,6 +14,7 @@ use kube::Api;
 use super::api_error::ApiCallError;
 use super::names::SessionNames;
 use super::owned::{self, Deleted, ObjectRef, SessionObject};
+use super::record::{Leaving, Member};
 use super::selector::{self, Restored, SelectorError};
 use crate::progress::Progress;
 
@@ -52,6 +53,18 @@ pub enum CleanupError {
         /// Why the check failed.
         #[source]
         source: ApiCallError,
+    },
+    /// A leaving session's route could not be detached from the proxy others still use; the
+    /// session stays recorded, so the command can be repeated.
+    #[error("czctl could not detach session {session}'s route from the proxy, which other sessions still use, so the session stays recorded on the service; its matching requests get 503 until its --orphan-after passes, then go to the original pods. Retry with `czctl session close -n {namespace} --session {session}`")]
+    RouteNotDetached {
+        /// The session.
+        session: String,
+        /// Namespace.
+        namespace: String,
+        /// Why.
+        #[source]
+        source: Box<super::proxy_control::ControlError>,
     },
     /// Some objects could not be deleted.
     #[error("{}", describe_failures(failed))]
@@ -118,26 +131,34 @@ fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
         .flat_map(move |kind| objects.iter().filter(move |o| o.kind == kind))
 }
 
-/// Restores the selector recorded by session `names` (if it is still recorded), waits
-/// [`ENDPOINT_PROPAGATION`] if it did, then deletes `objects`, which must be the session's own
-/// (created by it, or verified by [`owned::find`]). Once the proxy Deployment is deleted,
-/// `proxy_drained` is awaited before the shadow Service (the draining proxy's upstream, and the
-/// owner of the Secret) goes. Idempotent.
+/// Takes the sessions `leaving` names off the intercept whose proxy is session `names`' (if it
+/// is still recorded). When others stay, that is all (see [`Restored::StillShared`]). Otherwise
+/// restores the selector, waits [`ENDPOINT_PROPAGATION`] if it did, then deletes `objects`,
+/// which must be the proxy session's own (created by it, or verified by [`owned::find`]). Once
+/// the proxy Deployment is deleted, `proxy_drained` is awaited before the shadow Service (the
+/// draining proxy's upstream, and the owner of the Secret) goes. Idempotent.
 pub(crate) async fn clean_up(
     client: &kube::Client,
     names: &SessionNames,
+    leaving: &Leaving,
     objects: &[ObjectRef],
     proxy_drained: impl Future<Output = ()>,
     progress: &mut impl FnMut(Progress),
 ) -> Result<Cleaned, CleanupError> {
     let services = Api::<Service>::namespaced(client.clone(), &names.namespace);
-    let restored = selector::restore(&services, &names.namespace, &names.service, &names.id)
-        .await
-        .map_err(|source| CleanupError::NotRestored {
-            namespace: names.namespace.clone(),
-            service: names.service.clone(),
-            source,
-        })?;
+    let restored = selector::restore(
+        &services,
+        &names.namespace,
+        &names.service,
+        &names.id,
+        leaving,
+    )
+    .await
+    .map_err(|source| CleanupError::NotRestored {
+        namespace: names.namespace.clone(),
+        service: names.service.clone(),
+        source,
+    })?;
     match &restored {
         Restored::Selector => {
             progress(Progress::Restored);
@@ -146,6 +167,14 @@ pub(crate) async fn clean_up(
         }
         Restored::LeftAsChanged(selector) => {
             progress(Progress::LeftAsChanged(format!("{selector:?}")))
+        }
+        Restored::StillShared(others) => {
+            let others = others.iter().map(Member::describe).collect();
+            progress(Progress::StillShared { others });
+            return Ok(Cleaned {
+                restored,
+                removed: Vec::new(),
+            });
         }
         Restored::Nothing => {}
     }

@@ -18,6 +18,7 @@ use cz_shared::contract::{
     self, PassthroughArg, ProxyArgs, ADMIN_PORT_NAME, CARRIER_PORT_NAME, READY_PATH, TLS_DIR,
     TUNNEL_PORT_NAME,
 };
+use cz_shared::control::{CONTROL_PORT_NAME, DEFAULT_CONTROL_PORT};
 
 use super::target::Target;
 
@@ -32,6 +33,8 @@ pub(crate) struct ProxySpec<'a> {
     pub shadow_ip: &'a str,
     /// The intercept rule, `NAME:VALUE`.
     pub header: &'a str,
+    /// How long the rule's requests wait for a laptop that went away.
+    pub orphan_after: std::time::Duration,
     /// The proxy image.
     pub image: &'a str,
     /// An image pull secret, for private registries.
@@ -53,6 +56,8 @@ pub(crate) struct ProxyPorts {
     pub admin: u16,
     /// The carrier port on the pod's loopback, reached by port-forward.
     pub carrier: u16,
+    /// The control port on the pod's loopback, reached by port-forward.
+    pub control: u16,
 }
 
 /// The ports the proxy will use.
@@ -61,6 +66,7 @@ pub(crate) fn proxy_ports(target: &Target) -> ProxyPorts {
         tunnel: free_port(contract::DEFAULT_TUNNEL_PORT, target),
         admin: free_port(contract::DEFAULT_ADMIN_PORT, target),
         carrier: free_port(contract::DEFAULT_CARRIER_PORT, target),
+        control: free_port(DEFAULT_CONTROL_PORT, target),
     }
 }
 
@@ -75,6 +81,7 @@ pub(crate) fn build(
         tunnel: tunnel_port,
         admin: admin_port,
         carrier: carrier_port,
+        control: control_port,
     } = proxy_ports(target);
     let intercepted = target.port();
     let args = ProxyArgs {
@@ -97,6 +104,9 @@ pub(crate) fn build(
         carrier_port,
         admin_port,
         header: spec.header.to_owned(),
+        session: names.id.clone(),
+        orphan_after: spec.orphan_after,
+        control_port,
     }
     .to_args();
     let mut ports: Vec<ContainerPort> = target
@@ -120,6 +130,12 @@ pub(crate) fn build(
     ports.push(ContainerPort {
         name: Some(CARRIER_PORT_NAME.into()),
         container_port: i32::from(carrier_port),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    });
+    ports.push(ContainerPort {
+        name: Some(CONTROL_PORT_NAME.into()),
+        container_port: i32::from(control_port),
         protocol: Some("TCP".into()),
         ..Default::default()
     });

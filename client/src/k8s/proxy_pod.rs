@@ -75,37 +75,43 @@ async fn ready_ip(
     Ok((ready, items))
 }
 
-/// The name of the session's ready proxy pod.
-pub(crate) async fn ready_pod_name(
+/// A ready proxy pod: its name and IP.
+pub(crate) struct ReadyPod {
+    /// The pod's name.
+    pub name: String,
+    /// The pod's IP.
+    pub ip: String,
+}
+
+impl ReadyPod {
+    /// Its tunnel address, at `tunnel_port`.
+    pub(crate) fn tunnel_address(&self, tunnel_port: u16) -> Result<SocketAddr, ProxyPodError> {
+        let address = format!("{}:{tunnel_port}", self.ip);
+        address
+            .parse()
+            .map_err(|source| ProxyPodError::BadAddress { address, source })
+    }
+}
+
+/// The session's ready proxy pod.
+pub(crate) async fn ready_pod(
     client: &kube::Client,
     names: &SessionNames,
-) -> Result<String, ProxyPodError> {
+) -> Result<ReadyPod, ProxyPodError> {
     let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace);
     list(&pods, names)
         .await?
         .into_iter()
         .filter(is_ready)
-        .find_map(|pod| pod.metadata.name)
+        .find_map(|pod| {
+            Some(ReadyPod {
+                ip: pod.status?.pod_ip?,
+                name: pod.metadata.name?,
+            })
+        })
         .ok_or_else(|| ProxyPodError::NoneReady {
             session: names.id.clone(),
         })
-}
-
-/// The tunnel address of the session's ready proxy pod, at `tunnel_port`.
-pub(crate) async fn tunnel_address(
-    client: &kube::Client,
-    names: &SessionNames,
-    tunnel_port: u16,
-) -> Result<SocketAddr, ProxyPodError> {
-    let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace);
-    let (ip, _) = ready_ip(&pods, names).await?;
-    let ip = ip.ok_or_else(|| ProxyPodError::NoneReady {
-        session: names.id.clone(),
-    })?;
-    let address = format!("{ip}:{tunnel_port}");
-    address
-        .parse()
-        .map_err(|source| ProxyPodError::BadAddress { address, source })
 }
 
 /// Waits until the session's proxy pod is ready; returns its IP. On timeout, the error says why

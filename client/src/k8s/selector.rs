@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 
 use super::api_error::{ApiCallError, CallContext};
-use super::record::Record;
+use super::record::{Leaving, Member, Record};
 use super::selector_patch;
 pub(crate) use super::selector_patch::switched;
 pub use super::selector_patch::Restored;
@@ -34,9 +34,28 @@ pub enum SelectorError {
         /// Service.
         name: String,
     },
+    /// Every attempt to record a joining session found the Service changed again.
+    #[error("service {namespace}/{name} kept being changed by someone else while czctl recorded your session on it ({RESTORE_ATTEMPTS} attempts); nothing was changed, try again")]
+    KeptChangingOnJoin {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        name: String,
+    },
     /// The API call failed.
     #[error(transparent)]
     Api(#[from] ApiCallError),
+}
+
+/// What recording a joining session found.
+#[derive(Debug)]
+pub(crate) enum Joined {
+    /// The session is recorded; the record as it is now.
+    Recorded(Record),
+    /// Another session holds the rule.
+    RuleTaken(Member),
+    /// The Service is no longer intercepted (the last session left meanwhile).
+    NotIntercepted,
 }
 
 fn is_conflict(error: &kube::Error) -> bool {
@@ -66,38 +85,110 @@ pub(crate) async fn switch(
     }
 }
 
-/// Restores the selector recorded by `session` on Service `name` and removes the record;
-/// leaves every other field, and a selector someone else changed, as they are.
-pub(crate) async fn restore(
+/// What an attempt of [`update`] does with the Service as it reads it.
+enum Decision<T> {
+    /// Nothing to change: the outcome.
+    Done(T),
+    /// Apply this patch (its `test` operations guard against a change since the read); the
+    /// outcome once it applies.
+    Patch(json_patch::Patch, T),
+}
+
+/// Reads Service `name` (`None` if it is gone), lets `decide` what to do, and applies its patch;
+/// when someone else changed the Service meanwhile, reads it again and decides afresh, up to
+/// [`RESTORE_ATTEMPTS`] times (then `None`).
+async fn update<T>(
     api: &Api<Service>,
     namespace: &str,
     name: &str,
-    session: &str,
-) -> Result<Restored, SelectorError> {
+    mut decide: impl FnMut(Option<Service>) -> Decision<T>,
+) -> Result<Option<T>, SelectorError> {
     for _ in 0..RESTORE_ATTEMPTS {
-        let Some(service) = api
+        let service = api
             .get_opt(name)
             .await
-            .during::<Service>("get", Some(namespace))?
-        else {
-            return Ok(Restored::Nothing);
+            .during::<Service>("get", Some(namespace))?;
+        let (patch, outcome) = match decide(service) {
+            Decision::Done(outcome) => return Ok(Some(outcome)),
+            Decision::Patch(patch, outcome) => (patch, outcome),
         };
-        let Some(record) = Record::read(&service).filter(|r| r.session == session) else {
-            return Ok(Restored::Nothing);
-        };
-        let (patch, restored) = selector_patch::restore(&service, &record);
         match api
             .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
         {
-            Ok(_) => return Ok(restored),
+            Ok(_) => return Ok(Some(outcome)),
             Err(error) if is_conflict(&error) => continue,
             Err(error) => {
                 return Err(ApiCallError::new::<Service>("patch", Some(namespace), error).into())
             }
         }
     }
-    Err(SelectorError::KeptChanging {
+    Ok(None)
+}
+
+/// Records `member` on the intercept of Service `name`, unless its rule is taken; retried while
+/// others change the Service at the same moment.
+pub(crate) async fn join(
+    api: &Api<Service>,
+    namespace: &str,
+    name: &str,
+    member: &Member,
+) -> Result<Joined, SelectorError> {
+    let rule: cz_shared::InterceptRule = member
+        .header
+        .parse()
+        .expect("a member's rule was parsed before it joins");
+    let joined = update(api, namespace, name, |service| {
+        let Some(record) = service.as_ref().and_then(Record::read) else {
+            return Decision::Done(Joined::NotIntercepted);
+        };
+        if let Some(holder) = record.holder_of(&rule) {
+            return Decision::Done(Joined::RuleTaken(holder));
+        }
+        let joined = record.with_member(member.clone());
+        let service = service.expect("a record is read from a Service");
+        Decision::Patch(
+            selector_patch::rerecord(&service, &joined),
+            Joined::Recorded(joined),
+        )
+    });
+    joined
+        .await?
+        .ok_or_else(|| SelectorError::KeptChangingOnJoin {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+}
+
+/// Removes the sessions `leaving` names from the intercept of Service `name` whose proxy is
+/// session `proxy_session`'s. When nobody is left, restores the selector and removes the record;
+/// leaves every other field, and a selector someone else changed, as they are. When others
+/// remain, only the record changes. Retried while others change the Service at the same moment,
+/// each attempt deciding afresh, so a session joining meanwhile is never dropped.
+pub(crate) async fn restore(
+    api: &Api<Service>,
+    namespace: &str,
+    name: &str,
+    proxy_session: &str,
+    leaving: &Leaving,
+) -> Result<Restored, SelectorError> {
+    let restored = update(api, namespace, name, |service| {
+        let Some(service) = service else {
+            return Decision::Done(Restored::Nothing);
+        };
+        let Some(record) = Record::read(&service).filter(|r| r.session == proxy_session) else {
+            return Decision::Done(Restored::Nothing);
+        };
+        let (patch, restored) = match record.without(leaving) {
+            Some(rest) => (
+                selector_patch::rerecord(&service, &rest),
+                Restored::StillShared(rest.members),
+            ),
+            None => selector_patch::restore(&service, &record),
+        };
+        Decision::Patch(patch, restored)
+    });
+    restored.await?.ok_or_else(|| SelectorError::KeptChanging {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     })

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-use super::record::Record;
+use super::record::{Member, Record};
 use super::INTERCEPT_ANNOTATION;
 
 /// What a restore does to the selector.
@@ -24,6 +24,9 @@ pub enum Restored {
     /// Someone else changed the selector during the intercept; it was left as they set it and
     /// only the record was removed.
     LeftAsChanged(BTreeMap<String, String>),
+    /// Other sessions still use the intercept: only the leaving ones were removed from the
+    /// record, and the Service stays switched to the proxy.
+    StillShared(Vec<Member>),
     /// Nothing to restore (no record of this session, or no Service).
     Nothing,
 }
@@ -66,6 +69,26 @@ pub(super) fn current_selector(service: &Service) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The annotation value of `record`.
+fn record_value(record: &Record) -> Value {
+    Value::String(
+        serde_json::to_string(record).expect("a record of strings and numbers serializes"),
+    )
+}
+
+/// Replaces the record on `service` by `record` (a session joining or leaving), provided the
+/// Service is unchanged since it was read: two developers joining or leaving at the same moment
+/// cannot lose each other's update.
+pub(super) fn rerecord(service: &Service, record: &Record) -> Patch {
+    Patch(vec![
+        unchanged(service),
+        PatchOperation::Replace(ReplaceOperation {
+            path: pointer(&["metadata", "annotations", INTERCEPT_ANNOTATION]),
+            value: record_value(record),
+        }),
+    ])
+}
+
 /// Points `service` at the proxy's pods and records `record` on it, provided the Service is
 /// unchanged since it was read.
 pub(super) fn switch(service: &Service, record: &Record) -> Patch {
@@ -84,9 +107,7 @@ pub(super) fn switch(service: &Service, record: &Record) -> Patch {
     }
     operations.push(PatchOperation::Add(AddOperation {
         path: pointer(&["metadata", "annotations", INTERCEPT_ANNOTATION]),
-        value: Value::String(
-            serde_json::to_string(record).expect("a record of strings and numbers serializes"),
-        ),
+        value: record_value(record),
     }));
     operations.push(PatchOperation::Replace(ReplaceOperation {
         path: pointer(&["spec", "selector"]),
@@ -175,6 +196,7 @@ mod tests {
             local_port: 3000,
             owner: "dev@laptop".into(),
             since: "2026-01-01T00:00:00Z".into(),
+            members: Vec::new(),
         }
     }
 
@@ -264,6 +286,45 @@ mod tests {
             apply(&switched, &patch).expect("restores"),
             serde_json::to_value(&bare).expect("serializes")
         );
+    }
+
+    #[test]
+    fn a_session_joins_and_leaves_by_rerecording_only_if_the_service_is_unchanged() {
+        let original = service(Value::Null, json!({"app": "echo"}));
+        let switched: Service = serde_json::from_value(
+            apply(&original, &switch(&original, &record())).expect("switches"),
+        )
+        .expect("a Service");
+        let bob = Member {
+            session: "b0b0b0b0".into(),
+            header: "x-dev:bob".into(),
+            local_port: 3001,
+            owner: "bob@laptop".into(),
+            since: "2026-01-01T00:01:00Z".into(),
+            orphan_after_seconds: 900,
+        };
+        let joined = record().with_member(bob.clone());
+        let after = apply(&switched, &rerecord(&switched, &joined)).expect("applies");
+        let after: Service = serde_json::from_value(after).expect("a Service");
+        let read = Record::read(&after).expect("recorded");
+        assert_eq!(read.members().len(), 2);
+        assert_eq!(read.members()[1], bob);
+        assert_eq!(after.spec, switched.spec, "the selector is untouched");
+
+        let mut newer = switched.clone();
+        newer.metadata.resource_version = Some("8".into());
+        assert!(apply(&newer, &rerecord(&switched, &joined)).is_err());
+
+        let leaving = super::super::record::Leaving::Session("0123abcd".into());
+        let left = read.without(&leaving).expect("bob stays");
+        assert_eq!(left.members(), vec![bob]);
+        assert_eq!(
+            left.session, "0123abcd",
+            "the objects keep their creator's names"
+        );
+        assert!(left
+            .without(&super::super::record::Leaving::Session("b0b0b0b0".into()))
+            .is_none());
     }
 
     #[test]

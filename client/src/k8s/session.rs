@@ -18,10 +18,12 @@ use serde::de::DeserializeOwned;
 
 use super::api_error::{ApiCallError, CallContext};
 use super::cleanup::{self, CleanupError};
+use super::leave;
 use super::names::SessionNames;
 use super::owned;
 use super::proxy_admin::{self, AdminError};
-use super::record::Record;
+use super::proxy_control::{self, ControlError};
+use super::record::{Leaving, Record};
 use super::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_LABEL, SESSION_LABEL};
 use crate::progress::Progress;
 
@@ -124,13 +126,54 @@ where
         .collect())
 }
 
-/// Closes every session in `namespace` (all when `None`), or only those of `service`: restores
-/// the Services and deletes what each session created. Safe to run when nothing is left.
-/// Returns how many intercepts (sessions recorded on a Service) were closed.
+/// Which sessions [`close`] closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// The caller's own: those recorded with the caller's `user@host`, and what sessions that
+    /// crashed before recording themselves left behind.
+    Own,
+    /// The session with this id (recorded, or left behind by a crash).
+    Session(String),
+    /// Every session.
+    All,
+}
+
+impl Closing {
+    /// The sessions of `record` to close.
+    fn of(&self, record: &Record, caller: &str) -> Vec<Leaving> {
+        let members = record.members();
+        let sessions = members.iter().filter(|member| match self {
+            Self::Own => member.owner == caller,
+            Self::Session(id) => &member.session == id,
+            Self::All => true,
+        });
+        match self {
+            Self::All => vec![Leaving::All],
+            _ => sessions
+                .map(|member| Leaving::Session(member.session.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether the leftovers of crashed session `id` are closed.
+    fn takes_leftover(&self, id: &str) -> bool {
+        match self {
+            Self::Own | Self::All => true,
+            Self::Session(session) => session == id,
+        }
+    }
+}
+
+/// Closes the sessions `closing` names in `namespace` (all namespaces when `None`), only on
+/// `service` if given: a session leaving a shared intercept has its route detached, the last one
+/// out restores the Service and deletes what the intercept created; another developer's session
+/// is never touched unless named or [`Closing::All`]. Safe to run when nothing is left.
+/// Returns how many recorded sessions were closed.
 pub async fn close(
     client: &kube::Client,
     namespace: Option<&str>,
     service: Option<&str>,
+    closing: &Closing,
     progress: &mut impl FnMut(Progress),
 ) -> Result<usize, SessionError> {
     let recorded: Vec<SessionInfo> = list(client, namespace)
@@ -138,12 +181,27 @@ pub async fn close(
         .into_iter()
         .filter(|session| service.is_none_or(|s| s == session.service))
         .collect();
-    let mut sessions: BTreeSet<SessionNames> = recorded
-        .iter()
-        .map(|s| SessionNames::existing(&s.namespace, &s.service, s.record.session.clone()))
-        .collect();
+    let caller = crate::intercept::owner();
+    let mut closed = 0;
+    let mut failures = Vec::new();
+    let mut proxies = BTreeSet::new();
+    for info in &recorded {
+        let proxy =
+            SessionNames::existing(&info.namespace, &info.service, info.record.session.clone());
+        for leaving in closing.of(&info.record, &caller) {
+            let ready = std::future::ready(());
+            match leave::leave(client, &proxy, &leaving, &[], ready, progress).await {
+                Ok(_) if leaving == Leaving::All => closed += info.record.members().len(),
+                Ok(_) => closed += 1,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        proxies.insert(proxy);
+    }
+
     // Sessions that crashed before recording themselves on their Service. (Their Secrets need
-    // no search: each is owned by its session's shadow Service and goes with it.)
+    // no search: each is owned by its session's shadow Service and goes with it.) The objects
+    // of a recorded intercept's proxy are not leftovers: they go with its last session.
     let mut labels: Selector = [(MANAGED_BY_LABEL, MANAGED_BY)].into_iter().collect();
     labels.extend([Expression::Exists(SESSION_LABEL.to_owned())]);
     if let Some(service) = service {
@@ -152,11 +210,11 @@ pub async fn close(
             service.to_owned(),
         )]);
     }
-    sessions.extend(labelled_sessions::<Deployment>(client, namespace, &labels).await?);
-    sessions.extend(labelled_sessions::<Service>(client, namespace, &labels).await?);
-
-    let mut failures = Vec::new();
-    for names in &sessions {
+    let mut leftovers = BTreeSet::new();
+    leftovers.extend(labelled_sessions::<Deployment>(client, namespace, &labels).await?);
+    leftovers.extend(labelled_sessions::<Service>(client, namespace, &labels).await?);
+    leftovers.retain(|names| !proxies.contains(names) && closing.takes_leftover(&names.id));
+    for names in &leftovers {
         let intercepted = Api::<Service>::namespaced(client.clone(), &names.namespace)
             .get_opt(&names.service)
             .await
@@ -167,14 +225,15 @@ pub async fn close(
             continue;
         };
         let objects = owned::find(client, names, &uid).await?;
+        let ready = std::future::ready(());
         if let Err(failure) =
-            cleanup::clean_up(client, names, &objects, std::future::ready(()), progress).await
+            cleanup::clean_up(client, names, &Leaving::All, &objects, ready, progress).await
         {
             failures.push(failure);
         }
     }
     if failures.is_empty() {
-        Ok(recorded.len())
+        Ok(closed)
     } else {
         Err(SessionError::Incomplete { failures })
     }
@@ -192,4 +251,18 @@ pub async fn proxy_state(
         session.record.session.clone(),
     );
     proxy_admin::proxy_state(client, &names).await
+}
+
+/// Every route of `session`'s proxy, read through its control channel: who is connected, since
+/// when not, how many requests each served.
+pub async fn routes(
+    client: &kube::Client,
+    session: &SessionInfo,
+) -> Result<cz_shared::control::Routes, ControlError> {
+    let names = SessionNames::existing(
+        &session.namespace,
+        &session.service,
+        session.record.session.clone(),
+    );
+    proxy_control::routes(client, &names).await
 }

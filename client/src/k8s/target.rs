@@ -33,8 +33,8 @@ pub enum TargetError {
         /// Service.
         name: String,
     },
-    /// Someone intercepts it already.
-    #[error("service {namespace}/{name} is already intercepted by {} since {} (session {}, header {}); if that session is gone, clean up with: czctl service intercept {name} -n {namespace} --clean", record.owner, record.since, record.session, record.header)]
+    /// Someone intercepts another port of it already: sessions share one port's proxy.
+    #[error("service {namespace}/{name} is already intercepted on port {} by {} since {} (session {}, header {}); several developers share an intercept on that port, each with their own header value (-r {} -x NAME:VALUE); if that session is gone, close it with: czctl session close -n {namespace} --session {}", record.remote_port, record.owner, record.since, record.session, record.header, record.remote_port, record.session)]
     AlreadyIntercepted {
         /// Namespace.
         namespace: String,
@@ -97,7 +97,9 @@ impl Target {
     }
 }
 
-/// Reads `namespace/name` and checks it can be intercepted on `remote_port`.
+/// Reads `namespace/name` and checks it can be intercepted on `remote_port`: it has a selector
+/// and the port, and is not intercepted on another port (an intercept of the same port is
+/// joined).
 pub(crate) async fn resolve(
     client: &kube::Client,
     namespace: &str,
@@ -125,13 +127,6 @@ pub(crate) async fn resolve(
             candidates: names,
         });
     };
-    if let Some(record) = Record::read(&service) {
-        return Err(TargetError::AlreadyIntercepted {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            record: Box::new(record),
-        });
-    }
     let spec = service.spec.clone().unwrap_or_default();
     let selector = spec.selector.clone().unwrap_or_default();
     if selector.is_empty() {
@@ -156,6 +151,15 @@ pub(crate) async fn resolve(
             ports: service_ports.iter().map(describe_port).collect(),
         });
     };
+    if let Some(record) = Record::read(&service) {
+        if i32::from(record.remote_port) != service_ports[intercepted].port {
+            return Err(TargetError::AlreadyIntercepted {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                record: Box::new(record),
+            });
+        }
+    }
     // Named target ports resolve through the pods the Service selects now.
     let selects: Selector = selector.into_iter().collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);

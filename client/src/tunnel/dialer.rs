@@ -201,13 +201,15 @@ impl Dialer {
     async fn connect(&self) -> Result<Link, TunnelError> {
         match &self.carrier {
             Carrier::Direct => self.connect_direct().await,
-            Carrier::Stream(open) => self.connect_stream(open).await,
+            Carrier::Stream(open) => self.connect_stream(open).await?.greeted(&self.proxy).await,
             Carrier::Auto { open, head_start } => self.connect_auto(open, *head_start).await,
         }
     }
 
     /// Direct UDP and the stream at once: direct if it connects within `head_start`, else the
-    /// stream; if the stream fails, its error once direct UDP has had its head start.
+    /// stream; if the stream fails, its error once direct UDP has had its head start. The
+    /// stream's connection says hello only once it is chosen: the proxy attaches a connection at
+    /// its hello, so it never sends requests over the one the laptop drops.
     async fn connect_auto(
         &self,
         open: &StreamOpener,
@@ -238,11 +240,11 @@ impl Dialer {
             match (&direct_error, stream_result.take()) {
                 (Some(direct), Some(Ok(link))) => {
                     let why = format!("direct UDP failed ({direct})");
-                    return Ok(link.because(why));
+                    return Ok(link.greeted(&self.proxy).await?.because(why));
                 }
                 (None, Some(Ok(link))) if head_passed => {
                     let why = format!("direct UDP did not answer within {head_start:?}");
-                    return Ok(link.because(why));
+                    return Ok(link.greeted(&self.proxy).await?.because(why));
                 }
                 // Direct UDP had its head start (or failed): the stream's error is the answer.
                 (direct, Some(Err(error))) if head_passed || direct.is_some() => return Err(error),
@@ -276,17 +278,18 @@ impl Dialer {
                 reason: error.to_string(),
             })?;
         let connection = handshake(connecting, &proxy.to_string()).await?;
-        Ok(Link {
+        let link = Link {
             connection,
             connected: Connected {
                 path: TunnelPath::Direct(proxy),
                 why: String::new(),
             },
             stream: None,
-        })
+        };
+        link.greeted(&proxy.to_string()).await
     }
 
-    /// Opens a carrier stream, dials the proxy over it and exchanges hellos.
+    /// Opens a carrier stream and dials the proxy over it (without a hello yet).
     async fn connect_stream(&self, open: &StreamOpener) -> Result<Link, TunnelError> {
         let Opened { socket, lost } =
             open_stream(open)
@@ -342,14 +345,26 @@ impl Dialer {
     }
 }
 
-/// Completes the QUIC handshake with `proxy` and exchanges hellos.
+/// Completes the QUIC handshake with `proxy`.
 async fn handshake(
     connecting: quinn::Connecting,
     proxy: &str,
 ) -> Result<quinn::Connection, TunnelError> {
-    let connection = connecting.await.map_err(|error| classify(proxy, &error))?;
-    match exchange_hellos(&connection).await {
-        Ok(()) => Ok(connection),
+    connecting.await.map_err(|error| classify(proxy, &error))
+}
+
+impl Link {
+    /// The link once hellos are exchanged with `proxy`, which then sends requests over it.
+    async fn greeted(self, proxy: &str) -> Result<Self, TunnelError> {
+        greet(&self.connection, proxy).await?;
+        Ok(self)
+    }
+}
+
+/// Exchanges hellos with `proxy` on `connection`.
+async fn greet(connection: &quinn::Connection, proxy: &str) -> Result<(), TunnelError> {
+    match exchange_hellos(connection).await {
+        Ok(()) => Ok(()),
         // A refused client certificate shows up only now: TLS 1.3 servers verify the client
         // after the client considers the handshake done.
         Err(HelloError::Stream(error)) => Err(match connection.close_reason() {

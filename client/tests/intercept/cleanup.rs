@@ -130,9 +130,9 @@ async fn users_objects_labelled_managed_by_czctl_survive_clean_and_session_close
         ),
         (
             &["session", "close", "-n", "demo"][..],
-            "1 intercept(s) closed",
+            "1 session(s) closed",
         ),
-        (&["session", "close", "-A"][..], "1 intercept(s) closed"),
+        (&["session", "close", "-A"][..], "1 session(s) closed"),
     ] {
         crashed_intercept(&setup).await;
         let (ok, stdout, stderr) = setup.run(command).await;

@@ -8,6 +8,7 @@ mod dry_run;
 mod inspector;
 mod rbac;
 mod support;
+mod team;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -126,7 +127,7 @@ async fn intercept_routes_by_header_and_restores_everything_without_dropping_req
         .lines()
         .find(|l| l.starts_with("demo/echo"))
         .unwrap_or_else(|| panic!("no demo/echo in {listing}{stderr}"));
-    assert!(ok && row.trim_end().ends_with("yes"), "{listing}");
+    assert!(ok && row.contains(" connected"), "{listing}");
 
     // Someone else labels the Service meanwhile: that change must survive the restore.
     setup
@@ -317,8 +318,9 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     let _ = czctl.finish().await;
     let (ok, _, stderr) = setup.run(&intercept).await;
     assert!(
-        !ok && stderr.contains("already intercepted by crash-tester@")
-            && stderr.contains("czctl service intercept echo -n demo --clean"),
+        !ok && stderr
+            .contains("already intercepted with the header x-c6o-intercept:yes by crash-tester@")
+            && stderr.contains("czctl service intercept echo -n demo --clean --session "),
         "{stderr}"
     );
     let since = stderr
@@ -334,8 +336,35 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     );
     wait_for_disconnected_listing(&setup).await;
 
+    // Another user's session is closed only when named.
+    let session = stderr
+        .split("(session ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no session id in {stderr}"));
     let (ok, stdout, stderr) = setup
         .run(&["service", "intercept", "echo", "-n", NAMESPACE, "--clean"])
+        .await;
+    assert!(
+        ok && stdout.contains("0 session(s) closed"),
+        "{stdout}{stderr}"
+    );
+    assert_ne!(
+        setup.service_state().await,
+        before,
+        "crash-tester's session is not ours"
+    );
+    let (ok, stdout, stderr) = setup
+        .run(&[
+            "service",
+            "intercept",
+            "echo",
+            "-n",
+            NAMESPACE,
+            "--clean",
+            "--session",
+            session,
+        ])
         .await;
     assert!(
         ok && stdout.contains("service selector restored"),
@@ -356,7 +385,7 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     assert!(ok && stdout.is_empty(), "{stdout}{stderr}");
     let (ok, stdout, stderr) = setup.run(&["session", "close", "-A"]).await;
     assert!(
-        ok && stdout.contains("0 intercept(s) closed"),
+        ok && stdout.contains("0 session(s) closed"),
         "{stdout}{stderr}"
     );
 }
@@ -376,7 +405,7 @@ async fn wait_for_disconnected_listing(setup: &Setup) {
             row.contains("crash-tester@"),
             "the owner is listed: {listing}"
         );
-        if row.trim_end().ends_with(" no") {
+        if row.contains(" disconnected ") {
             return;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

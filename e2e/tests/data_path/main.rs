@@ -8,6 +8,7 @@ mod inspector;
 mod keep_alive;
 mod limits;
 mod routing;
+mod sessions;
 mod streaming;
 mod versions;
 

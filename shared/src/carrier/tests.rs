@@ -125,6 +125,53 @@ async fn a_listener_pushes_back_per_stream_and_drops_datagrams_to_ended_streams(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_that_stops_reading_does_not_hold_up_the_others() {
+    let listener = StreamListener::new();
+    let (dead, mut dead_peer) = tokio::io::duplex(PIPE);
+    let (live, mut live_peer) = tokio::io::duplex(PIPE);
+    listener.add(dead, ());
+    listener.add(live, ());
+    let (dead, live) = (server::peer_address(0), server::peer_address(1));
+    let mut poller = listener.clone().create_io_poller();
+    let held = fill(&*listener, &mut poller, dead).await;
+
+    // The endpoint waits on the full stream for a moment, then counts it as stalled.
+    let waited = tokio::time::Instant::now();
+    poll_fn(|cx| poller.as_mut().poll_writable(cx))
+        .await
+        .expect("writable once the stream counts as stalled");
+    assert!(
+        waited.elapsed() <= Duration::from_millis(200),
+        "{:?}",
+        waited.elapsed()
+    );
+    for _ in 0..2 * MOST_HELD {
+        listener
+            .try_send(&transmit(dead, &[1; 1200]))
+            .expect("dropped, as a congested path would");
+    }
+    for _ in 0..SEND_QUEUE {
+        listener
+            .try_send(&transmit(live, &[2; 1200]))
+            .expect("the live stream is not held up");
+    }
+    drain(&mut live_peer).await;
+
+    // Once it reads again, it gets datagrams, and pushes back when full, again.
+    let mut everything = vec![0; held * FRAME];
+    dead_peer
+        .read_exact(&mut everything[..(held - 4) * FRAME])
+        .await
+        .expect("what it held");
+    settle().await;
+    let sent = fill(&*listener, &mut poller, dead).await;
+    assert!(
+        sent >= SEND_QUEUE / 2,
+        "{sent}: delivered, not dropped, after it drained"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_receive_queue_stops_reading_the_stream() {
     let (ours, mut peer) = tokio::io::duplex(PIPE);
     let (socket, _lost) = StreamSocket::new(ours);

@@ -111,8 +111,8 @@ pub fn pattern(start: usize, len: usize) -> Bytes {
     (start..start + len).map(|i| (i % 251) as u8).collect()
 }
 
-/// The developer's app on the laptop: answers `{"pod": "laptop"}` to everything; `GET /hold`
-/// is announced on `held_rx` and answered only once `release` is called.
+/// The developer's app on the laptop: answers `{"pod": "laptop"}` (or its own name) to
+/// everything; `GET /hold` is announced on `held_rx` and answered only once `release` is called.
 pub struct LaptopApp {
     pub port: u16,
     pub held_rx: mpsc::Receiver<()>,
@@ -126,6 +126,11 @@ pub const HELD_BODY: usize = 256 * 1024;
 impl LaptopApp {
     /// Listens on 127.0.0.1:`port` (0: any).
     pub async fn start(port: u16) -> Self {
+        Self::named(port, "laptop").await
+    }
+
+    /// Listens on 127.0.0.1:`port` (0: any), answering as `name`.
+    pub async fn named(port: u16, name: &'static str) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("the laptop app binds");
@@ -155,9 +160,9 @@ impl LaptopApp {
                                 let _ = held_tx.send(()).await;
                                 let _ = release_rx.wait_for(|released| *released).await;
                                 let filler = "x".repeat(HELD_BODY);
-                                json!({"pod": "laptop", "filler": filler}).to_string()
+                                json!({"pod": name, "filler": filler}).to_string()
                             } else {
-                                json!({"pod": "laptop", "path": request.uri().path()}).to_string()
+                                json!({"pod": name, "path": request.uri().path()}).to_string()
                             };
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                         }

@@ -54,11 +54,7 @@ impl Load {
     /// (always to be answered by a pod) and with it (by a pod or the laptop, depending on the
     /// moment).
     pub fn start(address: &str) -> Self {
-        let mut load = Self {
-            address: address.to_owned(),
-            stop: CancellationToken::new(),
-            tasks: JoinSet::new(),
-        };
+        let mut load = Self::start_empty(address);
         for (name, header, connections) in [
             ("fresh, no header", false, Connections::Fresh),
             ("keep-alive, no header", false, Connections::Recycled),
@@ -71,11 +67,31 @@ impl Load {
         load
     }
 
-    /// Adds a client named `name`.
+    /// No clients yet, against `address`.
+    pub fn start_empty(address: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Adds a client named `name`, with the default intercept header or none.
     pub fn add(&mut self, name: &str, header: bool, connections: Connections) {
+        self.add_developer(name, header.then_some((INTERCEPT, "laptop")), connections);
+    }
+
+    /// Adds a client named `name` sending `developer`'s header, whose requests are answered by
+    /// a pod or that developer's laptop app and nobody else (none: by a pod).
+    pub fn add_developer(
+        &mut self,
+        name: &str,
+        developer: Option<((&'static str, &'static str), &'static str)>,
+        connections: Connections,
+    ) {
         let (address, stop, name) = (self.address.clone(), self.stop.clone(), name.to_owned());
         self.tasks.spawn(async move {
-            let tally = client(&address, header, connections, stop).await;
+            let tally = client(&address, developer, connections, stop).await;
             (name, tally)
         });
     }
@@ -94,17 +110,18 @@ impl Load {
 
 async fn client(
     address: &str,
-    header: bool,
+    developer: Option<((&'static str, &'static str), &'static str)>,
     connections: Connections,
     stop: CancellationToken,
 ) -> Tally {
+    let header = developer.map(|(header, _)| header);
+    let laptop = developer.map_or("", |(_, laptop)| laptop);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
     let mut count = 0usize;
     while !stop.is_cancelled() {
         count += 1;
         let path = format!("/load/{count}");
-        let header = header.then_some(INTERCEPT);
         let outcome = tokio::time::timeout(
             REQUEST_DEADLINE,
             request(
@@ -125,12 +142,12 @@ async fn client(
             Ok(pod) if header.is_none() && !pod.starts_with("echo-") => {
                 tally.failures.push(format!("{path} answered by {pod}"))
             }
-            Ok(pod) if !pod.starts_with("echo-") && pod != "laptop" => {
+            Ok(pod) if !pod.starts_with("echo-") && pod != laptop => {
                 tally.failures.push(format!("{path} answered by {pod}"))
             }
             Ok(pod) => {
                 tally.answered += 1;
-                tally.by_laptop += usize::from(pod == "laptop");
+                tally.by_laptop += usize::from(pod == laptop);
             }
             Err(error) => {
                 connection = None;
