@@ -6,6 +6,7 @@
 
 mod app;
 mod hostile;
+mod inspector;
 mod load;
 mod paths;
 mod procs;
@@ -63,6 +64,9 @@ enum Internal {
     /// (perf), CPU time and instructions (callgrind) per request, and the costliest functions
     /// (see bench/README.md). Needs perf and valgrind.
     Profile(profile::ProfileArgs),
+    /// What czctl's request inspector costs: intercepted requests/s, czctl's CPU per request
+    /// and memory, with the inspector off and on in turn (see bench/README.md).
+    Inspector(inspector::InspectorArgs),
     /// The fixed-response app every path ends at (started by the suite itself).
     #[command(hide = true)]
     App {
@@ -121,6 +125,13 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             return Ok(());
+        }
+        Some(Internal::Inspector(args)) => {
+            let tools = Tools::find()?;
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(inspector::run(&tools, &args));
         }
         Some(Internal::Profile(args)) => {
             return tokio::runtime::Builder::new_current_thread()

@@ -253,7 +253,19 @@ pub fn start_laptop(
     app_port: u16,
     log: &mut CommandLog,
 ) -> anyhow::Result<Process> {
-    let args = [
+    start_laptop_with(tools, cpus, ports, app_port, &[], log)
+}
+
+/// [`start_laptop`] with `extra` arguments for czctl (e.g. `--inspect=…`).
+pub fn start_laptop_with(
+    tools: &Tools,
+    cpus: Cpus,
+    ports: &ProxyPorts,
+    app_port: u16,
+    extra: &[String],
+    log: &mut CommandLog,
+) -> anyhow::Result<Process> {
+    let mut args = vec![
         "tunnel".into(),
         "connect".into(),
         format!("--endpoint=127.0.0.1:{}", ports.tunnel),
@@ -261,6 +273,7 @@ pub fn start_laptop(
         format!("--localPort={app_port}"),
         "-q".into(),
     ];
+    args.extend_from_slice(extra);
     let mut command = log.command(cpus, &tools.czctl, &args);
     command.env("RUST_LOG", "warn");
     Process::spawn("czctl", command)

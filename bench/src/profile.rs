@@ -23,7 +23,7 @@ use self::perf::Perf;
 use self::report::{Instructions, Summary, Timing};
 use self::stacks::Folded;
 use crate::load::{self, ClientBody, Target};
-use crate::paths::{start_app, start_cz_proxy, start_laptop, Placement};
+use crate::paths::{start_app, start_cz_proxy, start_laptop_with, Placement};
 use crate::procs::{CommandLog, Cpus, Process};
 use crate::tools::Tools;
 
@@ -48,6 +48,10 @@ pub struct ProfileArgs {
     /// First part of the output files' names, e.g. `before` or `after-pool`.
     #[arg(long, default_value = "before")]
     label: String,
+    /// An argument for czctl on the laptop side, e.g. `--czctl-arg=--inspect=127.0.0.1:0`
+    /// (repeatable).
+    #[arg(long = "czctl-arg", value_name = "ARG", allow_hyphen_values = true)]
+    czctl_args: Vec<String>,
 }
 
 /// The process a profile looks at.
@@ -116,7 +120,7 @@ async fn profile(
         let name = format!("{}-{}.{kind}", args.label, args.side.name());
         args.out.join(name)
     };
-    let path = ProfiledPath::start(args.side, tools, None, dir, &mut log).await?;
+    let path = ProfiledPath::start(args, tools, None, dir, &mut log).await?;
     eprintln!("timing {} at {} req/s", args.side.name(), args.rate);
     let (timing, folded) = time(&path, args, perf, dir).await?;
     drop(path);
@@ -130,7 +134,7 @@ async fn profile(
         "counting instructions of {} requests under callgrind",
         args.counted
     );
-    let path = ProfiledPath::start(args.side, &under_callgrind, Some(tools), dir, &mut log).await?;
+    let path = ProfiledPath::start(args, &under_callgrind, Some(tools), dir, &mut log).await?;
     let (instructions, dump) = count_instructions(&path, args.counted, callgrind, dir).await?;
     drop(path);
     let summary = Summary {
@@ -256,7 +260,7 @@ impl ProfiledPath {
     /// callgrind). Placed as the suite's one-worker runs: cz-proxy on CPU 0 with one worker
     /// thread, the rest on CPU 1.
     async fn start(
-        side: Side,
+        args: &ProfileArgs,
         tools: &Tools,
         unprofiled: Option<&Tools>,
         dir: &Path,
@@ -267,6 +271,7 @@ impl ProfiledPath {
             cluster: Cpus::Pin(0),
             rest: Cpus::Pin(1),
         };
+        let side = args.side;
         let unprofiled = unprofiled.unwrap_or(tools);
         let (app, app_port) = start_app(placement, log)?;
         let proxy_tools = match side {
@@ -278,7 +283,9 @@ impl ProfiledPath {
         let pid = match side {
             Side::Passthrough => processes[0].pid(),
             Side::Laptop => {
-                let czctl = start_laptop(tools, placement.rest, &ports, app_port, log)?;
+                let cpus = placement.rest;
+                let czctl =
+                    start_laptop_with(tools, cpus, &ports, app_port, &args.czctl_args, log)?;
                 let pid = czctl.pid();
                 processes.insert(0, czctl);
                 pid

@@ -4,6 +4,7 @@
 mod cluster;
 mod config;
 mod dry_run;
+mod inspect;
 mod intercept;
 mod output;
 mod session;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,8 +18,11 @@ use tokio::sync::broadcast;
 use tracing::debug;
 
 use crate::events::{RequestEvent, TunnelEvent};
+use crate::inspect::capture::{Capture, Tee};
+use crate::tunnel::AlreadyInspected;
+use crate::Inspector;
 
-type LocalRequestBody = Either<TunnelBody, Empty<Bytes>>;
+type LocalRequestBody = Tee<Either<TunnelBody, Empty<Bytes>>>;
 
 /// How long connecting to the local app may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +33,7 @@ pub(crate) struct LocalApp {
     forwarder: Forwarder<LocalRequestBody>,
     unreachable: AtomicBool,
     events_tx: broadcast::Sender<TunnelEvent>,
+    inspector: OnceLock<Inspector>,
 }
 
 impl LocalApp {
@@ -43,7 +48,13 @@ impl LocalApp {
             ),
             unreachable: AtomicBool::new(false),
             events_tx,
+            inspector: OnceLock::new(),
         }
+    }
+
+    /// Captures the exchanges served from now on into `inspector`.
+    pub(crate) fn inspect(&self, inspector: Inspector) -> Result<(), AlreadyInspected> {
+        self.inspector.set(inspector).map_err(|_| AlreadyInspected)
     }
 
     /// Serves one intercepted request: reads it from the stream, asks the local app, writes the
@@ -60,6 +71,10 @@ impl LocalApp {
                 return;
             }
         };
+        let mut capture = self
+            .inspector
+            .get()
+            .map_or_else(Capture::off, |inspector| inspector.capture(&parts));
         let observed = (self.events_tx.receiver_count() > 0).then(|| {
             let path = parts
                 .uri
@@ -80,6 +95,7 @@ impl LocalApp {
         } else {
             (Either::Left(reader.into_body()), None)
         };
+        let body = capture.tee_request(body);
         let response = tokio::select! {
             response = self.forwarder.send(Request::from_parts(parts, body)) => response,
             () = writer.stopped() => return debug!("request cancelled by the cluster side"),
@@ -91,6 +107,7 @@ impl LocalApp {
                     if let Some(reader) = upgrade_reader {
                         let upgraded = hyper::upgrade::on(&mut response);
                         let (head, _) = response.into_parts();
+                        capture.upgraded(&head);
                         if let Err(error) = writer.write_response_head(&head).await {
                             return debug!(%error, "could not send the upgrade response");
                         }
@@ -104,6 +121,7 @@ impl LocalApp {
                     }
                 }
                 let (head, body) = response.into_parts();
+                let body = capture.tee_response(&head, body);
                 write_response(&mut writer, head, body).await
             }
             Err(error) => {
@@ -113,6 +131,7 @@ impl LocalApp {
                 );
                 self.set_reachable(!unreachable, Some(&error));
                 let (head, body) = self.failure_response(unreachable, &error).into_parts();
+                let body = capture.tee_response(&head, body);
                 write_response(&mut writer, head, body).await
             }
         };
@@ -130,7 +149,12 @@ impl LocalApp {
                     let _ = self.events_tx.send(TunnelEvent::Request(event));
                 }
             }
-            Err(error) => debug!(%error, "response not delivered to the cluster side"),
+            Err(error) => {
+                debug!(%error, "response not delivered to the cluster side");
+                capture.failed(format_args!(
+                    "response not delivered to the cluster side: {error}"
+                ));
+            }
         }
     }
 

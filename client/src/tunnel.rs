@@ -160,7 +160,13 @@ pub struct Tunnel {
     events_tx: broadcast::Sender<TunnelEvent>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
+    local_app: Arc<LocalApp>,
 }
+
+/// [`Tunnel::inspect`] was called on a tunnel that already has an inspector.
+#[derive(Debug, thiserror::Error)]
+#[error("this tunnel already has an inspector")]
+pub struct AlreadyInspected;
 
 impl Tunnel {
     /// Starts dialling the proxy in the background. Must be called within a tokio runtime.
@@ -207,7 +213,7 @@ impl Tunnel {
             carrier,
             proxy: config.proxy,
             resolver,
-            local_app,
+            local_app: local_app.clone(),
             state_tx,
             events_tx: events_tx.clone(),
             stop: stop.clone(),
@@ -219,12 +225,18 @@ impl Tunnel {
             events_tx,
             stop,
             task: Some(task),
+            local_app,
         })
     }
 
     /// Events from now on. A receiver that falls more than 1,024 events behind skips the oldest.
     pub fn events(&self) -> broadcast::Receiver<TunnelEvent> {
         self.events_tx.subscribe()
+    }
+
+    /// Captures every exchange served from now on into `inspector` (a tunnel has at most one).
+    pub fn inspect(&self, inspector: &crate::Inspector) -> Result<(), AlreadyInspected> {
+        self.local_app.inspect(inspector.clone())
     }
 
     /// The current state.

@@ -1,5 +1,6 @@
 //! `czctl service intercept`: as documented in the reference, plus what users need.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use czctl::{
 use super::cluster::ClusterArgs;
 use super::config::{self, ConfigError};
 use super::dry_run::{self, OutputFormat};
+use super::inspect::{InspectArgs, RunningInspector};
 use super::output::Output;
 use super::session::{describe, ClosingArgs};
 
@@ -91,6 +93,8 @@ pub struct InterceptArgs {
     /// The format of --dry-run: `yaml` (one document per object) or `json` (a v1 List).
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml, requires = "dry_run")]
     output: OutputFormat,
+    #[command(flatten)]
+    inspect: Box<InspectArgs>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -173,12 +177,21 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         print!("{}", dry_run::render(&plan, &service, args.output)?);
         return Ok(());
     }
+    let inspector = args
+        .inspect
+        .bind(Some(czctl::inspect::DEFAULT_ADDRESS), &output)
+        .await?;
     let intercept =
         Intercept::start(client, options, |step| output.step(step), interrupts.recv()).await?;
     let record = intercept.record();
+    let local_app = SocketAddr::from((Ipv4Addr::LOCALHOST, record.local_port));
+    let inspector = inspector
+        .map(|inspector| inspector.start(intercept.tunnel(), local_app))
+        .transpose()?;
     output.info(format_args!(
-        "Intercepting {namespace}/{} port {}: requests with header {} go to localhost:{}; all others keep going to the cluster. Press Ctrl-C to stop.",
-        args.service, record.remote_port, args.header, record.local_port
+        "Intercepting {namespace}/{} port {}: requests with header {} go to localhost:{}; all others keep going to the cluster.{} Press Ctrl-C to stop.",
+        args.service, record.remote_port, args.header, record.local_port,
+        RunningInspector::sentence(inspector.as_ref())
     ));
     let printing = output.print_events(intercept.tunnel().events(), |event| {
         !matches!(event, TunnelEvent::Connected { .. })

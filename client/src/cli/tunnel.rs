@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use czctl::{Identity, SessionCa, Tunnel, TunnelConfig};
 
+use super::inspect::{InspectArgs, RunningInspector};
 use super::output::Output;
 use super::{CommonArgs, IdentityDir};
 
@@ -22,6 +23,8 @@ pub struct ConnectArgs {
     /// The local port intercepted requests are forwarded to.
     #[arg(short = 'l', long = "localPort", value_name = "PORT")]
     local_port: u16,
+    #[command(flatten)]
+    inspect: InspectArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -49,11 +52,15 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let local_app = SocketAddr::from((Ipv4Addr::LOCALHOST, args.local_port));
     let mut interrupts =
         super::Interrupts::catch().context("could not catch Ctrl-C and SIGTERM")?;
+    let inspector = args.inspect.bind(None, &output).await?;
     let tunnel = Tunnel::start(TunnelConfig {
         proxy: args.endpoint.clone(),
         identity,
         local_app,
     })?;
+    let inspector = inspector
+        .map(|inspector| inspector.start(&tunnel, local_app))
+        .transpose()?;
     let printing = output.print_events(tunnel.events(), |_| true);
     let connected = tokio::select! {
         connected = tunnel.connected() => Some(connected),
@@ -62,7 +69,8 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     if let Some(connected) = connected {
         connected.map_err(|error| anyhow::anyhow!("{error}"))?;
         output.info(format_args!(
-            "intercepted requests now go to {local_app}; press Ctrl-C to stop"
+            "intercepted requests now go to {local_app}.{} Press Ctrl-C to stop.",
+            RunningInspector::sentence(inspector.as_ref())
         ));
         interrupts.recv().await;
     }

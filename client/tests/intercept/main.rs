@@ -5,6 +5,7 @@
 mod carrier;
 mod cleanup;
 mod dry_run;
+mod inspector;
 mod rbac;
 mod support;
 mod team;

@@ -4,6 +4,7 @@
 mod bad_laptop;
 mod failures;
 mod forwarding;
+mod inspector;
 mod keep_alive;
 mod limits;
 mod routing;

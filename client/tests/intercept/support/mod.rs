@@ -2,6 +2,7 @@
 //! endpoints as kube-proxy does, the real `czctl` binary with its output read line by line, a
 //! laptop app that can hold a request, HTTP clients, and a concurrent load.
 
+pub mod browser;
 pub mod http;
 pub mod load;
 
@@ -39,7 +40,20 @@ pub struct Setup {
 }
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory named after `what`.
+    pub fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "czctl-e2e-{what}-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        Self(dir)
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
