@@ -28,9 +28,10 @@ use crate::Tunnel;
 use blueprint::Blueprint;
 use set_up::SetUp;
 
-/// How long [`Intercept::stop`] lets in-flight intercepted requests finish before it closes the
-/// tunnel (the proxy pod's termination grace period).
-pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long [`Intercept::stop`] lets the deleted proxy drain (its shutdown delay, then its
+/// in-flight intercepted requests) before it closes the tunnel: the proxy pod's termination grace
+/// period.
+pub const DRAIN_TIMEOUT: std::time::Duration = crate::k8s::proxy_deployment::TERMINATION_GRACE;
 
 /// A running intercept.
 pub struct Intercept {

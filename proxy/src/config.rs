@@ -68,7 +68,15 @@ pub struct Config {
     #[arg(long, env = "CZ_RECONNECT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_grace: Duration,
 
-    /// On SIGTERM, how long in-flight requests may take to finish before the proxy exits.
+    /// On SIGTERM, how long the proxy keeps accepting connections (with /readyz failing, every
+    /// HTTP/1 response closing its connection and HTTP/2 connections sent GOAWAY) before it
+    /// stops listening: the time kube-proxy and ingress controllers take to stop sending it new
+    /// connections once the cluster no longer lists it (a preStop sleep, built in).
+    #[arg(long = flag::SHUTDOWN_DELAY, env = env::SHUTDOWN_DELAY, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the shutdown delay, how long in-flight requests may take to finish before the
+    /// proxy exits.
     #[arg(long, env = "CZ_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
@@ -183,6 +191,7 @@ mod tests {
         assert_eq!(config.passthrough[1].target, "10.0.0.1:91");
         assert_eq!(config.header.to_string(), "x-my-header:ME");
         assert_eq!(config.reconnect_grace, Duration::from_secs(5));
+        assert_eq!(config.shutdown_delay, contract::DEFAULT_SHUTDOWN_DELAY);
         assert_eq!(config.tunnel_port, 7443);
         assert_eq!(config.carrier_port, 7444);
         assert_eq!(config.tunnel_slot_timeout, Duration::from_secs(5));
@@ -229,7 +238,7 @@ mod tests {
     }
 
     /// Every flag, the variable that also sets it, and a value other than its default.
-    const EVERY_FLAG: [(&str, &str, &str); 23] = [
+    const EVERY_FLAG: [(&str, &str, &str); 24] = [
         ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
         ("http-port", "CZ_HTTP_PORT", "8081"),
         ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -240,6 +249,7 @@ mod tests {
         ("tls-dir", "CZ_TLS_DIR", "/env/tls"),
         ("header", "CZ_HEADER", "x-env:on"),
         ("reconnect-grace", "CZ_RECONNECT_GRACE", "7s"),
+        ("shutdown-delay", "CZ_SHUTDOWN_DELAY", "3s"),
         ("drain-timeout", "CZ_DRAIN_TIMEOUT", "8s"),
         ("header-read-timeout", "CZ_HEADER_READ_TIMEOUT", "9s"),
         ("max-header-bytes", "CZ_MAX_HEADER_BYTES", "10000"),
@@ -291,6 +301,7 @@ mod tests {
         assert_eq!(config.tls_dir, PathBuf::from("/env/tls"), "{source}");
         assert_eq!(config.header.to_string(), "x-env:on", "{source}");
         assert_eq!(config.reconnect_grace, Duration::from_secs(7), "{source}");
+        assert_eq!(config.shutdown_delay, Duration::from_secs(3), "{source}");
         assert_eq!(config.drain_timeout, Duration::from_secs(8), "{source}");
         assert_eq!(
             config.header_read_timeout,
@@ -338,6 +349,7 @@ mod tests {
             carrier_port: 7445,
             admin_port: 9902,
             header: "x-my-header:me".into(),
+            shutdown_delay: Duration::from_secs(7),
         };
         let config =
             Config::try_parse_from(std::iter::once("cz-proxy".to_owned()).chain(sent.to_args()))
@@ -350,6 +362,7 @@ mod tests {
             carrier_port: config.carrier_port,
             admin_port: config.admin_port,
             header: config.header.to_string(),
+            shutdown_delay: config.shutdown_delay,
         };
         assert_eq!(received, sent);
         assert_eq!(config.tls_dir, PathBuf::from(contract::TLS_DIR));

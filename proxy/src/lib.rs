@@ -18,6 +18,7 @@ pub mod bounds;
 pub mod carrier;
 pub mod config;
 pub mod connection;
+pub mod drain;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -131,9 +132,10 @@ async fn tcp_listener(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { address, source })
 }
 
-/// Runs the proxy until `shutdown` is cancelled, then drains: stops accepting, lets in-flight
-/// requests and pass-through connections finish for up to `config.drain_timeout`, closes the
-/// tunnel and returns.
+/// Runs the proxy until `shutdown` is cancelled, then drains ([`drain`]): fails `/readyz` and
+/// ends client connections at their next safe moment at once, keeps accepting for
+/// `config.shutdown_delay`, then stops accepting, lets in-flight requests and pass-through
+/// connections finish for up to `config.drain_timeout`, closes the tunnel and returns.
 pub async fn run(
     config: Config,
     identity: Identity,
@@ -183,6 +185,8 @@ pub async fn run(
         bound(listener, config.socket_buffer_bytes)?;
     }
 
+    let (drain, draining) = drain::Drain::after(shutdown.clone(), config.shutdown_delay);
+    tokio::spawn(draining);
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
@@ -199,7 +203,7 @@ pub async fn run(
         handshakes.clone(),
         route.clone(),
         metrics.clone(),
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     let carrier_tunnel = tokio::spawn(tunnel::serve(
         carrier_endpoint.clone(),
@@ -207,13 +211,13 @@ pub async fn run(
         handshakes,
         route,
         metrics.clone(),
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     tokio::spawn(carrier::serve(
         listeners.carrier,
         limit(Listener::Carrier, carrier::MAX_CONNECTIONS as u32),
         streams,
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     let connections = TaskTracker::new();
     for (listener, target) in listeners.passthrough {
@@ -222,7 +226,7 @@ pub async fn run(
             limit: limit(Listener::Passthrough, config.max_passthrough_connections),
             idle_timeout: config.passthrough_idle_timeout,
         };
-        let serve = passthrough::serve(listener, port, connections.clone(), shutdown.clone());
+        let serve = passthrough::serve(listener, port, connections.clone(), drain.closed().clone());
         tokio::spawn(serve);
     }
     let router = |upstream| {
@@ -244,7 +248,7 @@ pub async fn run(
             router(Upstream::new(upstream_dialer.clone())),
             http_limit.clone(),
             config.clone(),
-            shutdown.clone(),
+            drain.clone(),
         );
         workers.push(serve.map_err(StartError::Workers)?);
     }
@@ -254,14 +258,7 @@ pub async fn run(
 
     let http = async {
         let upstream = Upstream::new(upstream_dialer);
-        server::serve(
-            http_listener,
-            router(upstream),
-            http_limit,
-            &config,
-            shutdown.clone(),
-        )
-        .await;
+        server::serve(http_listener, router(upstream), http_limit, &config, &drain).await;
         for worker in workers {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
@@ -269,6 +266,7 @@ pub async fn run(
     let passthrough_drained = async {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Relaxed);
+        drain.closed().cancelled().await;
         connections.close();
         if tokio::time::timeout(config.drain_timeout, connections.wait())
             .await

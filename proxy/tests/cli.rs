@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 23] = [
+const EVERY_FLAG: [(&str, &str); 24] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -15,6 +15,7 @@ const EVERY_FLAG: [(&str, &str); 23] = [
     ("--tls-dir", "CZ_TLS_DIR"),
     ("--header", "CZ_HEADER"),
     ("--reconnect-grace", "CZ_RECONNECT_GRACE"),
+    ("--shutdown-delay", "CZ_SHUTDOWN_DELAY"),
     ("--drain-timeout", "CZ_DRAIN_TIMEOUT"),
     ("--header-read-timeout", "CZ_HEADER_READ_TIMEOUT"),
     ("--max-header-bytes", "CZ_MAX_HEADER_BYTES"),

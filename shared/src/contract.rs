@@ -28,6 +28,8 @@ pub mod flag {
     pub const TLS_DIR: &str = "tls-dir";
     /// The intercept rule.
     pub const HEADER: &str = "header";
+    /// How long the proxy keeps accepting after SIGTERM.
+    pub const SHUTDOWN_DELAY: &str = "shutdown-delay";
 }
 
 /// The environment variable beside each flag of [`flag`].
@@ -48,8 +50,13 @@ pub mod env {
     pub const TLS_DIR: &str = "CZ_TLS_DIR";
     /// `--header`.
     pub const HEADER: &str = "CZ_HEADER";
+    /// `--shutdown-delay`.
+    pub const SHUTDOWN_DELAY: &str = "CZ_SHUTDOWN_DELAY";
 }
 
+/// How long the proxy keeps accepting connections after SIGTERM, while the cluster's kube-proxy
+/// and ingress controllers stop sending it new ones (seconds on a real cluster).
+pub const DEFAULT_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The tunnel's UDP port unless the intercepted Service uses it.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7443;
 /// The port-forward carrier's TCP port (on the pod's loopback) unless the intercepted Service
@@ -127,6 +134,8 @@ pub struct ProxyArgs {
     pub admin_port: u16,
     /// The intercept rule, `NAME:VALUE`.
     pub header: String,
+    /// How long the proxy keeps accepting after SIGTERM (whole seconds).
+    pub shutdown_delay: std::time::Duration,
 }
 
 impl ProxyArgs {
@@ -141,6 +150,10 @@ impl ProxyArgs {
             arg(flag::ADMIN_PORT, &self.admin_port),
             arg(flag::TLS_DIR, &TLS_DIR),
             arg(flag::HEADER, &self.header),
+            arg(
+                flag::SHUTDOWN_DELAY,
+                &format_args!("{}s", self.shutdown_delay.as_secs()),
+            ),
         ];
         args.extend(self.passthrough.iter().map(|p| {
             arg(
@@ -256,9 +269,11 @@ mod tests {
             carrier_port: DEFAULT_CARRIER_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
             header: "x-c6o-intercept:yes".into(),
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
         }
         .to_args();
         assert!(args.contains(&"--passthrough=9090=10.0.0.1:9090".to_owned()));
+        assert!(args.contains(&"--shutdown-delay=5s".to_owned()));
         assert!(args.contains(&format!("--tls-dir={TLS_DIR}")));
     }
 

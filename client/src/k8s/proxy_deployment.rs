@@ -24,6 +24,11 @@ use super::target::Target;
 /// The proxy's uid, and the group its certificate files belong to.
 const PROXY_USER: i64 = 65532;
 
+/// How long the proxy pod may take to stop once deleted: its shutdown delay (accepting while the
+/// cluster stops routing to it), then up to 30 s for in-flight requests to finish.
+pub(crate) const TERMINATION_GRACE: std::time::Duration =
+    contract::DEFAULT_SHUTDOWN_DELAY.saturating_add(std::time::Duration::from_secs(30));
+
 /// What the Deployment needs beyond the session's names.
 pub(crate) struct ProxySpec<'a> {
     /// The Service being intercepted.
@@ -97,6 +102,7 @@ pub(crate) fn build(
         carrier_port,
         admin_port,
         header: spec.header.to_owned(),
+        shutdown_delay: contract::DEFAULT_SHUTDOWN_DELAY,
     }
     .to_args();
     let mut ports: Vec<ContainerPort> = target
@@ -202,7 +208,7 @@ pub(crate) fn build(
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE.as_secs() as i64),
                     // fsGroup makes the kubelet give the certificate files to the proxy's
                     // group, so uid 65532 can read them; RuntimeDefault seccomp is what a
                     // `restricted` Pod Security level requires.
