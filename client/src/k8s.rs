@@ -10,6 +10,7 @@
 pub(crate) mod api_error;
 pub(crate) mod cleanup;
 pub(crate) mod client;
+pub(crate) mod endpoints;
 pub(crate) mod names;
 pub(crate) mod owned;
 pub(crate) mod port_forward;
