@@ -5,6 +5,7 @@
 mod carrier;
 mod cleanup;
 mod dry_run;
+mod keep_alive;
 mod rbac;
 mod support;
 

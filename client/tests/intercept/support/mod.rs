@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod load;
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
