@@ -7,7 +7,10 @@
 //! sent (canceled by a GOAWAY that arrived first) is sent on the next connection.
 //!
 //! Start it, act on the cluster (czctl start, stop, a deleted proxy pod; later a second
-//! developer joining and leaving), then [`Pool::finish`] and check [`Summary::failures`].
+//! developer joining and leaving), then [`Pool::finish`] and check [`Summary::failures`]. The
+//! clients run on a runtime of their own, as a Service's clients are other processes: on the
+//! test's runtime they would starve the in-process cluster (its API server carries the tunnel's
+//! port-forward) of turns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,23 +85,32 @@ pub struct Pool {
     counters: Arc<Counters>,
     stop: CancellationToken,
     clients: JoinSet<()>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Pool {
     /// Starts [`HTTP1_CONNECTIONS`] HTTP/1.1 clients and one HTTP/2 client against `address`.
     pub fn start(address: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the pool's runtime");
         let mut pool = Self {
             counters: Arc::default(),
             stop: CancellationToken::new(),
             clients: JoinSet::new(),
+            runtime,
         };
+        let on = pool.runtime.handle().clone();
         for index in 0..HTTP1_CONNECTIONS {
             let (address, counters, stop) = pool.parts(address);
             let client = http1_client(address, index % 2 == 0, counters, stop);
-            pool.clients.spawn(client);
+            pool.clients.spawn_on(client, &on);
         }
         let (address, counters, stop) = pool.parts(address);
-        pool.clients.spawn(http2_client(address, counters, stop));
+        pool.clients
+            .spawn_on(http2_client(address, counters, stop), &on);
         pool
     }
 
@@ -132,11 +144,11 @@ impl Pool {
             if tokio::time::Instant::now() > deadline {
                 let failures = self.counters.failures.lock().expect("not poisoned");
                 panic!(
-                    "timed out waiting for {what}: {} answered, {} by the laptop, {} failures: {:?}",
+                    "timed out waiting for {what}: {} answered, {} by the laptop, {} failures: {:#?}",
                     self.answered(),
                     self.by_laptop(),
                     failures.len(),
-                    failures.iter().take(5).collect::<Vec<_>>()
+                    failures.iter().step_by(failures.len() / 20 + 1).collect::<Vec<_>>()
                 );
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -149,6 +161,7 @@ impl Pool {
         while let Some(joined) = self.clients.join_next().await {
             joined.expect("a pool client");
         }
+        self.runtime.shutdown_background();
         let counters = &self.counters;
         Summary {
             answered: counters.answered.load(Ordering::Relaxed),
@@ -174,7 +187,8 @@ async fn http1_client(
         if stop.is_cancelled() {
             return;
         }
-        let path = format!("/pool/h1/{count}");
+        let to = if header.is_some() { "header" } else { "plain" };
+        let path = format!("/pool/h1/{to}/{count}");
         let mut connection = match sender.take() {
             Some(connection) => connection,
             None => match connect(&address).await {
@@ -214,7 +228,9 @@ async fn http2_client(address: String, counters: Arc<Counters>, stop: Cancellati
         if stop.is_cancelled() {
             return;
         }
-        let path = format!("/pool/h2/{count}");
+        let header = count % 2 == 0;
+        let to = if header { "header" } else { "plain" };
+        let path = format!("/pool/h2/{to}/{count}");
         let mut connection = match sender.take() {
             Some(connection) if !connection.is_closed() => connection,
             ended => {
@@ -237,7 +253,6 @@ async fn http2_client(address: String, counters: Arc<Counters>, stop: Cancellati
             counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let header = count % 2 == 0;
         let mut request = Request::get(format!("http://echo.demo{path}"));
         if header {
             request = request.header(INTERCEPT.0, INTERCEPT.1);
