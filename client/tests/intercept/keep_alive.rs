@@ -20,6 +20,17 @@ fn assert_none_failed(summary: &Summary, what: &str) {
         "{what}: {} answered ({} by the laptop), {} connections ended by the server, {} HTTP/2 requests resent",
         summary.answered, summary.by_laptop, summary.closed_by_server, summary.resent
     );
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for failure in &summary.failures {
+        // "/pool/h1/header/17: why" counts as "h1/header: why".
+        let (path, why) = failure.split_once(": ").unwrap_or((failure, ""));
+        let client: Vec<&str> = path.split('/').skip(2).take(2).collect();
+        let why: String = why.chars().take(60).collect();
+        *kinds
+            .entry(format!("{}: {why}", client.join("/")))
+            .or_default() += 1;
+    }
+    eprintln!("{what}: failures by kind: {kinds:#?}");
     assert!(
         summary.failures.is_empty(),
         "{what}: {} of {} requests failed: {:#?}",
