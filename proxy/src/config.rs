@@ -65,7 +65,7 @@ pub struct Config {
     pub header: InterceptRule,
 
     /// How long a matching request waits for the laptop to reconnect before it gets 503.
-    #[arg(long, env = "CZ_RECONNECT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long = flag::RECONNECT_GRACE, env = env::RECONNECT_GRACE, default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_grace: Duration,
 
     /// On SIGTERM, how long the proxy keeps accepting connections (with /readyz failing, every
@@ -350,6 +350,7 @@ mod tests {
             admin_port: 9902,
             header: "x-my-header:me".into(),
             shutdown_delay: Duration::from_secs(7),
+            reconnect_grace: Duration::from_secs(12),
         };
         let config =
             Config::try_parse_from(std::iter::once("cz-proxy".to_owned()).chain(sent.to_args()))
@@ -363,6 +364,7 @@ mod tests {
             admin_port: config.admin_port,
             header: config.header.to_string(),
             shutdown_delay: config.shutdown_delay,
+            reconnect_grace: config.reconnect_grace,
         };
         assert_eq!(received, sent);
         assert_eq!(config.tls_dir, PathBuf::from(contract::TLS_DIR));

@@ -4,14 +4,17 @@
 //! and ingress controllers follow seconds later, and connections they already made to the proxy
 //! stay pinned to it. So the proxy:
 //!
-//! 1. **begins draining** at once: `/readyz` fails, every HTTP/1 response carries
+//! 1. **begins draining** at once: every HTTP/1 response carries
 //!    `Connection: close` and its connection closes after it, an HTTP/2 connection gets GOAWAY
 //!    (graceful: its streams in flight finish) once it has served a request, and a connection
 //!    idle for [`QUIET`] is closed — never one whose client may just have sent a request;
 //! 2. **keeps accepting** new connections for the shutdown delay (`--shutdown-delay`), served
-//!    the same way, for the clients that the cluster still sends to it;
-//! 3. **closes its listeners** after the delay and lets what is in flight finish, up to the drain
-//!    timeout.
+//!    the same way, for the clients that the cluster still sends to it — with `/readyz` still
+//!    passing: the pod's endpoint is terminating (not ready) from the moment it is deleted, and
+//!    kube-proxy falls back to a terminating endpoint only while it is serving, which is what
+//!    keeps a Service whole while a deleted proxy's replacement starts;
+//! 3. **closes its listeners** after the delay, fails `/readyz`, and lets what is in flight
+//!    finish, up to the drain timeout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

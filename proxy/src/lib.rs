@@ -132,10 +132,11 @@ async fn tcp_listener(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { address, source })
 }
 
-/// Runs the proxy until `shutdown` is cancelled, then drains ([`drain`]): fails `/readyz` and
-/// ends client connections at their next safe moment at once, keeps accepting for
-/// `config.shutdown_delay`, then stops accepting, lets in-flight requests and pass-through
-/// connections finish for up to `config.drain_timeout`, closes the tunnel and returns.
+/// Runs the proxy until `shutdown` is cancelled, then drains ([`drain`]): ends client
+/// connections at their next safe moment at once, keeps accepting (and `/readyz` passing) for
+/// `config.shutdown_delay`, then stops accepting, fails `/readyz`, lets in-flight requests and
+/// pass-through connections finish for up to `config.drain_timeout`, closes the tunnel and
+/// returns.
 pub async fn run(
     config: Config,
     identity: Identity,
@@ -264,9 +265,11 @@ pub async fn run(
         }
     };
     let passthrough_drained = async {
-        shutdown.cancelled().await;
-        ready.store(false, Ordering::Relaxed);
+        // Still serving through the shutdown delay: a deleted pod's endpoint is terminating at
+        // once, and kube-proxy keeps sending it new connections only while it is also serving
+        // (ready) and no other endpoint is ready, as while its replacement starts.
         drain.closed().cancelled().await;
+        ready.store(false, Ordering::Relaxed);
         connections.close();
         if tokio::time::timeout(config.drain_timeout, connections.wait())
             .await

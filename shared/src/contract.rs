@@ -30,6 +30,8 @@ pub mod flag {
     pub const HEADER: &str = "header";
     /// How long the proxy keeps accepting after SIGTERM.
     pub const SHUTDOWN_DELAY: &str = "shutdown-delay";
+    /// How long a matching request waits for a laptop.
+    pub const RECONNECT_GRACE: &str = "reconnect-grace";
 }
 
 /// The environment variable beside each flag of [`flag`].
@@ -52,6 +54,8 @@ pub mod env {
     pub const HEADER: &str = "CZ_HEADER";
     /// `--shutdown-delay`.
     pub const SHUTDOWN_DELAY: &str = "CZ_SHUTDOWN_DELAY";
+    /// `--reconnect-grace`.
+    pub const RECONNECT_GRACE: &str = "CZ_RECONNECT_GRACE";
 }
 
 /// How long the proxy keeps accepting connections after SIGTERM, while the cluster's kube-proxy
@@ -75,7 +79,8 @@ pub const CARRIER_PORT_NAME: &str = "cz-carrier";
 pub const ADMIN_PORT_NAME: &str = "cz-admin";
 /// Liveness: the process serves.
 pub const HEALTH_PATH: &str = "/healthz";
-/// Readiness: the proxy accepts traffic (503 while draining); the Deployment's probe.
+/// Readiness: the proxy accepts traffic (503 once a drain has closed its listeners); the
+/// Deployment's probe.
 pub const READY_PATH: &str = "/readyz";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
@@ -136,6 +141,8 @@ pub struct ProxyArgs {
     pub header: String,
     /// How long the proxy keeps accepting after SIGTERM (whole seconds).
     pub shutdown_delay: std::time::Duration,
+    /// How long a matching request waits for a laptop (whole seconds).
+    pub reconnect_grace: std::time::Duration,
 }
 
 impl ProxyArgs {
@@ -153,6 +160,10 @@ impl ProxyArgs {
             arg(
                 flag::SHUTDOWN_DELAY,
                 &format_args!("{}s", self.shutdown_delay.as_secs()),
+            ),
+            arg(
+                flag::RECONNECT_GRACE,
+                &format_args!("{}s", self.reconnect_grace.as_secs()),
             ),
         ];
         args.extend(self.passthrough.iter().map(|p| {
@@ -270,6 +281,7 @@ mod tests {
             admin_port: DEFAULT_ADMIN_PORT,
             header: "x-c6o-intercept:yes".into(),
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
+            reconnect_grace: std::time::Duration::from_secs(10),
         }
         .to_args();
         assert!(args.contains(&"--passthrough=9090=10.0.0.1:9090".to_owned()));

@@ -29,6 +29,12 @@ const PROXY_USER: i64 = 65532;
 pub(crate) const TERMINATION_GRACE: std::time::Duration =
     contract::DEFAULT_SHUTDOWN_DELAY.saturating_add(std::time::Duration::from_secs(30));
 
+/// How long a matching request waits for the laptop. A replaced proxy pod gets the laptop only
+/// once its predecessor has drained (its shutdown delay and a moment): matching requests the
+/// replacement receives meanwhile wait for it instead of failing with 503.
+const RECONNECT_GRACE: std::time::Duration =
+    contract::DEFAULT_SHUTDOWN_DELAY.saturating_add(std::time::Duration::from_secs(5));
+
 /// What the Deployment needs beyond the session's names.
 pub(crate) struct ProxySpec<'a> {
     /// The Service being intercepted.
@@ -103,6 +109,7 @@ pub(crate) fn build(
         admin_port,
         header: spec.header.to_owned(),
         shutdown_delay: contract::DEFAULT_SHUTDOWN_DELAY,
+        reconnect_grace: RECONNECT_GRACE,
     }
     .to_args();
     let mut ports: Vec<ContainerPort> = target

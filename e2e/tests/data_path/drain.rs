@@ -22,13 +22,24 @@ use crate::{intercept, intercept_with};
 
 const INTERCEPT: (&str, &str) = ("x-c6o-intercept", "yes");
 
-/// Waits until `/readyz` fails: the drain has begun.
-async fn draining(admin: std::net::SocketAddr) {
-    eventually("/readyz to fail", PROMPTLY, || async {
-        (client::get(admin, "/readyz", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE)
-            .then_some(())
+/// Waits until the drain has begun (a response closes its connection), and checks that the
+/// proxy still reports itself ready: it serves through its shutdown delay.
+async fn draining(setup: &crate::Intercept) {
+    eventually("the drain to begin", PROMPTLY, || async {
+        let answer = client::get(setup.proxy.http, "/probe", &[]).await;
+        (answer
+            .headers
+            .get("connection")
+            .is_some_and(|v| v == "close"))
+        .then_some(())
     })
     .await;
+    let ready = client::get(setup.proxy.admin, "/readyz", &[]).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "ready through the shutdown delay"
+    );
 }
 
 #[tokio::test]
@@ -40,7 +51,7 @@ async fn during_the_drain_every_http1_response_closes_its_connection_and_new_one
     assert!(!head.to_ascii_lowercase().contains("connection: close"));
 
     setup.proxy.begin_shutdown();
-    draining(setup.proxy.admin).await;
+    draining(&setup).await;
     for (intercepted, served_by) in [(false, "cluster"), (true, "laptop")] {
         let path = format!("/during-{served_by}");
         let mut client = Client::connect(setup.proxy.http).await;
@@ -69,6 +80,27 @@ async fn during_the_drain_every_http1_response_closes_its_connection_and_new_one
         closed < QUIET / 2,
         "closed after its response, took {closed:?}"
     );
+}
+
+#[tokio::test]
+async fn the_listener_closes_and_readyz_fails_after_the_shutdown_delay() {
+    const DELAY: Duration = Duration::from_secs(2);
+    let setup = intercept(&["--shutdown-delay=2s"]).await;
+    let began = Instant::now();
+    setup.proxy.begin_shutdown();
+    draining(&setup).await;
+    let http = setup.proxy.http;
+    eventually("the listener to close", PROMPTLY, || async {
+        tokio::net::TcpStream::connect(http)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let closed = began.elapsed();
+    assert!(closed >= DELAY, "closed {closed:?} into the drain");
+    let ready = client::get(setup.proxy.admin, "/readyz", &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
@@ -137,7 +169,7 @@ async fn http2_connections_get_goaway_and_their_streams_in_flight_finish() {
     within(PROMPTLY, "the slow request to arrive", arrived.notified()).await;
 
     setup.proxy.begin_shutdown();
-    draining(setup.proxy.admin).await;
+    draining(&setup).await;
     release.notify_one();
     let slow = within(PROMPTLY, "the slow answer", slow)
         .await
