@@ -74,6 +74,8 @@ async fn a_keep_alive_pool_loses_no_request_when_the_proxy_pod_is_deleted() {
     let laptop = LaptopApp::start(0).await;
     let czctl = setup.intercept(laptop.port, &[]).await;
     let pool = Pool::start(&setup.service_address);
+    let started = std::time::Instant::now();
+    let at = || format!("at {:.1} s", started.elapsed().as_secs_f64());
     pool.wait_for(UNDER_LOAD, true, "the pool to reach the laptop")
         .await;
 
@@ -85,6 +87,7 @@ async fn a_keep_alive_pool_loses_no_request_when_the_proxy_pod_is_deleted() {
     pods.delete(&old, &DeleteParams::default())
         .await
         .expect("delete the proxy pod");
+    eprintln!("proxy pod deleted {}", at());
     cz_testkit::eventually(
         "a new proxy pod",
         super::support::CZCTL_DEADLINE,
@@ -99,9 +102,12 @@ async fn a_keep_alive_pool_loses_no_request_when_the_proxy_pod_is_deleted() {
     setup
         .laptop_answers("the laptop to answer through the new proxy")
         .await;
+    eprintln!("the laptop answers through the new proxy {}", at());
     pool.wait_for(UNDER_LOAD, true, "the pool to reach the laptop again")
         .await;
+    eprintln!("stopping czctl {}", at());
     setup.stop_cleanly(czctl).await;
+    eprintln!("czctl stopped {}", at());
     let summary = pool.finish().await;
     assert_none_failed(&summary, "a deleted proxy pod");
 }

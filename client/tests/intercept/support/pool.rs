@@ -36,8 +36,8 @@ pub const HTTP1_CONNECTIONS: usize = 32;
 const REQUESTS_PER_CONNECTION: usize = 200;
 
 /// What the pool saw so far, shared by its clients.
-#[derive(Default)]
 struct Counters {
+    started: std::time::Instant,
     answered: AtomicUsize,
     by_laptop: AtomicUsize,
     closed_by_server: AtomicUsize,
@@ -47,7 +47,11 @@ struct Counters {
 
 impl Counters {
     fn fail(&self, failure: String) {
-        self.failures.lock().expect("not poisoned").push(failure);
+        let at = self.started.elapsed().as_secs_f64();
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .push(format!("{failure} (at {at:.1} s)"));
     }
 
     /// Counts a 200 from the expected backend: a pod without the header, a pod or the laptop
@@ -61,6 +65,19 @@ impl Counters {
             }
             Ok(pod) => self.fail(format!("{path} answered by {pod}")),
             Err(error) => self.fail(format!("{path}: {error}")),
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            answered: AtomicUsize::default(),
+            by_laptop: AtomicUsize::default(),
+            closed_by_server: AtomicUsize::default(),
+            resent: AtomicUsize::default(),
+            failures: Mutex::default(),
         }
     }
 }
