@@ -39,9 +39,10 @@ use blueprint::Blueprint;
 use join::JoinSteps;
 use set_up::SetUp;
 
-/// How long [`Intercept::stop`] lets in-flight intercepted requests finish before it closes the
-/// tunnel (the proxy pod's termination grace period).
-pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long [`Intercept::stop`] lets the deleted proxy drain (its shutdown delay, then its
+/// in-flight intercepted requests) before it closes the tunnel: the proxy pod's termination grace
+/// period.
+pub const DRAIN_TIMEOUT: std::time::Duration = crate::k8s::proxy_deployment::TERMINATION_GRACE;
 
 /// What [`Intercept::stop`] left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 pub(crate) mod api_error;
 pub(crate) mod cleanup;
 pub(crate) mod client;
+pub(crate) mod endpoints;
 pub(crate) mod leave;
 pub(crate) mod names;
 pub(crate) mod owned;

@@ -28,6 +28,17 @@ pub enum Progress {
     TunnelConnected(Connected),
     /// The Service's selector is restored.
     Restored,
+    /// The Service's endpoints no longer list the proxy: it can be deleted.
+    ProxyUnlisted,
+    /// The Service's endpoints still listed the proxy after this long; it is deleted anyway.
+    ProxyStillListed(Duration),
+    /// The Service's endpoints could not be read; the proxy is deleted after a fixed wait.
+    EndpointsUnreadable {
+        /// Why not.
+        why: String,
+        /// The wait instead.
+        waiting: Duration,
+    },
     /// Someone else changed the selector meanwhile; it was left as they set it.
     LeftAsChanged(String),
     /// An object was deleted.
@@ -76,6 +87,9 @@ impl std::fmt::Display for Progress {
                 }
             }
             Self::Restored => write!(f, "service selector restored"),
+            Self::ProxyUnlisted => write!(f, "the service's endpoints no longer list the proxy"),
+            Self::ProxyStillListed(after) => write!(f, "the service's endpoints still list the proxy after {after:?}; removing it anyway"),
+            Self::EndpointsUnreadable { why, waiting } => write!(f, "could not tell when the service's endpoints stop listing the proxy ({why}); waiting {waiting:?} instead"),
             Self::LeftAsChanged(selector) => write!(f, "service selector was changed by someone else during the intercept; left as they set it ({selector})"),
             Self::Deleted(what) => write!(f, "deleted {what}"),
             Self::GoesWithOwner { object, owner } => write!(f, "{object} goes with its owner {owner} (the cluster's garbage collector deletes it)"),

@@ -128,7 +128,13 @@ pub fn proxy_config(upstream: SocketAddr, extra: &[&str]) -> Config {
     use clap::Parser;
     let upstream = format!("--upstream={upstream}");
     let mut args = vec!["cz-proxy", "--http-port=0", upstream.as_str()];
-    for default in ["--reconnect-grace=2s", "--drain-timeout=10s"] {
+    // No shutdown delay unless a test asks for one: nothing routes to a test's proxy but the test.
+    let defaults = [
+        "--reconnect-grace=2s",
+        "--drain-timeout=10s",
+        "--shutdown-delay=0s",
+    ];
+    for default in defaults {
         let flag = default.split('=').next().expect("flag");
         if !extra.iter().any(|arg| arg.starts_with(flag)) {
             args.push(default);

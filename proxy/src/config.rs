@@ -82,10 +82,18 @@ pub struct Config {
     pub control_port: u16,
 
     /// How long a matching request waits for the laptop to reconnect before it gets 503.
-    #[arg(long, env = "CZ_RECONNECT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long = flag::RECONNECT_GRACE, env = env::RECONNECT_GRACE, default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_grace: Duration,
 
-    /// On SIGTERM, how long in-flight requests may take to finish before the proxy exits.
+    /// On SIGTERM, how long the proxy keeps accepting connections (with /readyz failing, every
+    /// HTTP/1 response closing its connection and HTTP/2 connections sent GOAWAY) before it
+    /// stops listening: the time kube-proxy and ingress controllers take to stop sending it new
+    /// connections once the cluster no longer lists it (a preStop sleep, built in).
+    #[arg(long = flag::SHUTDOWN_DELAY, env = env::SHUTDOWN_DELAY, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the shutdown delay, how long in-flight requests may take to finish before the
+    /// proxy exits.
     #[arg(long, env = "CZ_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

@@ -10,14 +10,19 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Version};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1 as hyper_http1, http2 as hyper_http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::bounds::{Bounds, Interrupted};
+use crate::drain::QUIET;
 use crate::exchange::{ConnectionState, ExchangeBody};
 use crate::http1::{self, Handler};
 use crate::linger::Lingering;
@@ -44,8 +49,8 @@ enum Protocol {
 
 /// Serves one accepted connection until it closes, `header_timeout` passes without a complete
 /// first request head (or, later, after an exchange), an HTTP/2 connection starts no request for
-/// a whole `header_timeout` period, or `shutdown` (then gracefully: in-flight requests finish,
-/// idle connections close, HTTP/2 gets GOAWAY).
+/// a whole `header_timeout` period, or the drain that `shutdown` begins ends it (see
+/// [`crate::drain`]: after its next response, with GOAWAY, or after a quiet moment).
 pub async fn serve(
     io: Lingering,
     protocols: Arc<Protocols>,
@@ -109,20 +114,29 @@ async fn detect(io: &mut ParkableIo) -> io::Result<Protocol> {
     })
 }
 
-/// Routes each request of a connection and counts its exchanges.
+/// Routes each request of a connection and counts its exchanges. During the drain an HTTP/1
+/// response carries `Connection: close`, so that the connection closes after it, the one moment
+/// the client cannot be sending another request on it.
 fn handler(router: Arc<Router>, state: Arc<ConnectionState>) -> impl Handler {
-    service_fn(move |request| {
+    service_fn(move |request: Request<Incoming>| {
         let router = router.clone();
+        let http1 = request.version() < Version::HTTP_2;
         let exchange = state.clone().begin_exchange();
         async move {
-            let response = router.handle(request, &exchange.connection().client).await;
+            let mut response = router.handle(request, &exchange.connection().client).await;
+            if http1 && exchange.connection().is_draining() {
+                let headers = response.headers_mut();
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(response.map(|body| ExchangeBody::new(body, exchange)))
         }
     })
 }
 
 /// Serves HTTP/2 on `io` until it closes, starts no request for a whole `header_timeout`
-/// period (then GOAWAY), or `shutdown`.
+/// period (then GOAWAY), or the drain: GOAWAY once it has served a request (at once if it has),
+/// or after a quiet moment without one, so that a connection made during the drain is not sent
+/// away before its first request.
 async fn serve_http2(
     io: ParkableIo,
     builder: &hyper_http2::Builder<TokioExecutor>,
@@ -135,6 +149,7 @@ async fn serve_http2(
     tokio::pin!(connection);
     let mut seen = 0;
     let mut closing = false;
+    let mut drained_at = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -143,7 +158,14 @@ async fn serve_http2(
                 }
                 return;
             }
-            () = shutdown.cancelled(), if !closing => {
+            () = shutdown.cancelled(), if drained_at.is_none() && !closing => {
+                let now = Instant::now();
+                drained_at = Some(if state.requests() > 0 { now } else { now + QUIET });
+            }
+            () = tokio::time::sleep_until(drained_at.unwrap_or_else(Instant::now)),
+                if drained_at.is_some() && !closing =>
+            {
+                debug!("the proxy drains; GOAWAY");
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -12,21 +12,25 @@ use cz_shared::stream::BoxError;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::ProxyBody;
+use crate::drain::DrainSignal;
 use crate::headers::ClientAddr;
 
-/// What the requests of one connection share: the client, and its exchanges so far.
+/// What the requests of one connection share: the client, its exchanges so far, and whether
+/// the proxy drains.
 pub struct ConnectionState {
     /// Who the connection comes from, as the forwarding headers name it.
     pub client: ClientAddr,
+    drain: DrainSignal,
     requests: AtomicU64,
     in_flight: AtomicUsize,
 }
 
 impl ConnectionState {
-    /// The state of a new connection from `client`.
-    pub fn new(client: ClientAddr) -> Self {
+    /// The state of a new connection from `client` to a proxy that drains by `drain`.
+    pub fn new(client: ClientAddr, drain: DrainSignal) -> Self {
         Self {
             client,
+            drain,
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
@@ -35,6 +39,11 @@ impl ConnectionState {
     /// How many requests have arrived on the connection.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether the proxy drains: an HTTP/1 response then closes its connection.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
     }
 
     /// Whether no exchange is in progress: every request that arrived has been answered and its
@@ -111,7 +120,10 @@ mod tests {
 
     fn state() -> Arc<ConnectionState> {
         let peer = "127.0.0.1:40000".parse().expect("an address");
-        Arc::new(ConnectionState::new(ClientAddr::new(peer, &[])))
+        Arc::new(ConnectionState::new(
+            ClientAddr::new(peer, &[]),
+            DrainSignal::default(),
+        ))
     }
 
     #[test]

@@ -65,7 +65,7 @@ type Connection<S> = UpgradeableConnection<TokioIo<ParkableIo>, S>;
 
 /// Serves HTTP/1 on `io` until the connection closes, is upgraded, goes without a complete head
 /// until the head deadline of `bounds` (moved to `header_timeout` after each exchange), or the
-/// proxy shuts down (then in-flight requests finish and idle connections close).
+/// proxy drains and the connection, parked, stays quiet for [`crate::drain::QUIET`].
 pub async fn serve<S: Handler>(
     mut io: ParkableIo,
     builder: &Builder,
@@ -159,11 +159,9 @@ impl<S: Handler> Period<S> {
         bounds: &mut Bounds<'_, '_>,
         mut idle: Pin<&mut Sleep>,
     ) -> Poll<Option<(ParkableIo, S)>> {
+        // The drain never ends a hyper connection here: its responses carry `Connection: close`
+        // (see `connection::handler`), and once idle it parks and closes after a quiet moment.
         let connection = self.connection.as_mut().expect("polled after it ended");
-        if !self.closing && bounds.poll_shutdown(cx).is_ready() {
-            self.closing = true;
-            Pin::new(&mut *connection).graceful_shutdown();
-        }
         if self.awaiting_head {
             if state.requests() != self.requests_at_start {
                 self.awaiting_head = false;

@@ -19,6 +19,7 @@ pub mod carrier;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod drain;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -139,9 +140,11 @@ async fn tcp_listener(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { address, source })
 }
 
-/// Runs the proxy until `shutdown` is cancelled, then drains: stops accepting, lets in-flight
-/// requests and pass-through connections finish for up to `config.drain_timeout`, closes the
-/// tunnel and returns.
+/// Runs the proxy until `shutdown` is cancelled, then drains ([`drain`]): ends client
+/// connections at their next safe moment at once, keeps accepting (and `/readyz` passing) for
+/// `config.shutdown_delay`, then stops accepting, fails `/readyz`, lets in-flight requests and
+/// pass-through connections finish for up to `config.drain_timeout`, closes the tunnel and
+/// returns.
 pub async fn run(
     config: Config,
     identity: Identity,
@@ -203,6 +206,8 @@ pub async fn run(
         bound(listener, config.socket_buffer_bytes)?;
     }
 
+    let (drain, draining) = drain::Drain::after(shutdown.clone(), config.shutdown_delay);
+    tokio::spawn(draining);
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
@@ -219,7 +224,7 @@ pub async fn run(
         handshakes.clone(),
         routes.clone(),
         metrics.clone(),
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     let carrier_tunnel = tokio::spawn(tunnel::serve(
         carrier_endpoint.clone(),
@@ -227,13 +232,13 @@ pub async fn run(
         handshakes,
         routes.clone(),
         metrics.clone(),
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     tokio::spawn(carrier::serve(
         listeners.carrier,
         limit(Listener::Carrier, carrier::MAX_CONNECTIONS as u32),
         streams,
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     let control = control::Control {
         routes: routes.clone(),
@@ -244,7 +249,7 @@ pub async fn run(
         listeners.control,
         limit(Listener::Control, control::MAX_CONNECTIONS as u32),
         Arc::new(control),
-        shutdown.clone(),
+        drain.closed().clone(),
     ));
     let connections = TaskTracker::new();
     for (listener, target) in listeners.passthrough {
@@ -253,7 +258,7 @@ pub async fn run(
             limit: limit(Listener::Passthrough, config.max_passthrough_connections),
             idle_timeout: config.passthrough_idle_timeout,
         };
-        let serve = passthrough::serve(listener, port, connections.clone(), shutdown.clone());
+        let serve = passthrough::serve(listener, port, connections.clone(), drain.closed().clone());
         tokio::spawn(serve);
     }
     let router = |upstream| {
@@ -275,7 +280,7 @@ pub async fn run(
             router(Upstream::new(upstream_dialer.clone())),
             http_limit.clone(),
             config.clone(),
-            shutdown.clone(),
+            drain.clone(),
         );
         workers.push(serve.map_err(StartError::Workers)?);
     }
@@ -285,20 +290,16 @@ pub async fn run(
 
     let http = async {
         let upstream = Upstream::new(upstream_dialer);
-        server::serve(
-            http_listener,
-            router(upstream),
-            http_limit,
-            &config,
-            shutdown.clone(),
-        )
-        .await;
+        server::serve(http_listener, router(upstream), http_limit, &config, &drain).await;
         for worker in workers {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
     };
     let passthrough_drained = async {
-        shutdown.cancelled().await;
+        // Still serving through the shutdown delay: a deleted pod's endpoint is terminating at
+        // once, and kube-proxy keeps sending it new connections only while it is also serving
+        // (ready) and no other endpoint is ready, as while its replacement starts.
+        drain.closed().cancelled().await;
         ready.store(false, Ordering::Relaxed);
         connections.close();
         if tokio::time::timeout(config.drain_timeout, connections.wait())

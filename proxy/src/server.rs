@@ -6,13 +6,13 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::accept;
 use crate::config::Config;
 use crate::connection::{self, Protocols};
+use crate::drain::Drain;
 use crate::exchange::ConnectionState;
 use crate::headers::ClientAddr;
 use crate::limits::ConnectionLimit;
@@ -29,7 +29,7 @@ pub fn serve_on_own_thread(
     router: Arc<Router>,
     limit: ConnectionLimit,
     config: Config,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -39,7 +39,7 @@ pub fn serve_on_own_thread(
         .spawn(move || {
             runtime.block_on(async {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, router, limit, &config, shutdown).await,
+                    Ok(listener) => serve(listener, router, limit, &config, &drain).await,
                     Err(error) => warn!(%error, worker, "HTTP worker could not listen"),
                 }
             });
@@ -52,25 +52,24 @@ const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long an HTTP/2 client may take to answer a ping before its connection is closed.
 const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves the intercepted port, at most `limit` connections at once, until `shutdown`; then lets
-/// in-flight requests finish for up to `drain_timeout`.
+/// Serves the intercepted port, at most `limit` connections at once; once `drain` begins, each
+/// connection is ended at its next safe moment (see [`crate::drain`]); once `drain` closes the
+/// listeners, lets what is in flight finish for up to `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
     limit: ConnectionLimit,
     config: &Config,
-    shutdown: CancellationToken,
+    drain: &Drain,
 ) {
     let protocols = Arc::new(protocols(config));
     let connections = TaskTracker::new();
     // The worker's connections wait on a token of their own, not on one all threads share.
-    let connection_shutdown = shutdown.child_token();
-    while let Some((stream, peer, permit)) = accept::next(&listener, &limit, &shutdown).await {
+    let connection_shutdown = drain.begun().child_token();
+    while let Some((stream, peer, permit)) = accept::next(&listener, &limit, drain.closed()).await {
         let _ = stream.set_nodelay(true);
-        let state = Arc::new(ConnectionState::new(ClientAddr::new(
-            peer,
-            &config.trusted_proxies,
-        )));
+        let client = ClientAddr::new(peer, &config.trusted_proxies);
+        let state = Arc::new(ConnectionState::new(client, drain.signal()));
         let connection = connection::serve(
             Lingering::new(stream, permit),
             protocols.clone(),

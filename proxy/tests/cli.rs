@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// Every flag of `cz-proxy` and the environment variable that also sets it.
-const EVERY_FLAG: [(&str, &str); 26] = [
+const EVERY_FLAG: [(&str, &str); 27] = [
     ("--bind-ip", "CZ_BIND_IP"),
     ("--http-port", "CZ_HTTP_PORT"),
     ("--upstream", "CZ_UPSTREAM"),
@@ -18,6 +18,7 @@ const EVERY_FLAG: [(&str, &str); 26] = [
     ("--orphan-after", "CZ_ORPHAN_AFTER"),
     ("--control-port", "CZ_CONTROL_PORT"),
     ("--reconnect-grace", "CZ_RECONNECT_GRACE"),
+    ("--shutdown-delay", "CZ_SHUTDOWN_DELAY"),
     ("--drain-timeout", "CZ_DRAIN_TIMEOUT"),
     ("--header-read-timeout", "CZ_HEADER_READ_TIMEOUT"),
     ("--max-header-bytes", "CZ_MAX_HEADER_BYTES"),

@@ -34,6 +34,10 @@ pub mod flag {
     pub const ORPHAN_AFTER: &str = "orphan-after";
     /// TCP port (on 127.0.0.1) of the control channel.
     pub const CONTROL_PORT: &str = "control-port";
+    /// How long the proxy keeps accepting after SIGTERM.
+    pub const SHUTDOWN_DELAY: &str = "shutdown-delay";
+    /// How long a matching request waits for a laptop.
+    pub const RECONNECT_GRACE: &str = "reconnect-grace";
 }
 
 /// The environment variable beside each flag of [`flag`].
@@ -60,11 +64,19 @@ pub mod env {
     pub const ORPHAN_AFTER: &str = "CZ_ORPHAN_AFTER";
     /// `--control-port`.
     pub const CONTROL_PORT: &str = "CZ_CONTROL_PORT";
+    /// `--shutdown-delay`.
+    pub const SHUTDOWN_DELAY: &str = "CZ_SHUTDOWN_DELAY";
+    /// `--reconnect-grace`.
+    pub const RECONNECT_GRACE: &str = "CZ_RECONNECT_GRACE";
 }
 
 /// How long a route's laptop may be gone before its matching requests go to the original pods
 /// instead of getting 503 (`czctl service intercept --orphan-after`, `cz-proxy --orphan-after`).
 pub const DEFAULT_ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How long the proxy keeps accepting connections after SIGTERM, while the cluster's kube-proxy
+/// and ingress controllers stop sending it new ones (seconds on a real cluster).
+pub const DEFAULT_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The tunnel's UDP port unless the intercepted Service uses it.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7443;
@@ -84,7 +96,8 @@ pub const CARRIER_PORT_NAME: &str = "cz-carrier";
 pub const ADMIN_PORT_NAME: &str = "cz-admin";
 /// Liveness: the process serves.
 pub const HEALTH_PATH: &str = "/healthz";
-/// Readiness: the proxy accepts traffic (503 while draining); the Deployment's probe.
+/// Readiness: the proxy accepts traffic (503 once a drain has closed its listeners); the
+/// Deployment's probe.
 pub const READY_PATH: &str = "/readyz";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
@@ -149,6 +162,10 @@ pub struct ProxyArgs {
     pub orphan_after: std::time::Duration,
     /// TCP port (on 127.0.0.1) of the control channel.
     pub control_port: u16,
+    /// How long the proxy keeps accepting after SIGTERM (whole seconds).
+    pub shutdown_delay: std::time::Duration,
+    /// How long a matching request waits for a laptop (whole seconds).
+    pub reconnect_grace: std::time::Duration,
 }
 
 impl ProxyArgs {
@@ -169,6 +186,14 @@ impl ProxyArgs {
                 &humantime::format_duration(self.orphan_after),
             ),
             arg(flag::CONTROL_PORT, &self.control_port),
+            arg(
+                flag::SHUTDOWN_DELAY,
+                &format_args!("{}s", self.shutdown_delay.as_secs()),
+            ),
+            arg(
+                flag::RECONNECT_GRACE,
+                &format_args!("{}s", self.reconnect_grace.as_secs()),
+            ),
         ];
         args.extend(self.passthrough.iter().map(|p| {
             arg(
@@ -287,10 +312,13 @@ mod tests {
             session: "0123abcd".into(),
             orphan_after: DEFAULT_ORPHAN_AFTER,
             control_port: crate::control::DEFAULT_CONTROL_PORT,
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
+            reconnect_grace: std::time::Duration::from_secs(10),
         }
         .to_args();
         assert!(args.contains(&"--orphan-after=15m".to_owned()));
         assert!(args.contains(&"--passthrough=9090=10.0.0.1:9090".to_owned()));
+        assert!(args.contains(&"--shutdown-delay=5s".to_owned()));
         assert!(args.contains(&format!("--tls-dir={TLS_DIR}")));
     }
 

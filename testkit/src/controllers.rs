@@ -77,6 +77,11 @@ fn is_active(pod: &Value) -> bool {
     !matches!(text(pod, "/status/phase"), "Failed" | "Succeeded")
 }
 
+/// Whether `pod` is being deleted: its process is stopping (see [`crate::kubelet`]).
+pub(crate) fn is_terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
+}
+
 fn set_status(store: &Store, kind: &'static Kind, object: &Value, status: Map<String, Value>) {
     let _ = store.update(
         kind,
@@ -117,7 +122,11 @@ fn reconcile_replica_sets(store: &Store) {
                 Propagation::Background,
             );
         }
-        let mut active: Vec<_> = owned.iter().filter(|p| is_active(p)).collect();
+        // A terminating pod is replaced at once, as a ReplicaSet does.
+        let mut active: Vec<_> = owned
+            .iter()
+            .filter(|p| is_active(p) && !is_terminating(p))
+            .collect();
         let waiting = owned
             .iter()
             .filter(|p| !is_active(p) && !backed_off(p))
@@ -241,14 +250,16 @@ fn reconcile_endpoints(store: &Store) {
             let target = pods.first().and_then(|pod| target_port(port, pod)).or_else(|| port["targetPort"].as_u64().map(|p| p as u16));
             json!({"name": port.get("name").cloned().unwrap_or(json!("")), "port": target, "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))})
         }).collect();
+        // A terminating pod is not ready, whatever its probe says (it may still be serving).
+        let ready_now = |p: &Value| is_ready(p) && !is_terminating(p);
         let ready: Vec<Value> = pods
             .iter()
-            .filter(|p| is_ready(p))
+            .filter(|p| ready_now(p))
             .map(|p| address(p))
             .collect();
         let not_ready: Vec<Value> = pods
             .iter()
-            .filter(|p| !is_ready(p))
+            .filter(|p| !ready_now(p))
             .map(|p| address(p))
             .collect();
         let subsets = if pods.is_empty() {
@@ -266,7 +277,8 @@ fn reconcile_endpoints(store: &Store) {
             "subsets",
         );
         let endpoints: Vec<Value> = pods.iter().map(|pod| json!({
-            "addresses": [text(pod, "/status/podIP")], "conditions": {"ready": is_ready(pod)},
+            "addresses": [text(pod, "/status/podIP")],
+            "conditions": {"ready": ready_now(pod), "serving": is_ready(pod), "terminating": is_terminating(pod)},
             "targetRef": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": namespace, "uid": pod["metadata"]["uid"]},
         })).collect();
         let slice = json!({

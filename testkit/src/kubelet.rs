@@ -87,8 +87,10 @@ impl Kubelet {
     fn reconcile(self: &Arc<Self>) {
         let (pods, _) = self.store.list(&PODS, None, &Selector::default());
         let mut running = self.running.lock().expect("lock");
+        // A terminating pod's process is stopped (the pod goes once it has: see `run_pod`).
         let present: Vec<String> = pods
             .iter()
+            .filter(|p| !crate::controllers::is_terminating(p))
             .map(|p| text(p, "/metadata/uid").to_owned())
             .collect();
         running.retain(|uid, stop| {
@@ -101,14 +103,41 @@ impl Kubelet {
         for pod in pods {
             let uid = text(&pod, "/metadata/uid").to_owned();
             let phase = text(&pod, "/status/phase");
-            if running.contains_key(&uid) || phase == "Failed" || phase == "Succeeded" {
+            if running.contains_key(&uid)
+                || phase == "Failed"
+                || phase == "Succeeded"
+                || crate::controllers::is_terminating(&pod)
+            {
                 continue;
             }
             let stop = CancellationToken::new();
             running.insert(uid, stop.clone());
             let ip = self.allocate_ip();
             let kubelet = self.clone();
-            tokio::spawn(async move { kubelet.run_pod(&pod, ip, stop).await });
+            tokio::spawn(async move {
+                kubelet.run_pod(&pod, ip, stop.clone()).await;
+                // Deleted (or its process failed): once stopped, a terminating pod goes.
+                stop.cancelled().await;
+                kubelet.remove_stopped(&pod);
+            });
+        }
+    }
+
+    /// Deletes `pod` for good if it is terminating and still the same pod (same uid).
+    fn remove_stopped(&self, pod: &Value) {
+        let (namespace, name) = (
+            text(pod, "/metadata/namespace"),
+            text(pod, "/metadata/name"),
+        );
+        let Ok(current) = self.store.get(&PODS, namespace, name) else {
+            return;
+        };
+        if current["metadata"]["uid"] == pod["metadata"]["uid"]
+            && crate::controllers::is_terminating(&current)
+        {
+            let _ = self
+                .store
+                .delete(&PODS, namespace, name, Propagation::Background);
         }
     }
 

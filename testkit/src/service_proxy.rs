@@ -2,8 +2,8 @@
 //! the cluster network, and a `NodePort` Service's ports also on the host's 127.0.0.1 (a node's
 //! address); every new connection (or UDP flow) goes to a ready endpoint of the Service,
 //! round-robin, from inside the cluster network. As
-//! with kube-proxy, the endpoints a Service forwards to are the Endpoints object's ready addresses
-//! as they were `lag` ago ([`crate::ClusterOptions::endpoint_lag`]): after a selector change or a
+//! with kube-proxy, the endpoints a Service forwards to are its EndpointSlice's ready endpoints
+//! (or, when none is ready, its terminating but serving ones) as they were `lag` ago ([`crate::ClusterOptions::endpoint_lag`]): after a selector change or a
 //! pod's deletion, new connections keep going to the old backends for that long, which is when
 //! a careless client of the cluster loses requests.
 
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::network::ClusterNetwork;
-use crate::resources::{ENDPOINTS, SERVICES};
+use crate::resources::{ENDPOINT_SLICES, SERVICES};
 use crate::selector::Selector;
 use crate::store::Store;
 
@@ -57,7 +57,7 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    /// Whether every Service forwards to the endpoints its Endpoints object lists now (no
+    /// Whether every Service forwards to the endpoints its EndpointSlice lists now (no
     /// change is still on its way).
     pub fn is_current(&self, store: &Store) -> bool {
         let current = endpoint_backends(store);
@@ -116,8 +116,10 @@ impl DelayLine {
     }
 }
 
-/// Each Service's ready backends according to its Endpoints object now: the ready addresses,
-/// with each Service port's endpoint port found by port name.
+/// Each Service's backends according to its EndpointSlice now, as kube-proxy picks them: the
+/// ready endpoints, or when none is ready, the terminating ones still serving (a deleted pod
+/// keeps taking new connections until its replacement is ready), with each Service port's
+/// endpoint port found by port name.
 fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
     let (services, _) = store.list(&SERVICES, None, &Selector::default());
     let mut all = HashMap::new();
@@ -126,8 +128,19 @@ fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
             .as_str()
             .unwrap_or_default();
         let name = service["metadata"]["name"].as_str().unwrap_or_default();
-        let Ok(endpoints) = store.get(&ENDPOINTS, namespace, name) else {
+        let Ok(slice) = store.get(&ENDPOINT_SLICES, namespace, name) else {
             continue;
+        };
+        let endpoints = slice["endpoints"].as_array().cloned().unwrap_or_default();
+        let condition = |endpoint: &Value, name: &str| endpoint["conditions"][name] == true;
+        let ready: Vec<&Value> = endpoints.iter().filter(|e| condition(e, "ready")).collect();
+        let usable = if ready.is_empty() {
+            endpoints
+                .iter()
+                .filter(|e| condition(e, "serving") && condition(e, "terminating"))
+                .collect()
+        } else {
+            ready
         };
         let mut backends = Backends::new();
         for port in service
@@ -140,23 +153,20 @@ fn endpoint_backends(store: &Store) -> HashMap<ServiceKey, Backends> {
                 continue;
             };
             let port_name = port.get("name").and_then(Value::as_str).unwrap_or_default();
-            let mut addresses = Vec::new();
-            for subset in endpoints["subsets"].as_array().into_iter().flatten() {
-                let Some(target) = subset["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|p| p["name"].as_str().unwrap_or_default() == port_name)
-                    .and_then(|p| p["port"].as_u64())
-                else {
-                    continue;
-                };
-                for address in subset["addresses"].as_array().into_iter().flatten() {
-                    if let Some(ip) = address["ip"].as_str().and_then(|ip| ip.parse().ok()) {
-                        addresses.push(SocketAddr::new(ip, target as u16));
-                    }
-                }
-            }
+            let Some(target) = slice["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"].as_str().unwrap_or_default() == port_name)
+                .and_then(|p| p["port"].as_u64())
+            else {
+                continue;
+            };
+            let addresses: Vec<SocketAddr> = usable
+                .iter()
+                .filter_map(|e| e["addresses"][0].as_str()?.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, target as u16))
+                .collect();
             if !addresses.is_empty() {
                 backends.insert(number as u16, addresses);
             }
@@ -383,5 +393,58 @@ async fn relay_udp(socket: UdpSocket, backend: Backend, stop: CancellationToken)
             }
         };
         let _ = flow.send(&buf[..len]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A store with Service `demo/echo` (port 80 → 8080) and its EndpointSlice listing `endpoints`.
+    fn store_with(endpoints: Value) -> Store {
+        let store = Store::new(200, 30000..30100);
+        let namespace = json!({"metadata": {"name": "demo"}});
+        store
+            .create(&crate::resources::NAMESPACES, "", namespace)
+            .expect("namespace");
+        let service = json!({"metadata": {"name": "echo"}, "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]}});
+        store.create(&SERVICES, "demo", service).expect("service");
+        let slice = json!({"metadata": {"name": "echo"}, "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "", "port": 8080}]});
+        store
+            .create(&ENDPOINT_SLICES, "demo", slice)
+            .expect("slice");
+        store
+    }
+
+    fn endpoint(ip: &str, ready: bool, serving: bool, terminating: bool) -> Value {
+        json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+    }
+
+    fn backends(store: &Store) -> Vec<SocketAddr> {
+        let key = ("demo".to_owned(), "echo".to_owned());
+        let all = endpoint_backends(store);
+        all.get(&key)
+            .and_then(|b| b.get(&80))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn ready_endpoints_are_used_and_terminating_serving_ones_only_when_none_is_ready() {
+        let old = endpoint("127.0.0.5", false, true, true);
+        let new = endpoint("127.0.0.6", true, true, false);
+        let both = store_with(json!([old, new]));
+        assert_eq!(backends(&both), ["127.0.0.6:8080".parse().expect("addr")]);
+        let replacement_starting =
+            store_with(json!([old, endpoint("127.0.0.6", false, false, false)]));
+        assert_eq!(
+            backends(&replacement_starting),
+            ["127.0.0.5:8080".parse().expect("addr")],
+            "a deleted pod still serving takes new connections while no other is ready"
+        );
+        let stopped = store_with(json!([endpoint("127.0.0.5", false, false, true)]));
+        assert!(backends(&stopped).is_empty(), "not once it stops serving");
     }
 }

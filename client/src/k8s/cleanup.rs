@@ -1,7 +1,8 @@
 //! Undoing a session: restore the Service's selector first (so new connections go to the
-//! original pods), give kube-proxy time to follow, then delete the session's objects, each with
-//! its uid precondition — the proxy first, and the objects it drains through only once it has
-//! drained. The session's Secret goes with the shadow Service that owns it (the cluster's garbage
+//! original pods), wait until the Service's endpoints no longer list the proxy, then delete the
+//! session's objects, each with its uid precondition — the proxy first (it keeps serving for its
+//! shutdown delay, while kube-proxy follows the endpoints, then drains), and the objects it
+//! drains through only once it has drained. The session's Secret goes with the shadow Service that owns it (the cluster's garbage
 //! collector deletes it; czctl may not even read Secrets). Every object that could not be removed
 //! is reported with the command that removes it; nothing is claimed that was not verified.
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 
 use super::api_error::ApiCallError;
+use super::endpoints::{self, ProxyListing};
 use super::names::SessionNames;
 use super::owned::{self, Deleted, ObjectRef, SessionObject};
 use super::record::{Leaving, Member};
@@ -118,8 +120,9 @@ pub struct Cleaned {
 }
 
 /// How long Services may keep sending new connections to the old endpoints after a selector
-/// change: kube-proxy applies endpoint changes a second or so late. After a restore, the proxy is
-/// removed only after this; after the switch, the intercept is announced only after this.
+/// change: kube-proxy applies endpoint changes a second or so late. After the switch, the
+/// intercept is announced only after this; after a restore, when the endpoints cannot be read,
+/// the proxy is removed only after this.
 pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(2);
 
 /// `objects` in the order they must go: the proxy first (it drains its in-flight requests
@@ -133,10 +136,11 @@ fn deletion_order(objects: &[ObjectRef]) -> impl Iterator<Item = &ObjectRef> {
 
 /// Takes the sessions `leaving` names off the intercept whose proxy is session `names`' (if it
 /// is still recorded). When others stay, that is all (see [`Restored::StillShared`]). Otherwise
-/// restores the selector, waits [`ENDPOINT_PROPAGATION`] if it did, then deletes `objects`,
-/// which must be the proxy session's own (created by it, or verified by [`owned::find`]). Once
-/// the proxy Deployment is deleted, `proxy_drained` is awaited before the shadow Service (the
-/// draining proxy's upstream, and the owner of the Secret) goes. Idempotent.
+/// restores the selector, waits until the Service's endpoints no longer list the proxy if it
+/// did, then deletes `objects`, which must be the proxy session's own (created by it, or
+/// verified by [`owned::find`]). Once the proxy Deployment is deleted, `proxy_drained` is
+/// awaited before the shadow Service (the draining proxy's upstream, and the owner of the
+/// Secret) goes. Idempotent.
 pub(crate) async fn clean_up(
     client: &kube::Client,
     names: &SessionNames,
@@ -162,8 +166,8 @@ pub(crate) async fn clean_up(
     match &restored {
         Restored::Selector => {
             progress(Progress::Restored);
-            // Connections kube-proxy still routes to the proxy meanwhile are served, not refused.
-            tokio::time::sleep(ENDPOINT_PROPAGATION).await;
+            // Connections still routed to the proxy meanwhile are served, not refused.
+            wait_until_unlisted(client, names, progress).await;
         }
         Restored::LeftAsChanged(selector) => {
             progress(Progress::LeftAsChanged(format!("{selector:?}")))
@@ -211,6 +215,28 @@ pub(crate) async fn clean_up(
         Ok(Cleaned { restored, removed })
     } else {
         Err(CleanupError::Incomplete { failed })
+    }
+}
+
+/// Waits until the Service's endpoints no longer list the proxy; when they cannot be read (a
+/// missing permission need not fail the stop), waits [`ENDPOINT_PROPAGATION`] instead.
+async fn wait_until_unlisted(
+    client: &kube::Client,
+    names: &SessionNames,
+    progress: &mut impl FnMut(Progress),
+) {
+    match endpoints::wait_until_unlisted(client, names).await {
+        ProxyListing::Unlisted => progress(Progress::ProxyUnlisted),
+        ProxyListing::StillListed => {
+            progress(Progress::ProxyStillListed(endpoints::UNLISTED_TIMEOUT))
+        }
+        ProxyListing::Unreadable(error) => {
+            progress(Progress::EndpointsUnreadable {
+                why: with_causes(&error),
+                waiting: ENDPOINT_PROPAGATION,
+            });
+            tokio::time::sleep(ENDPOINT_PROPAGATION).await;
+        }
     }
 }
 

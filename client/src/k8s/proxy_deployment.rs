@@ -25,6 +25,17 @@ use super::target::Target;
 /// The proxy's uid, and the group its certificate files belong to.
 const PROXY_USER: i64 = 65532;
 
+/// How long the proxy pod may take to stop once deleted: its shutdown delay (accepting while the
+/// cluster stops routing to it), then up to 30 s for in-flight requests to finish.
+pub(crate) const TERMINATION_GRACE: std::time::Duration =
+    contract::DEFAULT_SHUTDOWN_DELAY.saturating_add(std::time::Duration::from_secs(30));
+
+/// How long a matching request waits for the laptop. A replaced proxy pod gets the laptop only
+/// once its predecessor has drained (its shutdown delay and a moment): matching requests the
+/// replacement receives meanwhile wait for it instead of failing with 503.
+const RECONNECT_GRACE: std::time::Duration =
+    contract::DEFAULT_SHUTDOWN_DELAY.saturating_add(std::time::Duration::from_secs(5));
+
 /// What the Deployment needs beyond the session's names.
 pub(crate) struct ProxySpec<'a> {
     /// The Service being intercepted.
@@ -107,6 +118,8 @@ pub(crate) fn build(
         session: names.id.clone(),
         orphan_after: spec.orphan_after,
         control_port,
+        shutdown_delay: contract::DEFAULT_SHUTDOWN_DELAY,
+        reconnect_grace: RECONNECT_GRACE,
     }
     .to_args();
     let mut ports: Vec<ContainerPort> = target
@@ -218,7 +231,7 @@ pub(crate) fn build(
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE.as_secs() as i64),
                     // fsGroup makes the kubelet give the certificate files to the proxy's
                     // group, so uid 65532 can read them; RuntimeDefault seccomp is what a
                     // `restricted` Pod Security level requires.

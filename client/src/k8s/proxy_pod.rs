@@ -45,12 +45,15 @@ pub enum ProxyPodError {
     Api(#[from] ApiCallError),
 }
 
-/// Whether `pod` is Ready.
+/// Whether `pod` is Ready and not being deleted: a terminating proxy still serves what the
+/// cluster sends it for its shutdown delay, but the tunnel must go to its replacement.
 fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .iter()
-        .flat_map(|status| status.conditions.iter().flatten())
-        .any(|c| c.type_ == "Ready" && c.status == "True")
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .iter()
+            .flat_map(|status| status.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// The session's proxy pods.

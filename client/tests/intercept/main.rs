@@ -6,6 +6,7 @@ mod carrier;
 mod cleanup;
 mod dry_run;
 mod inspector;
+mod keep_alive;
 mod rbac;
 mod support;
 mod team;
@@ -372,13 +373,14 @@ async fn a_crash_at_any_step_is_cleaned_up_and_shown() {
     );
     assert_eq!(setup.service_state().await, before);
     setup.no_leftovers("after --clean").await;
-    let pod = answered_by(&setup.service_address, Some(INTERCEPT))
-        .await
-        .expect("an answer");
-    assert!(
-        pod.starts_with("echo-"),
-        "traffic is back on the pods: {pod}"
-    );
+    // Once the Service's forwarding follows the restored endpoints (kube-proxy's lag; the old
+    // proxy serves meanwhile, for its shutdown delay).
+    let address = setup.service_address.clone();
+    cz_testkit::eventually("traffic back on the pods", CZCTL_DEADLINE, || async {
+        let pod = answered_by(&address, Some(INTERCEPT)).await.ok()?;
+        pod.starts_with("echo-").then_some(())
+    })
+    .await;
 
     // Both are idempotent: nothing left is fine. (--quiet prints nothing but errors.)
     let (ok, stdout, stderr) = setup.run(&support::sample_args(&["--clean", "-q"])).await;

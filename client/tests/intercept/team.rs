@@ -6,8 +6,10 @@
 use czctl::INTERCEPT_ANNOTATION;
 use serde_json::Value;
 
+use crate::keep_alive::{assert_none_failed, UNDER_LOAD};
 use crate::support::http::{answered_by, LaptopApp};
 use crate::support::load::{Connections, Load};
+use crate::support::pool::Pool;
 use crate::support::{intercept_args, Czctl, Setup, CZCTL_DEADLINE, NAMESPACE};
 
 const ALICE: (&str, &str) = ("x-dev", "alice");
@@ -256,5 +258,46 @@ async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
         let (ok, _, stderr) = czctl.finish().await;
         assert!(ok, "{stderr}");
     }
+    setup.no_leftovers("after both left").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_pool_loses_no_request_as_developers_join_and_leave() {
+    let setup = Setup::start_isolated().await;
+    // The pool sends the default intercept header (alice's) or none; bob's rule is another.
+    let (alice_app, bob_app) = (LaptopApp::start(0).await, LaptopApp::named(0, "bob").await);
+    let pool = Pool::start(&setup.service_address);
+    pool.wait_for(UNDER_LOAD, false, "the pool to be answered by the pods")
+        .await;
+    let mut alice = developer(&setup, "alice", &alice_app, "X-C6O-INTERCEPT:yes", &[]);
+    alice.read_until("Intercepting").await;
+    pool.wait_for(UNDER_LOAD, true, "the pool to reach alice")
+        .await;
+    let mut bob = developer(&setup, "bob", &bob_app, "x-dev:bob", &[]);
+    bob.read_until("Intercepting").await;
+    pool.wait_for(UNDER_LOAD, true, "the pool to go on as bob joins")
+        .await;
+    alice.signal("INT");
+    let (ok, _, stderr) = alice.finish().await;
+    assert!(ok, "{stderr}");
+    pool.wait_for(UNDER_LOAD, false, "the pool to go on as alice leaves")
+        .await;
+    let mut alice = developer(&setup, "alice", &alice_app, "X-C6O-INTERCEPT:yes", &[]);
+    alice.read_until("Intercepting").await;
+    pool.wait_for(UNDER_LOAD, true, "the pool to reach alice again")
+        .await;
+    for czctl in [bob, alice] {
+        czctl.signal("INT");
+        let (ok, _, stderr) = czctl.finish().await;
+        assert!(ok, "{stderr}");
+    }
+    pool.wait_for(
+        UNDER_LOAD,
+        false,
+        "the pool to go on after the last one left",
+    )
+    .await;
+    let summary = pool.finish().await;
+    assert_none_failed(&summary, "join, leave, join again, leave, stop");
     setup.no_leftovers("after both left").await;
 }

@@ -2,6 +2,7 @@
 //! "cluster" app (upstream) or, through the QUIC tunnel and czctl, the "laptop" app.
 
 mod bad_laptop;
+mod drain;
 mod failures;
 mod forwarding;
 mod inspector;

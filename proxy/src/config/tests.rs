@@ -19,6 +19,7 @@ fn parses_flags_and_defaults() {
     assert_eq!(config.passthrough[1].target, "10.0.0.1:91");
     assert_eq!(config.header.to_string(), "x-my-header:ME");
     assert_eq!(config.reconnect_grace, Duration::from_secs(5));
+    assert_eq!(config.shutdown_delay, contract::DEFAULT_SHUTDOWN_DELAY);
     assert_eq!(config.tunnel_port, 7443);
     assert_eq!(config.carrier_port, 7444);
     assert_eq!(config.control_port, 7445);
@@ -67,7 +68,7 @@ fn bad_values_are_refused_with_the_reason() {
 }
 
 /// Every flag, the variable that also sets it, and a value other than its default.
-const EVERY_FLAG: [(&str, &str, &str); 26] = [
+const EVERY_FLAG: [(&str, &str, &str); 27] = [
     ("bind-ip", "CZ_BIND_IP", "127.0.0.9"),
     ("http-port", "CZ_HTTP_PORT", "8081"),
     ("upstream", "CZ_UPSTREAM", "shadow.env:81"),
@@ -81,6 +82,7 @@ const EVERY_FLAG: [(&str, &str, &str); 26] = [
     ("orphan-after", "CZ_ORPHAN_AFTER", "3m"),
     ("control-port", "CZ_CONTROL_PORT", "7446"),
     ("reconnect-grace", "CZ_RECONNECT_GRACE", "7s"),
+    ("shutdown-delay", "CZ_SHUTDOWN_DELAY", "3s"),
     ("drain-timeout", "CZ_DRAIN_TIMEOUT", "8s"),
     ("header-read-timeout", "CZ_HEADER_READ_TIMEOUT", "9s"),
     ("max-header-bytes", "CZ_MAX_HEADER_BYTES", "10000"),
@@ -135,6 +137,7 @@ fn assert_every_value(config: &Config, source: &str) {
     assert_eq!(config.orphan_after, Duration::from_secs(180), "{source}");
     assert_eq!(config.control_port, 7446, "{source}");
     assert_eq!(config.reconnect_grace, Duration::from_secs(7), "{source}");
+    assert_eq!(config.shutdown_delay, Duration::from_secs(3), "{source}");
     assert_eq!(config.drain_timeout, Duration::from_secs(8), "{source}");
     assert_eq!(
         config.header_read_timeout,
@@ -185,6 +188,8 @@ fn parses_the_args_czctl_gives_its_deployment() {
         session: "0123abcd".into(),
         orphan_after: Duration::from_secs(90),
         control_port: 7446,
+        shutdown_delay: Duration::from_secs(7),
+        reconnect_grace: Duration::from_secs(12),
     };
     let config =
         Config::try_parse_from(std::iter::once("cz-proxy".to_owned()).chain(sent.to_args()))
@@ -200,6 +205,8 @@ fn parses_the_args_czctl_gives_its_deployment() {
         session: config.session,
         orphan_after: config.orphan_after,
         control_port: config.control_port,
+        shutdown_delay: config.shutdown_delay,
+        reconnect_grace: config.reconnect_grace,
     };
     assert_eq!(received, sent);
     assert_eq!(config.tls_dir, PathBuf::from(contract::TLS_DIR));

@@ -341,7 +341,9 @@ impl Store {
     }
 
     /// Deletes an object and, unless orphaned, everything it owns; deleting a namespace deletes
-    /// everything in it.
+    /// everything in it. A running pod is deleted gracefully, as by a real API server: it gets a
+    /// `deletionTimestamp` (terminating: no longer ready in its Services' endpoints, replaced by
+    /// its ReplicaSet) and goes once the kubelet has stopped its process, which deletes it again.
     pub fn delete(
         &self,
         kind: &'static Kind,
@@ -349,6 +351,17 @@ impl Store {
         name: &str,
         propagation: Propagation,
     ) -> Result<Arc<Value>, ApiError> {
+        if std::ptr::eq(kind, &resources::PODS) {
+            let pod = self.get(kind, namespace, name)?;
+            let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+            let running = !matches!(phase, Some("Failed" | "Succeeded"));
+            if running && pod.pointer("/metadata/deletionTimestamp").is_none() {
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                return self.update(kind, namespace, name, false, |pod| {
+                    pod["metadata"]["deletionTimestamp"] = now.to_string().into();
+                });
+            }
+        }
         let mut state = self.lock();
         if state
             .refused_deletes

@@ -10,7 +10,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -51,6 +52,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A whole response.
+pub struct Answer {
+    pub status: StatusCode,
+    /// Whether it announced `Connection: close`: the connection ends after it.
+    pub closes: bool,
+    pub body: String,
+}
+
 /// Sends `GET path` with `header` on `sender`; returns the status and the whole body, or why
 /// not (a body cut short is an error, never a shorter body).
 pub async fn get(
@@ -59,6 +68,18 @@ pub async fn get(
     header: Option<(&str, &str)>,
     close: bool,
 ) -> Result<(StatusCode, String), Failure> {
+    exchange(sender, path, header, close)
+        .await
+        .map(|answer| (answer.status, answer.body))
+}
+
+/// [`get`], with whether the response closes the connection.
+pub async fn exchange(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    header: Option<(&str, &str)>,
+    close: bool,
+) -> Result<Answer, Failure> {
     let mut request = Request::get(path).header("host", "echo.demo");
     if let Some((name, value)) = header {
         request = request.header(name, value);
@@ -71,13 +92,21 @@ pub async fn get(
         .await
         .map_err(Failure::NoAnswer)?;
     let status = response.status();
+    let closes = response
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(Failure::CutBody)?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(Answer {
+        status,
+        closes,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// Who answered: the `pod` field of a 200 JSON answer.
@@ -167,7 +196,8 @@ impl LaptopApp {
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    // HTTP/1.1 and h2c: czctl speaks to the app as the cluster's client spoke.
+                    let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });

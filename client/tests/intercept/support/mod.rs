@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod http;
 pub mod load;
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,9 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 /// How late the loopback cluster's Services follow endpoint changes (kube-proxy's lag).
 pub const ENDPOINT_LAG: Duration = Duration::from_secs(1);
@@ -348,10 +350,11 @@ pub async fn run(mut command: Command) -> (bool, String, String) {
     )
 }
 
-/// A running czctl whose output is read line by line.
+/// A running czctl whose output is read line by line, as it comes: a czctl printing a line per
+/// intercepted request must never wait for the test to read them.
 pub struct Czctl {
     pub child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines_rx: mpsc::UnboundedReceiver<String>,
     /// Every line read so far.
     pub seen: Vec<String>,
 }
@@ -364,10 +367,18 @@ impl Czctl {
             .stderr(Stdio::piped())
             .spawn()
             .expect("czctl starts");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (lines_tx, lines_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(line) = lines.next_line().await.expect("read czctl's output") {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Self {
             child,
-            lines,
+            lines_rx,
             seen: Vec::new(),
         }
     }
@@ -376,7 +387,7 @@ impl Czctl {
     /// ends first or takes longer than [`CZCTL_DEADLINE`].
     pub async fn read_until(&mut self, wanted: &str) -> String {
         let found = tokio::time::timeout(CZCTL_DEADLINE, async {
-            while let Some(line) = self.lines.next_line().await.expect("read czctl's output") {
+            while let Some(line) = self.lines_rx.recv().await {
                 self.seen.push(line.clone());
                 if line.contains(wanted) {
                     return Some(line);
@@ -424,7 +435,7 @@ impl Czctl {
     pub async fn finish(mut self) -> (bool, Vec<String>, String) {
         let rest = tokio::time::timeout(CZCTL_DEADLINE, async {
             let mut rest = Vec::new();
-            while let Some(line) = self.lines.next_line().await.expect("read czctl's output") {
+            while let Some(line) = self.lines_rx.recv().await {
                 rest.push(line);
             }
             rest
