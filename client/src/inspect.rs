@@ -59,6 +59,12 @@ use capture::Capture;
 use replay::Replayer;
 use store::Store;
 
+/// [`Tunnel::inspect`](crate::Tunnel::inspect) was called on a tunnel that already has an
+/// inspector.
+#[derive(Debug, thiserror::Error)]
+#[error("this tunnel already has an inspector")]
+pub struct AlreadyInspected;
+
 /// Where `czctl service intercept` serves the inspector unless told otherwise.
 pub const DEFAULT_ADDRESS: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4040);

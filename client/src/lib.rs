@@ -30,7 +30,7 @@ pub use cz_shared::contract::DEFAULT_ORPHAN_AFTER;
 pub use cz_shared::tls::{Identity, SessionCa};
 pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
-pub use inspect::{Inspector, InspectorConfig};
+pub use inspect::{AlreadyInspected, Inspector, InspectorConfig};
 pub use intercept::{
     Intercept, InterceptError, InterceptOptions, Left, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
     SHADOW_UID_PLACEHOLDER,
@@ -40,8 +40,8 @@ pub use k8s::record::Record;
 pub use k8s::{session, INTERCEPT_ANNOTATION};
 pub use progress::Progress;
 pub use tunnel::{
-    AlreadyInspected, Carrier, CarrierIo, CarrierRefused, CarrierStream, Connected, ProxyResolver,
-    ResolveError, StreamOpener, Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
+    Carrier, CarrierIo, CarrierRefused, CarrierStream, Connected, ProxyResolver, ResolveError,
+    StreamOpener, Tunnel, TunnelConfig, TunnelError, TunnelPath, TunnelState,
 };
 
 /// The errors of the Kubernetes steps, as [`InterceptError`] and [`session::SessionError`]

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::events::{RequestEvent, TunnelEvent};
 use crate::inspect::capture::{Capture, Tee};
-use crate::tunnel::AlreadyInspected;
+use crate::inspect::AlreadyInspected;
 use crate::Inspector;
 
 type LocalRequestBody = Tee<Either<TunnelBody, Empty<Bytes>>>;

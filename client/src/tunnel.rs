@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::events::TunnelEvent;
 pub use crate::events::TunnelPath;
+use crate::inspect::AlreadyInspected;
 use crate::local_app::LocalApp;
 pub use carrier::{Carrier, CarrierIo, CarrierRefused, CarrierStream, StreamOpener};
 use dialer::Dialer;
@@ -162,11 +163,6 @@ pub struct Tunnel {
     task: Option<JoinHandle<()>>,
     local_app: Arc<LocalApp>,
 }
-
-/// [`Tunnel::inspect`] was called on a tunnel that already has an inspector.
-#[derive(Debug, thiserror::Error)]
-#[error("this tunnel already has an inspector")]
-pub struct AlreadyInspected;
 
 impl Tunnel {
     /// Starts dialling the proxy in the background. Must be called within a tokio runtime.
