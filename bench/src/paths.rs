@@ -233,6 +233,7 @@ pub fn start_cz_proxy(
         format!("--tunnel-port={}", ports.tunnel),
         format!("--admin-port={}", ports.admin),
         format!("--carrier-port={}", ports.carrier),
+        format!("--control-port={}", free_tcp_port()?),
         format!("--tls-dir={}", ports.certs.join("proxy").display()),
         format!("--worker-threads={}", placement.workers),
     ];

@@ -28,6 +28,7 @@ fn config() -> Config {
         "--upstream=127.0.0.1:1",
         "--tunnel-port=0",
         "--carrier-port=0",
+        "--control-port=0",
         "--admin-port=0",
         "--worker-threads=1",
     ])
