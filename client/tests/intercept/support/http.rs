@@ -141,7 +141,8 @@ pub fn pattern(start: usize, len: usize) -> Bytes {
 }
 
 /// The developer's app on the laptop: answers `{"pod": "laptop"}` (or its own name) to
-/// everything; `GET /hold` is announced on `held_rx` and answered only once `release` is called.
+/// everything, once it has read the request's body; `GET /hold` is announced on `held_rx` and
+/// answered only once `release` is called.
 pub struct LaptopApp {
     pub port: u16,
     pub held_rx: mpsc::Receiver<()>,
@@ -191,7 +192,10 @@ impl LaptopApp {
                                 let filler = "x".repeat(HELD_BODY);
                                 json!({"pod": name, "filler": filler}).to_string()
                             } else {
-                                json!({"pod": name, "path": request.uri().path()}).to_string()
+                                let path = request.uri().path().to_owned();
+                                // As most handlers do, it reads what it is sent, then answers.
+                                let _ = request.into_body().collect().await;
+                                json!({"pod": name, "path": path}).to_string()
                             };
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                         }
