@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::kubelet::is_terminating;
 use crate::resources::{Kind, ENDPOINTS, ENDPOINT_SLICES, EVENTS, PODS, REPLICA_SETS, SERVICES};
 use crate::selector::Selector;
 use crate::store::{Propagation, Store};
@@ -75,11 +76,6 @@ fn is_ready(pod: &Value) -> bool {
 
 fn is_active(pod: &Value) -> bool {
     !matches!(text(pod, "/status/phase"), "Failed" | "Succeeded")
-}
-
-/// Whether `pod` is being deleted: its process is stopping (see [`crate::kubelet`]).
-pub(crate) fn is_terminating(pod: &Value) -> bool {
-    pod.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 fn set_status(store: &Store, kind: &'static Kind, object: &Value, status: Map<String, Value>) {

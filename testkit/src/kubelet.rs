@@ -90,7 +90,7 @@ impl Kubelet {
         // A terminating pod's process is stopped (the pod goes once it has: see `run_pod`).
         let present: Vec<String> = pods
             .iter()
-            .filter(|p| !crate::controllers::is_terminating(p))
+            .filter(|p| !is_terminating(p))
             .map(|p| text(p, "/metadata/uid").to_owned())
             .collect();
         running.retain(|uid, stop| {
@@ -106,7 +106,7 @@ impl Kubelet {
             if running.contains_key(&uid)
                 || phase == "Failed"
                 || phase == "Succeeded"
-                || crate::controllers::is_terminating(&pod)
+                || is_terminating(&pod)
             {
                 continue;
             }
@@ -132,9 +132,7 @@ impl Kubelet {
         let Ok(current) = self.store.get(&PODS, namespace, name) else {
             return;
         };
-        if current["metadata"]["uid"] == pod["metadata"]["uid"]
-            && crate::controllers::is_terminating(&current)
-        {
+        if current["metadata"]["uid"] == pod["metadata"]["uid"] && is_terminating(&current) {
             let _ = self
                 .store
                 .delete(&PODS, namespace, name, Propagation::Background);
@@ -455,4 +453,9 @@ fn serve_echo(
         .collect::<std::io::Result<_>>()?;
     crate::echo::serve(listeners, sockets, pod, stop);
     Ok(())
+}
+
+/// Whether `pod` is being deleted: its process is stopping.
+pub(crate) fn is_terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
 }
