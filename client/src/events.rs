@@ -30,6 +30,10 @@ pub enum TunnelEvent {
         /// Why, as the connection reported it.
         reason: String,
     },
+    /// The proxy is shutting down (its pod is being deleted or replaced): the tunnel dials its
+    /// replacement while the old connection goes on serving, and reports
+    /// [`TunnelEvent::Connected`] once the replacement is up.
+    ProxyDraining,
     /// Dialling the proxy failed; another attempt follows after `retry_in`.
     ConnectFailed {
         /// Why.

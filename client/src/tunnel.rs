@@ -4,6 +4,7 @@
 mod carrier;
 mod dialer;
 mod handshake;
+mod serve;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -209,7 +210,10 @@ impl Tunnel {
             carrier,
             proxy: config.proxy,
             resolver,
-            local_app: local_app.clone(),
+            server: serve::Server {
+                local_app: local_app.clone(),
+                events_tx: events_tx.clone(),
+            },
             state_tx,
             events_tx: events_tx.clone(),
             stop: stop.clone(),

@@ -224,7 +224,7 @@ pub async fn run(
         handshakes.clone(),
         routes.clone(),
         metrics.clone(),
-        drain.closed().clone(),
+        drain.clone(),
     ));
     let carrier_tunnel = tokio::spawn(tunnel::serve(
         carrier_endpoint.clone(),
@@ -232,8 +232,9 @@ pub async fn run(
         handshakes,
         routes.clone(),
         metrics.clone(),
-        drain.closed().clone(),
+        drain.clone(),
     ));
+    tokio::spawn(tunnel::announce_drain(routes.clone(), drain.clone()));
     tokio::spawn(carrier::serve(
         listeners.carrier,
         limit(Listener::Carrier, carrier::MAX_CONNECTIONS as u32),

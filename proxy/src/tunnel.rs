@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cz_shared::hello::{proxy_hello, HelloError};
-use cz_shared::protocol::{CloseCode, Hello, NOTICES_SINCE};
-use tokio_util::sync::CancellationToken;
+use cz_shared::protocol::{CloseCode, Hello};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::drain::{Drain, DrainSignal};
 use crate::limits::{ConnectionLimit, ConnectionPermit};
 use crate::metrics::{Listener, Metrics};
 use crate::routes::{Route, RouteTable};
@@ -53,21 +53,21 @@ impl Path {
     }
 }
 
-/// Accepts laptops until `shutdown`, attaching each to the route of `routes` whose session
-/// issued its certificate; at most `handshakes` handshakes at once, each bounded by
-/// [`HANDSHAKE_TIMEOUT`].
+/// Accepts laptops until `drain` closes the listeners, attaching each to the route of `routes`
+/// whose session issued its certificate; at most `handshakes` handshakes at once, each bounded
+/// by [`HANDSHAKE_TIMEOUT`]. A laptop attaching once the drain has begun is told so at once.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     path: Path,
     handshakes: ConnectionLimit,
     routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) {
     loop {
         let incoming = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = drain.closed().cancelled() => break,
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => incoming,
                 None => break,
@@ -84,7 +84,8 @@ pub async fn serve(
             continue;
         };
         let span = tracing::info_span!("tunnel", peer = %incoming.remote_address());
-        let laptop = serve_laptop(incoming, path, permit, routes.clone(), metrics.clone());
+        let (routes, metrics) = (routes.clone(), metrics.clone());
+        let laptop = serve_laptop(incoming, path, permit, routes, metrics, drain.signal());
         tokio::spawn(laptop.instrument(span));
     }
 }
@@ -95,6 +96,7 @@ async fn serve_laptop(
     handshake: ConnectionPermit,
     routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
+    draining: DrainSignal,
 ) {
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
@@ -137,13 +139,26 @@ async fn serve_laptop(
     };
     let session = route.session().id.clone();
     info!(%session, "laptop connected");
-    let notices = hello.protocol.minor >= NOTICES_SINCE;
-    route.attach(connection.clone(), path.describe(), notices);
+    route.attach(connection.clone(), path.describe(), hello.protocol.minor);
+    // After attaching: a drain that began before is seen here, one that begins after announces
+    // itself to the route's connections, this one among them.
+    if draining.is_draining() {
+        route.announce_draining();
+    }
     metrics.set_tunnel_connected(routes.any_laptop_connected());
     let reason = connection.closed().await;
     route.detach(&connection);
     metrics.set_tunnel_connected(routes.any_laptop_connected());
     info!(%session, %reason, "laptop disconnected");
+}
+
+/// Once `drain` begins, tells every laptop connected that this proxy is shutting down, so that
+/// each dials the proxy's replacement while this one finishes.
+pub async fn announce_drain(routes: Arc<RouteTable>, drain: Drain) {
+    drain.begun().cancelled().await;
+    for route in routes.all().iter() {
+        route.announce_draining();
+    }
 }
 
 /// The route whose session issued the laptop's certificate.

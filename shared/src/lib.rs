@@ -16,6 +16,7 @@ pub mod headers;
 pub mod hello;
 pub mod protocol;
 pub mod rule;
+pub mod signal;
 pub mod stream;
 pub mod tls;
 

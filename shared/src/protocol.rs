@@ -21,11 +21,9 @@
 //!
 //! Either side cancels a request by resetting or stopping the stream with [`StreamCode::Cancelled`].
 //!
-//! # Notices (since minor version 1)
-//! To a laptop whose [`Hello`] announces minor version [`NOTICES_SINCE`] or later, the proxy may
-//! open unidirectional streams, each carrying one message for the developer (UTF-8, at most
-//! [`MAX_NOTICE_LEN`] bytes), then finished: e.g. that a request matched this session's rule and
-//! another's, and was refused. The laptop shows it and answers nothing.
+//! # Signals
+//! Outside requests, the proxy tells the laptop things on unidirectional streams: notices for
+//! the developer (since minor version 1) and that it is draining (since 2); see [`crate::signal`].
 //!
 //! # Compatible change
 //! A change that an older peer cannot ignore bumps the major version (and so the ALPN). New frame
@@ -38,13 +36,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use std::fmt;
 
 /// The version of this wire protocol.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
-
-/// The minor version from which a laptop takes notices.
-pub const NOTICES_SINCE: u16 = 1;
-
-/// The longest notice a laptop reads.
-pub const MAX_NOTICE_LEN: usize = 4096;
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
 
 /// ALPN of this protocol's major version.
 pub const ALPN: &[u8] = b"cz-tunnel/1";

@@ -264,7 +264,7 @@ impl Identity {
         let tls = self.client_tls()?;
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         transport.max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into());
-        // The proxy's notices (protocol::MAX_NOTICE_LEN each), a few at a time.
+        // The proxy's signals (signal::MAX_SIGNAL_LEN each), a few at a time.
         transport.max_concurrent_uni_streams(4u32.into());
         config.transport_config(Arc::new(transport));
         Ok(config)

@@ -67,6 +67,7 @@ impl Output {
             TunnelEvent::CarrierLost => self.warn("tunnel carrier lost — reconnecting…"),
             TunnelEvent::CarrierBack { after } if after.as_secs() == 0 => self.info(format_args!("tunnel back after {} ms", after.as_millis())),
             TunnelEvent::CarrierBack { after } => self.info(format_args!("tunnel back after {:.1} s", after.as_secs_f64())),
+            TunnelEvent::ProxyDraining => self.info("the proxy is shutting down — connecting to its replacement…"),
             TunnelEvent::Disconnected { reason } => self.warn(format_args!("tunnel lost ({reason}); reconnecting")),
             TunnelEvent::ConnectFailed { error, retry_in } => {
                 self.warn(format_args!("{error}; retrying in {retry_in:?}"))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cz_shared::control::{Join, CONTROL_VERSION};
+use cz_shared::control::{Join, Routes, CONTROL_VERSION};
 use cz_shared::tls::SessionCa;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -20,7 +20,7 @@ use crate::k8s::record::{Member, Record};
 use crate::k8s::selector::{self, Joined};
 use crate::k8s::target::Target;
 use crate::progress::Progress;
-use crate::tunnel::CarrierRefused;
+use crate::tunnel::{CarrierRefused, ResolveError};
 use crate::Tunnel;
 
 /// The steps of joining, in order.
@@ -122,13 +122,7 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
             if rejoined.as_ref().is_some_and(fresh) {
                 return Ok(());
             }
-            let services = Api::<Service>::namespaced(client.clone(), &proxy.namespace);
-            let recorded = services
-                .get_opt(&proxy.service)
-                .await?
-                .and_then(|service| Record::read(&service))
-                .is_some_and(|record| record.members().iter().any(|m| m.session == session));
-            if !recorded {
+            if !recorded_sessions(&client, &proxy).await?.contains(&session) {
                 return Err(CarrierRefused(
                     format!(
                         "session {session} was closed: it is no longer recorded on the service"
@@ -137,9 +131,45 @@ fn rejoin(client: &kube::Client, proxy: &SessionNames, session: &str, join: Join
                 )
                 .into());
             }
-            proxy_control::join_on(&client, &proxy, Some(&pod), &session, &join).await?;
+            let routes =
+                proxy_control::join_on(&client, &proxy, Some(&pod), &session, &join).await?;
+            forget_departed(&client, &proxy, &pod, routes).await?;
             *rejoined = Some((pod, Instant::now()));
             Ok(())
         })
     })
+}
+
+/// The sessions recorded on the intercepted Service.
+async fn recorded_sessions(
+    client: &kube::Client,
+    proxy: &SessionNames,
+) -> Result<Vec<String>, kube::Error> {
+    let services = Api::<Service>::namespaced(client.clone(), &proxy.namespace);
+    let record = services
+        .get_opt(&proxy.service)
+        .await?
+        .and_then(|service| Record::read(&service));
+    let members = record.iter().flat_map(Record::members);
+    Ok(members.map(|member| member.session).collect())
+}
+
+/// Detaches, on the proxy pod `pod`, the routes of `routes` whose sessions have left: a replaced
+/// pod starts with its creator's route, even when the creator left before. The Service is read
+/// after the routes, and a session is recorded before its route is added and detached before
+/// it is unrecorded, so a route missing from the record is one whose session has left.
+async fn forget_departed(
+    client: &kube::Client,
+    proxy: &SessionNames,
+    pod: &str,
+    routes: Routes,
+) -> Result<(), ResolveError> {
+    let recorded = recorded_sessions(client, proxy).await?;
+    for route in routes.routes {
+        if !recorded.contains(&route.session) {
+            tracing::info!(session = %route.session, %pod, "detaching the route of a session that left");
+            proxy_control::leave(client, proxy, Some(pod), &route.session).await?;
+        }
+    }
+    Ok(())
 }

@@ -50,7 +50,7 @@ pub(crate) async fn leave(
         // pods from now on, whatever happens next.
         for member in record.members() {
             if leaving.includes(&member.session) {
-                proxy_control::leave(client, proxy, &member.session)
+                proxy_control::leave(client, proxy, None, &member.session)
                     .await
                     .map_err(|source| CleanupError::RouteNotDetached {
                         session: member.session.clone(),

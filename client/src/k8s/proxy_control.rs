@@ -53,14 +53,16 @@ pub(crate) async fn join_on(
     answer(status, &body)
 }
 
-/// Detaches `session`'s route from the proxy of session `proxy`; a route already gone is fine.
+/// Detaches `session`'s route from the proxy of session `proxy`, on the pod named `pod` (else a
+/// ready one); a route already gone is fine.
 pub(crate) async fn leave(
     client: &kube::Client,
     proxy: &SessionNames,
+    pod: Option<&str>,
     session: &str,
 ) -> Result<(), ControlError> {
     let path = route_path(session);
-    let (status, body) = ask(client, proxy, None, Method::DELETE, &path, Bytes::new()).await?;
+    let (status, body) = ask(client, proxy, pod, Method::DELETE, &path, Bytes::new()).await?;
     match status {
         StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(()),
         status => Err(ControlError::Refused {

@@ -1,26 +1,32 @@
 //! The task behind a [`Tunnel`](super::Tunnel): dials the proxy over its carrier, exchanges
 //! hellos, serves the streams the proxy opens, replaces a broken carrier stream under the same
-//! connection, and redials with backoff whenever the connection itself is lost.
+//! connection, and redials with backoff whenever the connection itself is lost. When the proxy
+//! says it is draining (its pod is being replaced), the tunnel dials the replacement at once and
+//! serves the old connection beside the new one until the old proxy closes it: make before break.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cz_shared::carrier::{stream_endpoint_config, STREAM_PEER};
-use cz_shared::protocol::{CloseCode, MAX_NOTICE_LEN, SERVER_NAME};
+use cz_shared::protocol::{CloseCode, SERVER_NAME};
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use super::carrier::{open_stream, Carrier, Opened, StreamOpener};
 use super::handshake::{greet, handshake};
+use super::serve::{ProxyPeer, Server};
 use super::{Connected, ProxyResolver, TunnelError, TunnelState};
 use crate::events::{TunnelEvent, TunnelPath};
-use crate::local_app::LocalApp;
 
 /// How long dialling and the hello may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts to reach a draining proxy's replacement: requests that
+/// reach the replacement wait for this laptop meanwhile.
+const MAX_HANDOVER_RETRY: Duration = Duration::from_millis(250);
 
 /// The background task behind a [`Tunnel`].
 pub(super) struct Dialer {
@@ -31,7 +37,7 @@ pub(super) struct Dialer {
     pub(super) carrier: Carrier,
     pub(super) proxy: String,
     pub(super) resolver: Option<ProxyResolver>,
-    pub(super) local_app: Arc<LocalApp>,
+    pub(super) server: Server,
     pub(super) state_tx: watch::Sender<TunnelState>,
     pub(super) events_tx: broadcast::Sender<TunnelEvent>,
     pub(super) stop: CancellationToken,
@@ -43,6 +49,18 @@ struct Link {
     connected: Connected,
     /// On a stream carrier: what replaces the stream when it is lost.
     stream: Option<StreamPath>,
+    /// What the proxy said about itself.
+    proxy: ProxyPeer,
+}
+
+/// Why [`Dialer::serve_link`] returned.
+enum LinkEnd {
+    /// The tunnel was stopped.
+    Stopped,
+    /// The connection ended.
+    Lost(quinn::ConnectionError),
+    /// The proxy is draining: the link is still up, and a replacement is wanted.
+    Draining,
 }
 
 /// A connection's stream carrier: the opener of new streams, the endpoint to move onto them,
@@ -63,64 +81,95 @@ impl Link {
 impl Dialer {
     pub(super) async fn run(self) {
         let mut retry_in = FIRST_RETRY;
+        let mut most = MAX_RETRY;
+        // Links whose proxy is draining, served until it closes them.
+        let mut retired = JoinSet::new();
+        // Whether the tunnel is reported connected: a retired link may still be serving.
+        let mut up = false;
         loop {
-            let attempt = tokio::select! {
-                () = self.stop.cancelled() => break,
-                attempt = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()) => attempt,
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, self.connect());
+            let Some(attempt) = self.beside_retired(connect, &mut retired, &mut up).await else {
+                break;
             };
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(TunnelError::Connect {
+                    proxy: self.proxy.clone(),
+                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                })
+            });
             match attempt {
-                Ok(Ok(mut link)) => {
-                    retry_in = FIRST_RETRY;
+                Ok(mut link) => {
                     info!(path = %link.connected.path, why = %link.connected.why, "tunnel connected");
+                    up = true;
                     self.state_tx
                         .send_replace(TunnelState::Connected(link.connected.clone()));
                     let _ = self.events_tx.send(TunnelEvent::Connected {
                         path: link.connected.path.clone(),
                         why: link.connected.why.clone(),
                     });
-                    let Some(reason) = self.serve_link(&mut link).await else {
-                        link.connection
-                            .close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
-                        if let Some(stream) = &link.stream {
-                            stream
-                                .endpoint
-                                .close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
+                    match self.serve_link(&mut link).await {
+                        LinkEnd::Stopped => {
+                            link.close();
+                            break;
                         }
-                        break;
-                    };
-                    warn!(%reason, "tunnel lost; reconnecting");
-                    self.state_tx.send_replace(TunnelState::Connecting);
-                    let _ = self.events_tx.send(TunnelEvent::Disconnected {
-                        reason: reason.to_string(),
-                    });
-                    continue;
+                        LinkEnd::Lost(reason) => {
+                            warn!(%reason, "tunnel lost; reconnecting");
+                            self.lost(reason.to_string());
+                            (up, retry_in, most) = (false, FIRST_RETRY, MAX_RETRY);
+                            continue;
+                        }
+                        LinkEnd::Draining => {
+                            while retired.try_join_next().is_some() {}
+                            let first = retired.is_empty();
+                            retired.spawn(self.retire(link));
+                            if first {
+                                info!("the proxy is draining; dialling its replacement");
+                                let _ = self.events_tx.send(TunnelEvent::ProxyDraining);
+                                // The replacement may take a moment to be up: look often.
+                                (retry_in, most) = (FIRST_RETRY, MAX_HANDOVER_RETRY);
+                                continue;
+                            }
+                            // What was dialled drains too (a fixed address that reaches the old
+                            // proxy): no replacement there yet, back off as usual.
+                            debug!("the proxy dialled is draining too");
+                            most = MAX_RETRY;
+                        }
+                    }
                 }
-                Ok(Err(error)) if error.is_fatal() => {
+                Err(error) if error.is_fatal() => {
                     warn!(%error, "giving up on the tunnel");
                     self.state_tx
                         .send_replace(TunnelState::Failed(Arc::new(error)));
                     break;
                 }
-                Ok(Err(error)) => {
-                    debug!(%error, ?retry_in, "connect failed");
-                    let _ = self.events_tx.send(TunnelEvent::ConnectFailed {
-                        error: error.to_string(),
-                        retry_in,
-                    });
-                }
-                Err(_) => {
-                    let error = format!("no answer within {CONNECT_TIMEOUT:?}");
-                    let _ = self
-                        .events_tx
-                        .send(TunnelEvent::ConnectFailed { error, retry_in });
+                Err(error) => {
+                    if up {
+                        // The draining proxy still serves: nothing to worry the user about yet.
+                        debug!(%error, "the draining proxy's replacement is not up yet");
+                    } else {
+                        debug!(%error, ?retry_in, "connect failed");
+                        let error = error.to_string();
+                        let _ = self
+                            .events_tx
+                            .send(TunnelEvent::ConnectFailed { error, retry_in });
+                    }
                 }
             }
-            tokio::select! {
-                () = self.stop.cancelled() => break,
-                () = tokio::time::sleep(retry_in) => {}
+            let pause = tokio::time::sleep(retry_in);
+            if self
+                .beside_retired(pause, &mut retired, &mut up)
+                .await
+                .is_none()
+            {
+                break;
             }
-            retry_in = (retry_in * 2).min(MAX_RETRY);
+            if !up {
+                most = MAX_RETRY;
+            }
+            retry_in = (retry_in * 2).min(most);
         }
+        // Retired links close on the stop too.
+        while retired.join_next().await.is_some() {}
         if let Some(udp) = &self.udp {
             udp.close(CloseCode::Shutdown.into(), b"czctl closed the tunnel");
             let _ = tokio::time::timeout(Duration::from_secs(1), udp.wait_idle()).await;
@@ -134,9 +183,52 @@ impl Dialer {
         });
     }
 
-    /// Serves `link` until its connection ends (returns why) or the tunnel is stopped (`None`).
-    /// A lost carrier stream is replaced meanwhile, under the same connection.
-    async fn serve_link(&self, link: &mut Link) -> Option<quinn::ConnectionError> {
+    /// Runs `future` to its end (`None` if the tunnel stops first) while `retired` links serve;
+    /// when the last of them ends while the tunnel is reported `up`, reports it lost.
+    async fn beside_retired<F: std::future::Future>(
+        &self,
+        future: F,
+        retired: &mut JoinSet<()>,
+        up: &mut bool,
+    ) -> Option<F::Output> {
+        tokio::pin!(future);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                output = &mut future => return Some(output),
+                Some(_) = retired.join_next(), if !retired.is_empty() => {
+                    if *up && retired.is_empty() {
+                        *up = false;
+                        let reason = "the draining proxy closed the tunnel before its replacement was up";
+                        self.lost(reason.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports that the tunnel has no connection for `reason`, and is reconnecting.
+    fn lost(&self, reason: String) {
+        self.state_tx.send_replace(TunnelState::Connecting);
+        let _ = self.events_tx.send(TunnelEvent::Disconnected { reason });
+    }
+
+    /// Serves `link`, whose proxy is draining, until the proxy closes it or the tunnel stops.
+    fn retire(&self, link: Link) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (server, stop) = (self.server.clone(), self.stop.clone());
+        async move {
+            tokio::select! {
+                reason = server.serve(&link.connection, &link.proxy) => {
+                    debug!(%reason, "the draining proxy closed its tunnel");
+                }
+                () = stop.cancelled() => link.close(),
+            }
+        }
+    }
+
+    /// Serves `link` until its connection ends, the tunnel is stopped, or its proxy says it is
+    /// draining. A lost carrier stream is replaced meanwhile, under the same connection.
+    async fn serve_link(&self, link: &mut Link) -> LinkEnd {
         loop {
             let lost = link.stream.as_ref().map(|stream| stream.lost.clone());
             let carrier_lost = async {
@@ -146,8 +238,11 @@ impl Dialer {
                 }
             };
             tokio::select! {
-                () = self.stop.cancelled() => return None,
-                reason = self.serve(&link.connection) => return Some(reason),
+                () = self.stop.cancelled() => return LinkEnd::Stopped,
+                reason = self.server.serve(&link.connection, &link.proxy) => {
+                    return LinkEnd::Lost(reason);
+                }
+                () = link.proxy.draining.cancelled() => return LinkEnd::Draining,
                 () = carrier_lost => {
                     let Some(stream) = link.stream.as_mut() else {
                         continue; // only a stream carrier has a loss to wait for
@@ -162,9 +257,9 @@ impl Dialer {
                             let _ = self.events_tx.send(TunnelEvent::CarrierBack { after });
                             stream.lost = lost;
                         }
-                        None if self.stop.is_cancelled() => return None,
+                        None if self.stop.is_cancelled() => return LinkEnd::Stopped,
                         // The connection ended before a new carrier took over.
-                        None => return Some(link.connection.closed().await),
+                        None => return LinkEnd::Lost(link.connection.closed().await),
                     }
                 }
             }
@@ -285,6 +380,7 @@ impl Dialer {
                 why: String::new(),
             },
             stream: None,
+            proxy: ProxyPeer::default(),
         };
         link.greeted(&proxy.to_string()).await
     }
@@ -324,53 +420,24 @@ impl Dialer {
                 endpoint,
                 lost,
             }),
+            proxy: ProxyPeer::default(),
         })
-    }
-
-    /// Serves the proxy's streams until the connection ends; returns why it ended. Requests
-    /// come on bidirectional streams, notices for the developer on unidirectional ones.
-    async fn serve(&self, connection: &quinn::Connection) -> quinn::ConnectionError {
-        loop {
-            tokio::select! {
-                accepted = connection.accept_bi() => match accepted {
-                    Ok((send, recv)) => {
-                        let local_app = self.local_app.clone();
-                        let span = tracing::debug_span!("req", stream = %send.id());
-                        // Boxed: the request's future is large, and tokio moves a spawned
-                        // future several times on its way into the task (a copy of all of it
-                        // each time).
-                        let serve =
-                            Box::pin(async move { local_app.serve_stream(send, recv).await });
-                        tokio::spawn(serve.instrument(span));
-                    }
-                    Err(reason) => return reason,
-                },
-                accepted = connection.accept_uni() => match accepted {
-                    Ok(recv) => {
-                        tokio::spawn(report_notice(recv, self.events_tx.clone()));
-                    }
-                    Err(reason) => return reason,
-                },
-            }
-        }
-    }
-}
-
-/// Reads one notice from the proxy and reports it.
-async fn report_notice(mut recv: quinn::RecvStream, events_tx: broadcast::Sender<TunnelEvent>) {
-    match recv.read_to_end(MAX_NOTICE_LEN).await {
-        Ok(notice) => {
-            let notice = String::from_utf8_lossy(&notice).into_owned();
-            let _ = events_tx.send(TunnelEvent::Notice(notice));
-        }
-        Err(error) => debug!(%error, "a notice from the proxy could not be read"),
     }
 }
 
 impl Link {
     /// The link once hellos are exchanged with `proxy`, which then sends requests over it.
-    async fn greeted(self, proxy: &str) -> Result<Self, TunnelError> {
-        greet(&self.connection, proxy).await?;
+    async fn greeted(mut self, proxy: &str) -> Result<Self, TunnelError> {
+        self.proxy.minor = greet(&self.connection, proxy).await?.protocol.minor;
         Ok(self)
+    }
+
+    /// Closes the connection, and its carrier stream's endpoint if it has one.
+    fn close(&self) {
+        let reason = b"czctl closed the tunnel";
+        self.connection.close(CloseCode::Shutdown.into(), reason);
+        if let Some(stream) = &self.stream {
+            stream.endpoint.close(CloseCode::Shutdown.into(), reason);
+        }
     }
 }

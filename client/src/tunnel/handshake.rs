@@ -15,10 +15,13 @@ pub(super) async fn handshake(
     connecting.await.map_err(|error| classify(proxy, &error))
 }
 
-/// Exchanges hellos with `proxy` on `connection`.
-pub(super) async fn greet(connection: &quinn::Connection, proxy: &str) -> Result<(), TunnelError> {
+/// Exchanges hellos with `proxy` on `connection`; returns the proxy's.
+pub(super) async fn greet(
+    connection: &quinn::Connection,
+    proxy: &str,
+) -> Result<Hello, TunnelError> {
     match exchange_hellos(connection).await {
-        Ok(()) => Ok(()),
+        Ok(hello) => Ok(hello),
         // A refused client certificate shows up only now: TLS 1.3 servers verify the client
         // after the client considers the handshake done.
         Err(HelloError::Stream(error)) => Err(match connection.close_reason() {
@@ -35,16 +38,16 @@ pub(super) async fn greet(connection: &quinn::Connection, proxy: &str) -> Result
     }
 }
 
-/// Exchanges hellos as the laptop.
-async fn exchange_hellos(connection: &quinn::Connection) -> Result<(), HelloError> {
+/// Exchanges hellos as the laptop; returns the proxy's.
+async fn exchange_hellos(connection: &quinn::Connection) -> Result<Hello, HelloError> {
     let ours = Hello::new(env!("CARGO_PKG_VERSION"));
-    laptop_hello(connection, &ours).await?;
+    let proxy = laptop_hello(connection, &ours).await?;
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
     debug!(alpn = ?alpn.as_deref().map(String::from_utf8_lossy), expected = ?String::from_utf8_lossy(ALPN), "hello exchanged");
-    Ok(())
+    Ok(proxy)
 }
 
 /// TLS failures (QUIC crypto error codes 0x100–0x1ff) are rejections; everything else is a

@@ -5,6 +5,7 @@ mod bad_laptop;
 mod drain;
 mod failures;
 mod forwarding;
+mod handover;
 mod inspector;
 mod keep_alive;
 mod limits;

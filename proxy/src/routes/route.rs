@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cz_shared::control::RouteState;
-use cz_shared::protocol::{CloseCode, MAX_NOTICE_LEN};
+use cz_shared::protocol::CloseCode;
+use cz_shared::signal::Signal;
 use cz_shared::tls::{client_verifier, TlsError};
 use cz_shared::InterceptRule;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -71,8 +72,9 @@ pub struct Route {
     /// once and keeps the one it picks, which may have attached first, so the newest of these
     /// takes over when the current one closes.
     standby: Mutex<Vec<quinn::Connection>>,
-    /// What carries the laptop's connection, and whether it takes notices.
-    attached: Mutex<(&'static str, bool)>,
+    /// What carries the laptop's connection, and the minor protocol version it announced (which
+    /// signals it takes).
+    attached: Mutex<(&'static str, u16)>,
     /// When the laptop was last sent a notice.
     last_notice: Mutex<Option<Instant>>,
     /// When a laptop was last connected (when the route was added, until one is).
@@ -102,7 +104,7 @@ impl Route {
             rule,
             laptop: watch::Sender::new(None),
             standby: Mutex::default(),
-            attached: Mutex::new(("", false)),
+            attached: Mutex::new(("", 0)),
             last_notice: Mutex::new(None),
             last_connected: Mutex::new(Instant::now()),
             in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
@@ -153,10 +155,10 @@ impl Route {
     }
 
     /// Makes `connection`, carried by `carrier` (for the control channel's state), the route's
-    /// laptop, which takes notices if `notices`; the previous connection, if still open, stands
-    /// by (at most [`MAX_STANDBY`]; the oldest beyond are closed).
-    pub fn attach(&self, connection: quinn::Connection, carrier: &'static str, notices: bool) {
-        *self.attached.lock().expect("never poisoned") = (carrier, notices);
+    /// laptop, which announced protocol minor version `minor`; the previous connection, if still
+    /// open, stands by (at most [`MAX_STANDBY`]; the oldest beyond are closed).
+    pub fn attach(&self, connection: quinn::Connection, carrier: &'static str, minor: u16) {
+        *self.attached.lock().expect("never poisoned") = (carrier, minor);
         let Some(previous) = self.laptop.send_replace(Some(connection)) else {
             return;
         };
@@ -260,21 +262,37 @@ impl Route {
             }
             *last = Some(Instant::now());
         }
-        let takes_notices = self.attached.lock().expect("never poisoned").1;
-        let Some(laptop) = self.connected_laptop().filter(|_| takes_notices) else {
+        if let Some(laptop) = self.connected_laptop() {
+            self.signal(laptop, &Signal::Notice(why.to_owned()));
+        }
+    }
+
+    /// Tells the route's laptop, on every connection still open, that the proxy is draining:
+    /// it dials the proxy's replacement while this one finishes.
+    pub fn announce_draining(&self) {
+        let standby = self.standby.lock().expect("never poisoned").clone();
+        let current = self.laptop.borrow().clone();
+        for connection in current.into_iter().chain(standby) {
+            self.signal(connection, &Signal::Draining);
+        }
+    }
+
+    /// Sends `signal` to `laptop` on a stream of its own, in the background, if the laptop's
+    /// protocol version has it.
+    fn signal(&self, laptop: quinn::Connection, signal: &Signal) {
+        let minor = self.attached.lock().expect("never poisoned").1;
+        let Some(bytes) = signal.encode(minor) else {
             return;
         };
-        let mut notice = why.as_bytes().to_vec();
-        notice.truncate(MAX_NOTICE_LEN);
         tokio::spawn(async move {
             let send = async {
                 let mut stream = laptop.open_uni().await?;
-                stream.write_all(&notice).await?;
+                stream.write_all(&bytes).await?;
                 stream.finish()?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             };
             if let Ok(Err(error)) = tokio::time::timeout(NOTICE_INTERVAL, send).await {
-                tracing::debug!(%error, "notice not delivered");
+                tracing::debug!(%error, "signal not delivered");
             }
         });
     }
