@@ -262,6 +262,57 @@ async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_proxy_pod_forgets_the_route_of_its_creator_who_left() {
+    let setup = Setup::start().await;
+    let (alice_app, bob_app) = (
+        LaptopApp::named(0, "alice").await,
+        LaptopApp::named(0, "bob").await,
+    );
+    let mut alice = developer(&setup, "alice", &alice_app, "x-dev:alice", &[]);
+    alice.read_until("Intercepting").await;
+    let mut bob = developer(&setup, "bob", &bob_app, "x-dev:bob", &[]);
+    bob.read_until("Intercepting").await;
+    alice.signal("INT");
+    let (ok, _, stderr) = alice.finish().await;
+    assert!(ok, "{stderr}");
+    assert!(who(&setup, ALICE).await.starts_with("echo-"));
+
+    // The new pod starts with its flags' route, alice's, though she left: bob's czctl, moving
+    // to the new pod, registers his route and detaches hers, which the Service no longer records.
+    let old_name = setup
+        .proxy_pods()
+        .await
+        .remove(0)
+        .metadata
+        .name
+        .expect("name");
+    let pods =
+        kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), NAMESPACE);
+    pods.delete(&old_name, &Default::default())
+        .await
+        .expect("delete the proxy pod");
+    cz_testkit::eventually("the old proxy pod to be gone", CZCTL_DEADLINE, || async {
+        let pods = setup.proxy_pods().await;
+        (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(old_name.as_str()))
+            .then_some(())
+    })
+    .await;
+    cz_testkit::eventually("bob's route on the new pod", CZCTL_DEADLINE, || async {
+        (who(&setup, BOB).await == "bob").then_some(())
+    })
+    .await;
+    let alice_goes_to = who(&setup, ALICE).await;
+    assert!(
+        alice_goes_to.starts_with("echo-"),
+        "alice's requests go to the pods, not to a route waiting for her laptop: {alice_goes_to}"
+    );
+    bob.signal("INT");
+    let (ok, _, stderr) = bob.finish().await;
+    assert!(ok, "{stderr}");
+    setup.no_leftovers("after both left").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_pool_loses_no_request_as_developers_join_and_leave() {
     let setup = Setup::start_isolated().await;
     // The pool sends the default intercept header (alice's) or none; bob's rule is another.
