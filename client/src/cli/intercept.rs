@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, ArgMatches, Args};
-use czctl::{
-    session, Intercept, InterceptOptions, InterceptRule, Left, TunnelEvent, TunnelMode,
-    DEFAULT_RULE,
-};
+use czctl::{session, Intercept, InterceptOptions, InterceptRule, Left, TunnelMode, DEFAULT_RULE};
 
 use super::cluster::ClusterArgs;
 use super::config::{self, ConfigError};
@@ -193,9 +190,8 @@ pub async fn run(args: InterceptArgs, matches: &ArgMatches) -> anyhow::Result<()
         args.service, record.remote_port, args.header, record.local_port,
         RunningInspector::sentence(inspector.as_ref())
     ));
-    let printing = output.print_events(intercept.tunnel().events(), |event| {
-        !matches!(event, TunnelEvent::Connected { .. })
-    });
+    // From here on a `Connected` event is a reconnect, or the hand-over to a new proxy pod.
+    let printing = output.print_events(intercept.tunnel().events());
     interrupts.recv().await;
     printing.store(true, std::sync::atomic::Ordering::Relaxed);
     output.info("stopping: restoring the service first");

@@ -13,14 +13,13 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `events`, except those `shown` refuses, on a thread of its own: a terminal that
+    /// Prints `events` on a thread of its own: a terminal that
     /// is paused or a pipe nobody reads blocks only that thread, never the tunnel (events that
     /// pile up meanwhile are skipped, and counted). Printing ends when the returned flag is
     /// set, or with the tunnel.
     pub fn print_events(
         self,
         mut events: tokio::sync::broadcast::Receiver<TunnelEvent>,
-        shown: fn(&TunnelEvent) -> bool,
     ) -> Arc<AtomicBool> {
         let done = Arc::new(AtomicBool::new(false));
         let stop = done.clone();
@@ -30,8 +29,7 @@ impl Output {
                 return;
             }
             match event {
-                Ok(event) if shown(&event) => self.event(&event),
-                Ok(_) => {}
+                Ok(event) => self.event(&event),
                 Err(RecvError::Lagged(skipped)) => self.warn(format_args!(
                     "{skipped} events not shown: the output was not read fast enough"
                 )),

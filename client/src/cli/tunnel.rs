@@ -61,7 +61,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let inspector = inspector
         .map(|inspector| inspector.start(&tunnel, local_app))
         .transpose()?;
-    let printing = output.print_events(tunnel.events(), |_| true);
+    let printing = output.print_events(tunnel.events());
     let connected = tokio::select! {
         connected = tunnel.connected() => Some(connected),
         () = interrupts.recv() => None,

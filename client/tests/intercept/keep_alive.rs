@@ -71,7 +71,7 @@ async fn a_keep_alive_pool_loses_no_request_across_start_and_stop() {
 async fn a_keep_alive_pool_loses_no_request_when_the_proxy_pod_is_deleted() {
     let setup = Setup::start_isolated().await;
     let laptop = LaptopApp::start(0).await;
-    let czctl = setup.intercept(laptop.port, &[]).await;
+    let mut czctl = setup.intercept(laptop.port, &[]).await;
     let pool = Pool::start(&setup.service_address);
     let started = std::time::Instant::now();
     let at = || format!("at {:.1} s", started.elapsed().as_secs_f64());
@@ -103,6 +103,14 @@ async fn a_keep_alive_pool_loses_no_request_when_the_proxy_pod_is_deleted() {
     )
     .await;
     eprintln!("the old proxy pod is gone {}", at());
+    // czctl moved its tunnel over before the old pod had drained, and says so.
+    czctl.read_until("connecting to its replacement").await;
+    czctl.read_until("tunnel connected over").await;
+    assert!(
+        !czctl.seen.iter().any(|line| line.contains("tunnel lost")),
+        "{:?}",
+        czctl.seen
+    );
     setup
         .laptop_answers("the laptop to answer through the new proxy")
         .await;
