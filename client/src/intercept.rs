@@ -14,6 +14,7 @@ mod error;
 mod join;
 mod options;
 mod owner;
+mod plan;
 
 pub(crate) use owner::owner;
 mod set_up;
@@ -21,9 +22,8 @@ mod set_up;
 use cz_shared::tls::SessionCa;
 
 pub use error::{InterceptError, Rollback, SetUpError};
-pub use options::{
-    InterceptOptions, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER,
-};
+pub use options::{InterceptOptions, TunnelMode};
+pub use plan::{Creation, Joining, Plan, SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER};
 
 use crate::k8s::cleanup::CleanupError;
 use crate::k8s::leave::leave;
@@ -31,7 +31,7 @@ use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{self, ObjectRef};
 use crate::k8s::record::{Leaving, Member, Record};
 use crate::k8s::secret;
-use crate::k8s::selector::{Restored, SelectorError};
+use crate::k8s::selector::{self, Restored, SelectorError};
 use crate::k8s::target::{self, Target};
 use crate::progress::Progress;
 use crate::Tunnel;
@@ -72,14 +72,29 @@ pub struct Intercept {
 }
 
 impl Intercept {
-    /// What [`Self::start`] would create and change, for `--dry-run` (see [`Plan`]): the
-    /// Service is checked as `start` checks it, and nothing is changed.
+    /// What [`Self::start`] would create and change, or what joining the intercept another
+    /// session runs on the same port would change, for `--dry-run` (see [`Plan`]): the Service
+    /// is checked as `start` checks it, and nothing is changed.
     pub async fn plan(
         client: &kube::Client,
         options: &InterceptOptions,
     ) -> Result<Plan, InterceptError> {
         let target = resolve(client, options).await?;
         let names = SessionNames::generate(&options.namespace, &options.service)?;
+        if let Some(record) = Record::read(&target.service) {
+            return match plan_join(&names, &target, &record, options) {
+                Ok(joining) => Ok(Plan::Join(Box::new(joining))),
+                Err(holder) => Err(InterceptError::NotStarted {
+                    service: format!("{}/{}", names.namespace, names.service),
+                    cause: SetUpError::RuleTaken {
+                        namespace: names.namespace.clone(),
+                        name: names.service.clone(),
+                        holder,
+                    },
+                    rollback: Rollback::Complete,
+                }),
+            };
+        }
         let record = new_record(&names, &target, options);
         let blueprint = Blueprint::new(&names, &target, &record, options);
         let proxy = SessionCa::generate()
@@ -89,12 +104,12 @@ impl Intercept {
         // The Secret's owner is the shadow Service, whose uid exists once it is created.
         let mut created_shadow = shadow_service.clone();
         created_shadow.metadata.uid = Some(SHADOW_UID_PLACEHOLDER.to_owned());
-        Ok(Plan {
+        Ok(Plan::Create(Box::new(Creation {
             secret: secret::elide(blueprint.secret(&proxy, &created_shadow)),
             shadow_service,
             proxy_deployment: blueprint.proxy_deployment(SHADOW_IP_PLACEHOLDER),
             switched_service: blueprint.switched_service(),
-        })
+        })))
     }
 
     /// Starts the intercept, or joins the one another developer's session runs on the same
@@ -310,6 +325,25 @@ async fn resolve(
         options.remote_port,
     )
     .await?)
+}
+
+/// What joining `record`'s intercept would change; refused with the holder, as joining is,
+/// when the rule is another session's.
+fn plan_join(
+    names: &SessionNames,
+    target: &Target,
+    record: &Record,
+    options: &InterceptOptions,
+) -> Result<Joining, Box<Member>> {
+    if let Some(holder) = record.holder_of(&options.rule) {
+        return Err(Box::new(holder));
+    }
+    let joined = record.with_member(new_member(names, target, options));
+    Ok(Joining {
+        proxy_session: record.session.clone(),
+        members: record.members().iter().map(Member::describe).collect(),
+        recorded_service: selector::rerecorded(&target.service, &joined),
+    })
 }
 
 fn new_member(names: &SessionNames, target: &Target, options: &InterceptOptions) -> Member {

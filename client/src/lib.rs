@@ -32,8 +32,8 @@ pub use cz_shared::{InterceptRule, DEFAULT_RULE};
 pub use events::{RequestEvent, TunnelEvent};
 pub use inspect::{AlreadyInspected, Inspector, InspectorConfig};
 pub use intercept::{
-    Intercept, InterceptError, InterceptOptions, Left, Plan, TunnelMode, SHADOW_IP_PLACEHOLDER,
-    SHADOW_UID_PLACEHOLDER,
+    Creation, Intercept, InterceptError, InterceptOptions, Joining, Left, Plan, TunnelMode,
+    SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER,
 };
 pub use k8s::client::client as kube_client;
 pub use k8s::record::Record;

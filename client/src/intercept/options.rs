@@ -1,10 +1,8 @@
-//! What to intercept and how, and what `--dry-run` shows instead of doing it.
+//! What to intercept and how.
 
 use std::time::Duration;
 
 use cz_shared::InterceptRule;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
 
 /// What to intercept and how.
 #[derive(Debug, Clone)]
@@ -45,44 +43,4 @@ pub enum TunnelMode {
     PortForward,
     /// UDP to the proxy pod's IP (or `--tunnel-endpoint`): needs a route to it.
     Direct,
-}
-
-/// What an intercept would create and change, as `--dry-run` shows it: built by the same code
-/// as the objects [`crate::Intercept::start`] sends, with the values that exist only once it
-/// runs elided (the Secret's certificates and key, the shadow Service's ClusterIP in the proxy's
-/// arguments: [`SHADOW_IP_PLACEHOLDER`], its uid in the Secret's owner reference:
-/// [`SHADOW_UID_PLACEHOLDER`]).
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The shadow Service.
-    pub shadow_service: Service,
-    /// The Secret, owned by the shadow Service: its data keys with empty values, and an
-    /// annotation saying why.
-    pub secret: Secret,
-    /// The proxy Deployment.
-    pub proxy_deployment: Deployment,
-    /// The intercepted Service as the selector switch leaves it, reduced to what the switch
-    /// sets (name, namespace, resourceVersion, the record annotation, the selector): an object
-    /// `kubectl apply` takes, though czctl sends it as a JSON patch with preconditions.
-    pub switched_service: Service,
-}
-
-/// What the proxy's arguments say in a [`Plan`] where the shadow Service's ClusterIP goes: the
-/// API server assigns it when the shadow Service is created.
-pub const SHADOW_IP_PLACEHOLDER: &str = "SHADOW-SERVICE-CLUSTER-IP";
-
-/// What the Secret's owner reference says in a [`Plan`] where the shadow Service's uid goes: the
-/// API server assigns it when the shadow Service is created.
-pub const SHADOW_UID_PLACEHOLDER: &str = "SHADOW-SERVICE-UID";
-
-impl Plan {
-    /// The objects in the order czctl sends them, each as JSON with `apiVersion` and `kind`.
-    pub fn objects(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
-        Ok(vec![
-            serde_json::to_value(&self.shadow_service)?,
-            serde_json::to_value(&self.secret)?,
-            serde_json::to_value(&self.proxy_deployment)?,
-            serde_json::to_value(&self.switched_service)?,
-        ])
-    }
 }

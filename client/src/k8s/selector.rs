@@ -9,8 +9,8 @@ use kube::Api;
 use super::api_error::{ApiCallError, CallContext};
 use super::record::{Leaving, Member, Record};
 use super::selector_patch;
-pub(crate) use super::selector_patch::switched;
 pub use super::selector_patch::Restored;
+pub(crate) use super::selector_patch::{rerecorded, switched};
 
 /// How often a restore reads the Service again after someone else changed it meanwhile.
 const RESTORE_ATTEMPTS: usize = 5;

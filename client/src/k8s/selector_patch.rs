@@ -122,9 +122,21 @@ pub(super) fn switch(service: &Service, record: &Record) -> Patch {
 /// after the switch, and nothing else. Built by applying the very patch [`switch`] makes to the
 /// Service as read. czctl itself sends the JSON patch, which replaces the whole selector.
 pub(crate) fn switched(service: &Service, record: &Record) -> Service {
+    shown_after(service, &switch(service, record))
+}
+
+/// What [`rerecord`] changes, shown as [`switched`] shows a switch: the record annotation as it is
+/// after the patch, and the selector, which it leaves as it is.
+pub(crate) fn rerecorded(service: &Service, record: &Record) -> Service {
+    shown_after(service, &rerecord(service, record))
+}
+
+/// `service` after `patch`, reduced to its name, namespace, resourceVersion, record annotation
+/// and selector.
+fn shown_after(service: &Service, patch: &Patch) -> Service {
     let mut document = serde_json::to_value(service).expect("a Service serializes to JSON");
-    json_patch::patch(&mut document, &switch(service, record))
-        .expect("the switch's preconditions hold on the Service it was built from");
+    json_patch::patch(&mut document, patch)
+        .expect("the patch's preconditions hold on the Service it was built from");
     let annotation = document["metadata"]["annotations"][INTERCEPT_ANNOTATION]
         .as_str()
         .map(ToOwned::to_owned)
@@ -250,6 +262,33 @@ mod tests {
                 "spec": {"selector": {"czctl.io/session": "0123abcd"}},
             })
         );
+    }
+
+    #[test]
+    fn rerecorded_shows_the_new_record_and_leaves_the_selector() {
+        let original = service(json!({"team": "payments"}), json!({"app": "echo"}));
+        let switched: Service = serde_json::from_value(
+            apply(&original, &switch(&original, &record())).expect("switches"),
+        )
+        .expect("a Service");
+        let joined = record().with_member(Member {
+            session: "4567cdef".into(),
+            header: "x-dev:bob".into(),
+            local_port: 3001,
+            owner: "bob@laptop".into(),
+            since: "2026-01-01T00:01:00Z".into(),
+            orphan_after_seconds: 900,
+        });
+        let shown = serde_json::to_value(rerecorded(&switched, &joined)).expect("serializes");
+        assert_eq!(
+            shown["metadata"]["annotations"][INTERCEPT_ANNOTATION],
+            serde_json::to_string(&joined).expect("serializes")
+        );
+        assert_eq!(
+            shown["spec"],
+            json!({"selector": {"czctl.io/session": "0123abcd"}})
+        );
+        assert_eq!(shown["metadata"]["resourceVersion"], "7");
     }
 
     #[test]

@@ -307,3 +307,67 @@ async fn settings_come_from_flag_then_env_then_config_file_then_default() {
     );
     assert_eq!(setup.leftovers().await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_on_an_intercepted_service_shows_the_join_and_changes_nothing() {
+    let setup = Setup::start().await;
+    let laptop = crate::support::http::LaptopApp::start(0).await;
+    let alice = setup.intercept(laptop.port, &["-x", "x-dev:alice"]).await;
+    let before = setup.service_state().await;
+    let no_config = setup.dir().join("no-config");
+
+    let (ok, yaml, stderr) = dry_run(&setup, &no_config, &[], &["-x", "x-dev:bob"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        yaml.contains("intercepted on this port already")
+            && yaml.contains("x-dev:alice")
+            && yaml.contains("nothing is created"),
+        "{yaml}"
+    );
+    let applied = kubectl_apply(&setup, &yaml, &[])
+        .await
+        .unwrap_or_else(|error| panic!("kubectl refused -o yaml: {error}\n{yaml}"));
+    assert_eq!(applied.trim(), "service/echo configured (dry run)");
+
+    let (ok, json, stderr) =
+        dry_run(&setup, &no_config, &[], &["-x", "x-dev:bob", "-o", "json"]).await;
+    assert!(ok, "{stderr}");
+    let items = items(&json);
+    assert_eq!(items.len(), 1, "only the Service changes: {json}");
+    let recorded = &items[0];
+    assert_eq!(
+        recorded["spec"],
+        before["spec"]["selector"]
+            .as_object()
+            .map(|selector| serde_json::json!({"selector": selector}))
+            .expect("a selector"),
+        "the selector stays"
+    );
+    let record: Value = serde_json::from_str(
+        recorded["metadata"]["annotations"]["czctl.io/intercept"]
+            .as_str()
+            .expect("the record"),
+    )
+    .expect("JSON");
+    let headers: Vec<&str> = record["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|member| member["header"].as_str().expect("a header"))
+        .collect();
+    assert_eq!(headers, ["x-dev:alice", "x-dev:bob"]);
+
+    // A header another session holds is refused, as joining refuses it.
+    let (ok, _, stderr) = dry_run(&setup, &no_config, &[], &["-x", "x-dev:alice"]).await;
+    assert!(!ok && stderr.contains("x-dev:alice"), "{stderr}");
+
+    assert_eq!(
+        setup.service_state().await,
+        before,
+        "the dry runs changed nothing"
+    );
+    alice.signal("INT");
+    let (ok, _, stderr) = alice.finish().await;
+    assert!(ok, "{stderr}");
+    setup.no_leftovers("after alice left").await;
+}
