@@ -26,6 +26,14 @@ fn developer(setup: &Setup, user: &str, laptop: &LaptopApp, header: &str, extra:
     Czctl::spawn(command)
 }
 
+/// Stops `czctl` as Ctrl-C does; it must succeed. Returns the lines it printed last.
+async fn leave(czctl: Czctl) -> Vec<String> {
+    czctl.signal("INT");
+    let (ok, rest, stderr) = czctl.finish().await;
+    assert!(ok, "{stderr}");
+    rest
+}
+
 /// Who answers a request with `header` (fresh connection).
 async fn who(setup: &Setup, header: (&str, &str)) -> String {
     answered_by(&setup.service_address, Some(header))
@@ -156,9 +164,7 @@ async fn developers_join_and_leave_one_intercept_each_with_their_own_requests() 
     assert_eq!(recorded(&setup).await.len(), 2);
 
     // Alice leaves first: her route goes, bob's stays, the Service stays switched.
-    alice.signal("INT");
-    let (ok, rest, stderr) = alice.finish().await;
-    assert!(ok, "{stderr}");
+    let rest = leave(alice).await;
     assert!(
         rest.iter()
             .any(|l| l.contains("it goes on for 1 other session(s)")),
@@ -169,9 +175,7 @@ async fn developers_join_and_leave_one_intercept_each_with_their_own_requests() 
     assert_eq!(setup.proxy_pods().await.len(), 1);
 
     // Bob, the last one out, restores everything.
-    bob.signal("INT");
-    let (ok, rest, stderr) = bob.finish().await;
-    assert!(ok, "{stderr}");
+    let rest = leave(bob).await;
     assert!(
         rest.iter().any(|l| l.contains("the service is restored")),
         "{rest:?}"
@@ -211,40 +215,49 @@ async fn two_developers_starting_at_the_same_moment_share_one_proxy() {
     })
     .await;
     for czctl in [alice, bob] {
-        czctl.signal("INT");
-        let (ok, _, stderr) = czctl.finish().await;
-        assert!(ok, "{stderr}");
+        leave(czctl).await;
     }
     assert_eq!(setup.service_state().await, before);
     setup.no_leftovers("after both left").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
-    let setup = Setup::start().await;
-    let (alice_app, bob_app) = (
-        LaptopApp::named(0, "alice").await,
-        LaptopApp::named(0, "bob").await,
-    );
-    let mut alice = developer(&setup, "alice", &alice_app, "x-dev:alice", &[]);
+/// Alice starts the intercept of the sample and bob joins it, each with their own header.
+async fn alice_then_bob(setup: &Setup, apps: &(LaptopApp, LaptopApp)) -> (Czctl, Czctl) {
+    let mut alice = developer(setup, "alice", &apps.0, "x-dev:alice", &[]);
     alice.read_until("Intercepting").await;
-    let mut bob = developer(&setup, "bob", &bob_app, "x-dev:bob", &[]);
+    let mut bob = developer(setup, "bob", &apps.1, "x-dev:bob", &[]);
     bob.read_until("Intercepting").await;
+    (alice, bob)
+}
+
+/// Deletes the proxy pod and waits until its replacement is the only one left.
+async fn replace_the_proxy_pod(setup: &Setup) {
     let old = setup.proxy_pods().await.remove(0);
-    let old_name = old.metadata.name.clone().expect("name");
+    let old_name = old.metadata.name.expect("name");
     let pods =
         kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), NAMESPACE);
     pods.delete(&old_name, &Default::default())
         .await
         .expect("delete the proxy pod");
-    // The new pod starts with alice's route only (from its flags); bob's czctl registers his
-    // again before it reconnects.
     cz_testkit::eventually("the proxy pod to be replaced", CZCTL_DEADLINE, || async {
         let pods = setup.proxy_pods().await;
         (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(old_name.as_str()))
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
+    let setup = Setup::start().await;
+    let apps = (
+        LaptopApp::named(0, "alice").await,
+        LaptopApp::named(0, "bob").await,
+    );
+    let (alice, bob) = alice_then_bob(&setup, &apps).await;
+    // The new pod starts with alice's route only (from its flags); bob's czctl registers his
+    // again before it reconnects.
+    replace_the_proxy_pod(&setup).await;
     for (header, laptop) in [(ALICE, "alice"), (BOB, "bob")] {
         cz_testkit::eventually(
             &format!("{laptop}'s route on the new proxy pod"),
@@ -253,50 +266,25 @@ async fn a_joined_session_takes_its_route_back_on_a_replaced_proxy_pod() {
         )
         .await;
     }
-    for czctl in [bob, alice] {
-        czctl.signal("INT");
-        let (ok, _, stderr) = czctl.finish().await;
-        assert!(ok, "{stderr}");
-    }
+    leave(bob).await;
+    leave(alice).await;
     setup.no_leftovers("after both left").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_proxy_pod_forgets_the_route_of_its_creator_who_left() {
     let setup = Setup::start().await;
-    let (alice_app, bob_app) = (
+    let apps = (
         LaptopApp::named(0, "alice").await,
         LaptopApp::named(0, "bob").await,
     );
-    let mut alice = developer(&setup, "alice", &alice_app, "x-dev:alice", &[]);
-    alice.read_until("Intercepting").await;
-    let mut bob = developer(&setup, "bob", &bob_app, "x-dev:bob", &[]);
-    bob.read_until("Intercepting").await;
-    alice.signal("INT");
-    let (ok, _, stderr) = alice.finish().await;
-    assert!(ok, "{stderr}");
+    let (alice, bob) = alice_then_bob(&setup, &apps).await;
+    leave(alice).await;
     assert!(who(&setup, ALICE).await.starts_with("echo-"));
 
     // The new pod starts with its flags' route, alice's, though she left: bob's czctl, moving
     // to the new pod, registers his route and detaches hers, which the Service no longer records.
-    let old_name = setup
-        .proxy_pods()
-        .await
-        .remove(0)
-        .metadata
-        .name
-        .expect("name");
-    let pods =
-        kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(setup.client.clone(), NAMESPACE);
-    pods.delete(&old_name, &Default::default())
-        .await
-        .expect("delete the proxy pod");
-    cz_testkit::eventually("the old proxy pod to be gone", CZCTL_DEADLINE, || async {
-        let pods = setup.proxy_pods().await;
-        (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(old_name.as_str()))
-            .then_some(())
-    })
-    .await;
+    replace_the_proxy_pod(&setup).await;
     cz_testkit::eventually("bob's route on the new pod", CZCTL_DEADLINE, || async {
         (who(&setup, BOB).await == "bob").then_some(())
     })
@@ -306,9 +294,7 @@ async fn a_replaced_proxy_pod_forgets_the_route_of_its_creator_who_left() {
         alice_goes_to.starts_with("echo-"),
         "alice's requests go to the pods, not to a route waiting for her laptop: {alice_goes_to}"
     );
-    bob.signal("INT");
-    let (ok, _, stderr) = bob.finish().await;
-    assert!(ok, "{stderr}");
+    leave(bob).await;
     setup.no_leftovers("after both left").await;
 }
 
@@ -328,9 +314,7 @@ async fn a_keep_alive_pool_loses_no_request_as_developers_join_and_leave() {
     bob.read_until("Intercepting").await;
     pool.wait_for(UNDER_LOAD, true, "the pool to go on as bob joins")
         .await;
-    alice.signal("INT");
-    let (ok, _, stderr) = alice.finish().await;
-    assert!(ok, "{stderr}");
+    leave(alice).await;
     pool.wait_for(UNDER_LOAD, false, "the pool to go on as alice leaves")
         .await;
     let mut alice = developer(&setup, "alice", &alice_app, "X-C6O-INTERCEPT:yes", &[]);
@@ -338,9 +322,7 @@ async fn a_keep_alive_pool_loses_no_request_as_developers_join_and_leave() {
     pool.wait_for(UNDER_LOAD, true, "the pool to reach alice again")
         .await;
     for czctl in [bob, alice] {
-        czctl.signal("INT");
-        let (ok, _, stderr) = czctl.finish().await;
-        assert!(ok, "{stderr}");
+        leave(czctl).await;
     }
     pool.wait_for(
         UNDER_LOAD,
