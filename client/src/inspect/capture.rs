@@ -1,6 +1,7 @@
 //! Capture on the data path: bodies are teed frame by frame as they are forwarded (copies stop
-//! at the cap; the rest is only counted), and the exchange is handed to the store when it ends,
-//! without ever waiting on the inspector.
+//! at the cap; the rest is only counted), and the exchange is handed to the store when it ends —
+//! its response done and its request body sent or dropped, whichever is later (an app may answer
+//! before it has read the request) — without ever waiting on the inspector.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,6 +82,9 @@ pub(crate) struct Tee<B> {
     inner: B,
     /// The sinks and which of them.
     sink: Option<(Arc<Sinks>, usize)>,
+    /// The request body's tee holds the exchange's record back until the body ends or is
+    /// dropped.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl<B> Body for Tee<B>
@@ -95,10 +99,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(frame)), Some((sinks, side))) = (&frame, &self.sink) {
-            if let Some(data) = frame.data_ref() {
-                sinks.lock(*side).record(data);
+        match (&frame, &self.sink) {
+            (Some(Ok(frame)), Some((sinks, side))) => {
+                if let Some(data) = frame.data_ref() {
+                    sinks.lock(*side).record(data);
+                }
             }
+            (Some(Ok(_)), None) => {}
+            (None | Some(Err(_)), _) => self.recorder = None,
         }
         Poll::Ready(frame)
     }
@@ -112,10 +120,30 @@ where
     }
 }
 
-/// One exchange being captured; dropping it hands what was captured to the store, however the
-/// exchange ended. Off (and free) when the tunnel has no inspector.
+/// One exchange being captured; dropping it (and the request body's [`Tee`]) hands what was
+/// captured to the store, however the exchange ended. Off (and free) when the tunnel has no
+/// inspector.
 pub(crate) struct Capture {
-    active: Option<Box<Active>>,
+    active: Option<Arc<Recorder>>,
+}
+
+/// The exchange being captured, shared by its [`Capture`] and its request body's [`Tee`]: the
+/// last of them to go records it in full.
+struct Recorder(Mutex<Active>);
+
+impl Recorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Active> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(true);
+    }
 }
 
 struct Active {
@@ -147,7 +175,7 @@ impl Capture {
     pub(crate) fn begin(store: Arc<Store>, request: &request::Parts) -> Self {
         let cap = store.body_limit();
         Self {
-            active: Some(Box::new(Active {
+            active: Some(Arc::new(Recorder(Mutex::new(Active {
                 store,
                 id: 0,
                 request_streams: streams(|name| request.headers.get(name).map(|v| v.as_bytes())),
@@ -162,21 +190,26 @@ impl Capture {
                 timing: Timing::default(),
                 upgraded: false,
                 error: None,
-            })),
+            })))),
         }
     }
 
-    /// The request body, teed into this capture.
+    /// The request body, teed into this capture, which it holds open until it is dropped.
     pub(crate) fn tee_request<B>(&self, body: B) -> Tee<B> {
-        let sink = self.active.as_ref().map(|a| (a.bodies.clone(), REQUEST));
-        Tee { inner: body, sink }
+        let sink = (self.active.as_ref()).map(|a| (a.lock().bodies.clone(), REQUEST));
+        Tee {
+            inner: body,
+            sink,
+            recorder: self.active.clone(),
+        }
     }
 
     /// Notes the response head and returns its body, teed into this capture. A streaming
     /// exchange (see [`Exchange::streaming`]) is recorded now as in progress, so that it is
     /// seen while it lasts.
     pub(crate) fn tee_response<B>(&mut self, head: &response::Parts, body: B) -> Tee<B> {
-        let sink = self.active.as_mut().map(|active| {
+        let sink = self.active.as_ref().map(|active| {
+            let mut active = active.lock();
             active.timing.response_head = Some(active.arrived.elapsed());
             let streaming = active.request_streams
                 || streams(|name| head.headers.get(name).map(|v| v.as_bytes()));
@@ -187,13 +220,18 @@ impl Capture {
             }
             (active.bodies.clone(), RESPONSE)
         });
-        Tee { inner: body, sink }
+        Tee {
+            inner: body,
+            sink,
+            recorder: None,
+        }
     }
 
     /// Notes that the connection switched protocols with `head`, and ends the capture: what
     /// follows is no longer HTTP.
-    pub(crate) fn upgraded(mut self, head: &response::Parts) {
-        if let Some(active) = self.active.as_mut() {
+    pub(crate) fn upgraded(self, head: &response::Parts) {
+        if let Some(active) = &self.active {
+            let mut active = active.lock();
             active.timing.response_head = Some(active.arrived.elapsed());
             active.response = Some(copy_response_head(head));
             active.upgraded = true;
@@ -202,8 +240,8 @@ impl Capture {
 
     /// Notes why the exchange did not complete.
     pub(crate) fn failed(&mut self, error: impl std::fmt::Display) {
-        if let Some(active) = self.active.as_mut() {
-            active.error = Some(error.to_string());
+        if let Some(active) = &self.active {
+            active.lock().error = Some(error.to_string());
         }
     }
 }
@@ -283,14 +321,6 @@ impl Active {
     }
 }
 
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(mut active) = self.active.take() {
-            active.record(true);
-        }
-    }
-}
-
 /// Reads `body` to its end, keeping its first `cap` bytes and counting the rest (for a
 /// replay's response, which the inspector reads itself).
 pub(crate) async fn read_capped<B>(body: B, cap: usize) -> Result<CapturedBody, B::Error>
@@ -302,6 +332,7 @@ where
     let mut tee = Tee {
         inner: body,
         sink: Some((sinks.clone(), RESPONSE)),
+        recorder: None,
     };
     while let Some(frame) = tee.frame().await {
         frame?;

@@ -167,3 +167,40 @@ async fn read_capped_counts_past_the_cap() {
         .expect("test bodies and heads are valid");
     assert_eq!((&body.kept[..], body.size), (&b"123456"[..], 8));
 }
+
+#[tokio::test]
+async fn a_request_body_sent_after_the_response_is_recorded_whole() {
+    let store = Arc::new(Store::new(10, 1024));
+    let mut captured = store.subscribe();
+    let mut capture = Capture::begin(store.clone(), &request(&[]));
+    let request_body = capture.tee_request(chunked(&[b"early ", b"late"]));
+    let head = http::Response::builder()
+        .status(200)
+        .body(())
+        .expect("a valid head")
+        .into_parts()
+        .0;
+    // The app answered before reading the request: the response ends first.
+    let response = capture.tee_response(&head, chunked(&[b"ok"]));
+    response.collect().await.expect("the response");
+    drop(capture);
+    assert!(
+        captured.try_recv().is_err(),
+        "not recorded while the request body is still being sent"
+    );
+
+    let sent = request_body
+        .collect()
+        .await
+        .expect("the request")
+        .to_bytes();
+    assert_eq!(&sent[..], b"early late");
+    let exchange = captured
+        .try_recv()
+        .expect("recorded once the request body is done");
+    assert_eq!(
+        exchange.request.body,
+        CapturedBody::whole(Bytes::from_static(b"early late"))
+    );
+    assert_eq!(exchange.response.as_ref().expect("a response").status, 200);
+}
