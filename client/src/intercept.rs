@@ -19,8 +19,6 @@ mod plan;
 pub(crate) use owner::owner;
 mod set_up;
 
-use cz_shared::tls::SessionCa;
-
 pub use error::{InterceptError, Rollback, SetUpError};
 pub use options::{InterceptOptions, TunnelMode};
 pub use plan::{Creation, Joining, Plan, SHADOW_IP_PLACEHOLDER, SHADOW_UID_PLACEHOLDER};
@@ -30,8 +28,7 @@ use crate::k8s::leave::leave;
 use crate::k8s::names::SessionNames;
 use crate::k8s::owned::{self, ObjectRef};
 use crate::k8s::record::{Leaving, Member, Record};
-use crate::k8s::secret;
-use crate::k8s::selector::{self, Restored, SelectorError};
+use crate::k8s::selector::{Restored, SelectorError};
 use crate::k8s::target::{self, Target};
 use crate::progress::Progress;
 use crate::Tunnel;
@@ -79,37 +76,7 @@ impl Intercept {
         client: &kube::Client,
         options: &InterceptOptions,
     ) -> Result<Plan, InterceptError> {
-        let target = resolve(client, options).await?;
-        let names = SessionNames::generate(&options.namespace, &options.service)?;
-        if let Some(record) = Record::read(&target.service) {
-            return match plan_join(&names, &target, &record, options) {
-                Ok(joining) => Ok(Plan::Join(Box::new(joining))),
-                Err(holder) => Err(InterceptError::NotStarted {
-                    service: format!("{}/{}", names.namespace, names.service),
-                    cause: SetUpError::RuleTaken {
-                        namespace: names.namespace.clone(),
-                        name: names.service.clone(),
-                        holder,
-                    },
-                    rollback: Rollback::Complete,
-                }),
-            };
-        }
-        let record = new_record(&names, &target, options);
-        let blueprint = Blueprint::new(&names, &target, &record, options);
-        let proxy = SessionCa::generate()
-            .and_then(|ca| ca.issue_proxy())
-            .map_err(InterceptError::Certificates)?;
-        let shadow_service = blueprint.shadow_service();
-        // The Secret's owner is the shadow Service, whose uid exists once it is created.
-        let mut created_shadow = shadow_service.clone();
-        created_shadow.metadata.uid = Some(SHADOW_UID_PLACEHOLDER.to_owned());
-        Ok(Plan::Create(Box::new(Creation {
-            secret: secret::elide(blueprint.secret(&proxy, &created_shadow)),
-            shadow_service,
-            proxy_deployment: blueprint.proxy_deployment(SHADOW_IP_PLACEHOLDER),
-            switched_service: blueprint.switched_service(),
-        })))
+        plan::plan(client, options).await
     }
 
     /// Starts the intercept, or joins the one another developer's session runs on the same
@@ -325,25 +292,6 @@ async fn resolve(
         options.remote_port,
     )
     .await?)
-}
-
-/// What joining `record`'s intercept would change; refused with the holder, as joining is,
-/// when the rule is another session's.
-fn plan_join(
-    names: &SessionNames,
-    target: &Target,
-    record: &Record,
-    options: &InterceptOptions,
-) -> Result<Joining, Box<Member>> {
-    if let Some(holder) = record.holder_of(&options.rule) {
-        return Err(Box::new(holder));
-    }
-    let joined = record.with_member(new_member(names, target, options));
-    Ok(Joining {
-        proxy_session: record.session.clone(),
-        members: record.members().iter().map(Member::describe).collect(),
-        recorded_service: selector::rerecorded(&target.service, &joined),
-    })
 }
 
 fn new_member(names: &SessionNames, target: &Target, options: &InterceptOptions) -> Member {

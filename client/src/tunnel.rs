@@ -2,6 +2,7 @@
 //! streams the proxy opens, and redials with backoff whenever the connection is lost.
 
 mod carrier;
+mod connect;
 mod dialer;
 mod handshake;
 mod serve;

@@ -2,8 +2,19 @@
 //! the change to the Service, or, when another session intercepts the same port already, the
 //! one change joining it makes.
 
+use cz_shared::tls::SessionCa;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
+
+use super::blueprint::Blueprint;
+use super::{
+    new_member, new_record, resolve, InterceptError, InterceptOptions, Rollback, SetUpError,
+};
+use crate::k8s::names::SessionNames;
+use crate::k8s::record::{Member, Record};
+use crate::k8s::secret;
+use crate::k8s::selector;
+use crate::k8s::target::Target;
 
 /// What an intercept would do, as `--dry-run` shows it.
 #[derive(Debug, Clone)]
@@ -79,4 +90,62 @@ impl Plan {
         };
         service.metadata.resource_version.as_deref().unwrap_or("?")
     }
+}
+
+/// What [`crate::Intercept::start`] would do with `options`: the Service is checked as `start`
+/// checks it, and nothing is changed.
+pub(super) async fn plan(
+    client: &kube::Client,
+    options: &InterceptOptions,
+) -> Result<Plan, InterceptError> {
+    let target = resolve(client, options).await?;
+    let names = SessionNames::generate(&options.namespace, &options.service)?;
+    if let Some(record) = Record::read(&target.service) {
+        return match plan_join(&names, &target, &record, options) {
+            Ok(joining) => Ok(Plan::Join(Box::new(joining))),
+            Err(holder) => Err(InterceptError::NotStarted {
+                service: format!("{}/{}", names.namespace, names.service),
+                cause: SetUpError::RuleTaken {
+                    namespace: names.namespace.clone(),
+                    name: names.service.clone(),
+                    holder,
+                },
+                rollback: Rollback::Complete,
+            }),
+        };
+    }
+    let record = new_record(&names, &target, options);
+    let blueprint = Blueprint::new(&names, &target, &record, options);
+    let proxy = SessionCa::generate()
+        .and_then(|ca| ca.issue_proxy())
+        .map_err(InterceptError::Certificates)?;
+    let shadow_service = blueprint.shadow_service();
+    // The Secret's owner is the shadow Service, whose uid exists once it is created.
+    let mut created_shadow = shadow_service.clone();
+    created_shadow.metadata.uid = Some(SHADOW_UID_PLACEHOLDER.to_owned());
+    Ok(Plan::Create(Box::new(Creation {
+        secret: secret::elide(blueprint.secret(&proxy, &created_shadow)),
+        shadow_service,
+        proxy_deployment: blueprint.proxy_deployment(SHADOW_IP_PLACEHOLDER),
+        switched_service: blueprint.switched_service(),
+    })))
+}
+
+/// What joining `record`'s intercept would change; refused with the holder, as joining is,
+/// when the rule is another session's.
+fn plan_join(
+    names: &SessionNames,
+    target: &Target,
+    record: &Record,
+    options: &InterceptOptions,
+) -> Result<Joining, Box<Member>> {
+    if let Some(holder) = record.holder_of(&options.rule) {
+        return Err(Box::new(holder));
+    }
+    let joined = record.with_member(new_member(names, target, options));
+    Ok(Joining {
+        proxy_session: record.session.clone(),
+        members: record.members().iter().map(Member::describe).collect(),
+        recorded_service: selector::rerecorded(&target.service, &joined),
+    })
 }
