@@ -47,6 +47,9 @@ impl From<&Config> for TunnelLimits {
 /// message, not thousands.
 const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a signal to a laptop may take to be delivered before it is given up.
+const SIGNAL_DELIVERY: Duration = Duration::from_secs(10);
+
 /// Most earlier connections a route keeps standing by (see [`Route::attach`]).
 const MAX_STANDBY: usize = 2;
 
@@ -291,7 +294,7 @@ impl Route {
                 stream.finish()?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             };
-            if let Ok(Err(error)) = tokio::time::timeout(NOTICE_INTERVAL, send).await {
+            if let Ok(Err(error)) = tokio::time::timeout(SIGNAL_DELIVERY, send).await {
                 tracing::debug!(%error, "signal not delivered");
             }
         });
