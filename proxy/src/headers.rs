@@ -9,16 +9,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use cz_shared::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
+use http::header::{self, HeaderMap, HeaderValue};
 
 pub use cz_forward::{is_upgrade, strip_hop_by_hop};
 
 use crate::trusted::TrustedProxy;
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The downstream client of one connection, with its forwarding header values made once per
 /// connection rather than once per request.
@@ -111,6 +107,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientAddr, host: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderName;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs

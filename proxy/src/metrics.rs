@@ -1,5 +1,6 @@
 //! Prometheus metrics of the proxy, served on the admin port's `/metrics`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -71,6 +72,9 @@ struct RouteLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// Each route's counter of 200 answers, the commonest series, found in `requests` once:
+    /// the family's lookup hashes the labels under a lock on every request.
+    ok_requests: [OnceLock<Counter>; 2],
     upstream_latency: Histogram,
     tunnel_latency: Histogram,
     tunnel_connected: Gauge,
@@ -144,6 +148,7 @@ impl Metrics {
             oversized_heads.clone(),
         );
         Self {
+            ok_requests: [OnceLock::new(), OnceLock::new()],
             upstream_latency: latency.get_or_create_owned(&RouteLabels {
                 route: Route::Upstream,
             }),
@@ -178,9 +183,14 @@ impl Metrics {
 
     /// Records an answered request.
     pub fn observe(&self, route: Route, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
+        let labels = RequestLabels { route, status };
+        if status == 200 {
+            self.ok_requests[route as usize]
+                .get_or_init(|| self.requests.get_or_create_owned(&labels))
+                .inc();
+        } else {
+            self.requests.get_or_create(&labels).inc();
+        }
         let latency = match route {
             Route::Upstream => &self.upstream_latency,
             Route::Tunnel => &self.tunnel_latency,
@@ -257,6 +267,8 @@ mod tests {
     fn exposes_requests_latency_and_tunnel_state() {
         let metrics = Metrics::new();
         metrics.observe(Route::Tunnel, 200, Duration::from_millis(3));
+        // The second 200 goes through the cached counter: the same series.
+        metrics.observe(Route::Tunnel, 200, Duration::from_millis(3));
         metrics.observe(Route::Upstream, 503, Duration::from_millis(1));
         metrics.set_tunnel_connected(true);
         let stream = metrics.stream_opened();
@@ -273,7 +285,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"cz_proxy_requests_total{route="Tunnel",status="200"} 1"#),
+            text.contains(r#"cz_proxy_requests_total{route="Tunnel",status="200"} 2"#),
             "{text}"
         );
         assert!(
@@ -287,7 +299,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"cz_proxy_request_duration_seconds_count{route="Tunnel"} 1"#),
+            text.contains(r#"cz_proxy_request_duration_seconds_count{route="Tunnel"} 2"#),
             "{text}"
         );
         drop((stream, waiting));

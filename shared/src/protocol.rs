@@ -31,7 +31,7 @@
 //! [`Hello`] announces that minor version or later; frame kinds are numbered in order, new ones last.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use std::fmt;
 
@@ -413,9 +413,11 @@ impl Payload {
         let mut headers = HeaderMap::with_capacity(count.min(self.0.remaining() / 6));
         for _ in 0..count {
             let len = self.u16("header name")? as usize;
-            let name = self.bytes(len, "header name")?;
-            let name = HeaderName::from_bytes(&name)
+            self.need(len, "header name")?;
+            // Parsed in place: a name is copied (if at all) into a `HeaderName` of its own.
+            let name = crate::headers::header_name(&self.0[..len])
                 .map_err(|_| ProtocolError::Malformed("header name"))?;
+            self.0.advance(len);
             let len = self.u32("header value")? as usize;
             let value = HeaderValue::from_maybe_shared(self.bytes(len, "header value")?)
                 .map_err(|_| ProtocolError::Malformed("header value"))?;

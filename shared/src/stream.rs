@@ -23,6 +23,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// buffers outside QUIC's flow control. Heads are read exactly, never ahead (see [`FrameReader`]).
 const READ_SIZE: usize = 64 * 1024;
 
+/// The least a read makes room for: a common request or response head, frame header included.
+const HEAD_ROOM: usize = 1024;
+
 /// Why a tunnel stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -433,7 +436,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Poll::Ready(Err(error));
         }
         if self.buf.capacity() - self.buf.len() < limit.min(READ_SIZE / 4) {
-            self.buf.reserve(limit.min(READ_SIZE));
+            // Room for a whole common head at once: its frame header is read first, and the
+            // payload would otherwise grow (reallocate) the buffer right after.
+            self.buf.reserve(limit.clamp(HEAD_ROOM, READ_SIZE));
         }
         let read = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.recv),

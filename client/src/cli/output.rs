@@ -16,12 +16,17 @@ impl Output {
     /// Prints `events` on a thread of its own: a terminal that
     /// is paused or a pipe nobody reads blocks only that thread, never the tunnel (events that
     /// pile up meanwhile are skipped, and counted). Printing ends when the returned flag is
-    /// set, or with the tunnel.
+    /// set, or with the tunnel. Quiet output prints no event, so it lets `events` go: with no
+    /// receiver left the tunnel does not even build request events, and no thread is woken
+    /// per request.
     pub fn print_events(
         self,
         mut events: tokio::sync::broadcast::Receiver<TunnelEvent>,
     ) -> Arc<AtomicBool> {
         let done = Arc::new(AtomicBool::new(false));
+        if self.quiet {
+            return done;
+        }
         let stop = done.clone();
         std::thread::spawn(move || loop {
             let event = events.blocking_recv();
@@ -86,5 +91,26 @@ impl Output {
             TunnelEvent::LocalAppReachable { address } => self.info(format_args!("your app on {address} answers again")),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_output_lets_the_events_go() {
+        let (events_tx, events) = tokio::sync::broadcast::channel::<TunnelEvent>(4);
+        let _ = Output { quiet: true }.print_events(events, |_| true);
+        // No receiver left: the tunnel builds no request events and wakes no printing thread.
+        assert_eq!(events_tx.receiver_count(), 0);
+    }
+
+    #[test]
+    fn printing_output_keeps_listening() {
+        let (events_tx, events) = tokio::sync::broadcast::channel::<TunnelEvent>(4);
+        let printing = Output { quiet: false }.print_events(events, |_| false);
+        assert_eq!(events_tx.receiver_count(), 1);
+        printing.store(true, Ordering::Relaxed);
     }
 }
