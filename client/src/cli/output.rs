@@ -13,9 +13,9 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `events` on a thread of its own: a terminal that
-    /// is paused or a pipe nobody reads blocks only that thread, never the tunnel (events that
-    /// pile up meanwhile are skipped, and counted). Printing ends when the returned flag is
+    /// Prints `events` on a thread of its own: a terminal that is paused or a pipe nobody reads
+    /// blocks only that thread, never the tunnel (events that pile up meanwhile are skipped, and
+    /// counted). Printing ends when the returned flag is
     /// set, or with the tunnel. Quiet output prints no event, so it lets `events` go: with no
     /// receiver left the tunnel does not even build request events, and no thread is woken
     /// per request.
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn quiet_output_lets_the_events_go() {
         let (events_tx, events) = tokio::sync::broadcast::channel::<TunnelEvent>(4);
-        let _ = Output { quiet: true }.print_events(events, |_| true);
+        let _ = Output { quiet: true }.print_events(events);
         // No receiver left: the tunnel builds no request events and wakes no printing thread.
         assert_eq!(events_tx.receiver_count(), 0);
     }
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn printing_output_keeps_listening() {
         let (events_tx, events) = tokio::sync::broadcast::channel::<TunnelEvent>(4);
-        let printing = Output { quiet: false }.print_events(events, |_| false);
+        let printing = Output { quiet: false }.print_events(events);
         assert_eq!(events_tx.receiver_count(), 1);
         printing.store(true, Ordering::Relaxed);
     }
