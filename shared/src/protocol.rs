@@ -23,7 +23,7 @@
 //!
 //! # Signals
 //! Outside requests, the proxy tells the laptop things on unidirectional streams: notices for
-//! the developer (since minor version 1) and that it is draining (since 2); see [`crate::signal`].
+//! the developer (since minor version 1) and that it is draining (since 2); see the `signal` module.
 //!
 //! # Compatible change
 //! A change that an older peer cannot ignore bumps the major version (and so the ALPN). New frame
