@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use super::{meta, ApiError};
 use crate::resources::Kind;
 
 /// What happened to an object.
@@ -52,4 +53,46 @@ pub struct WatchStart {
     pub live: broadcast::Receiver<Change>,
     /// The revision `replay` ends at.
     pub revision: u64,
+}
+
+impl super::Store {
+    /// Starts a watch of `kind` after `revision` (`None`: the current objects first, as ADDED).
+    /// A revision older than the kept history is `410 Expired`.
+    pub fn watch(
+        &self,
+        kind: &'static Kind,
+        namespace: Option<&str>,
+        revision: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
+        let state = self.lock();
+        let live = self.changes_tx.subscribe();
+        let in_scope = |change: &Change| {
+            std::ptr::eq(change.kind, kind)
+                && namespace.is_none_or(|ns| meta::field(&change.object, "namespace") == ns)
+        };
+        let replay = match revision {
+            None => state
+                .objects
+                .iter()
+                .filter(|((group, plural, ns, _), _)| {
+                    *group == kind.group
+                        && *plural == kind.plural
+                        && namespace.is_none_or(|wanted| ns == wanted)
+                })
+                .map(|(_, object)| Change {
+                    revision: state.revision,
+                    kind,
+                    change: ChangeType::Added,
+                    object: object.clone(),
+                    previous: None,
+                })
+                .collect(),
+            Some(revision) => state.history.since(revision, state.revision, in_scope)?,
+        };
+        Ok(WatchStart {
+            replay,
+            live,
+            revision: state.revision,
+        })
+    }
 }
