@@ -2,6 +2,7 @@
 //! against NGINX, the targets, the machine, the exact command lines, the `ratios:` line.
 
 mod carriers;
+mod machine;
 mod ratios;
 mod startup;
 mod targets;
@@ -322,7 +323,7 @@ impl Report {
 
     fn method(&self, md: &mut String) {
         let _ = writeln!(md, "## Machine\n");
-        for line in machine_info()
+        for line in machine::describe()
             .into_iter()
             .chain(self.tool_versions.iter().cloned())
         {
@@ -360,49 +361,4 @@ impl Report {
 
 fn num(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "—".into(), |v| format!("{v:.decimals$}"))
-}
-
-fn machine_info() -> Vec<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or("?".into(), |kib| {
-            format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0)
-        });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    vec![
-        format!(
-            "CPU: {model}, {cpus} CPUs; memory {memory}; Linux {}",
-            kernel.trim()
-        ),
-        format!(
-            "cz-proxy commit: {}",
-            if commit.is_empty() { "?" } else { &commit }
-        ),
-    ]
 }
