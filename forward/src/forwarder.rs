@@ -11,8 +11,8 @@ use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use crate::dial::Dialer;
 use crate::error::ForwardError;
 use crate::http1::Http1Pool;
+use crate::http1::ResponseBody;
 use crate::http2::Http2Connection;
-use crate::response::ResponseBody;
 
 /// Clients to one address.
 pub struct Forwarder<B: Send + 'static> {

@@ -8,6 +8,10 @@
 //! (see [`ResponseBody`]). A task is spawned only when a connection is not yet idle at that moment
 //! (its request body still uploading), and one per pool evicts connections idle for too long.
 
+mod response;
+
+pub use response::ResponseBody;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -22,7 +26,6 @@ use tracing::debug;
 
 use crate::dial::Dialer;
 use crate::error::ForwardError;
-use crate::response::ResponseBody;
 
 /// How long an idle connection is kept.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use crate::dial::Dialer;
 use crate::error::ForwardError;
-use crate::response::ResponseBody;
+use crate::http1::ResponseBody;
 
 /// The shared HTTP/2 connection, if one is open.
 pub(crate) struct Http2Connection<B> {

@@ -16,7 +16,6 @@ mod forwarder;
 mod hop;
 mod http1;
 mod http2;
-mod response;
 mod splice;
 
 pub use cz_shared::headers::{is_upgrade, ERROR_HEADER};
@@ -24,5 +23,5 @@ pub use dial::{bound_socket_buffers, Dialer, DEFAULT_SOCKET_BUFFER};
 pub use error::{error_response, ForwardError};
 pub use forwarder::Forwarder;
 pub use hop::strip_hop_by_hop;
-pub use response::ResponseBody;
+pub use http1::ResponseBody;
 pub use splice::splice;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::http1::GiveBack;
+use super::GiveBack;
 
 /// A response body as it arrives from the address. It holds the HTTP/1.1 connection it comes
 /// over until it ends; dropped before its end, it closes that connection instead (the rest of
