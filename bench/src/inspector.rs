@@ -124,9 +124,9 @@ impl Bench<'_> {
             start_laptop_with(tools, cpus, &self.ports, self.app_port, &[flag.into()], log)?;
         load::wait_until_served(self.target).await?;
         load::wrk(log, &tools.wrk, cpus, self.target, Duration::from_secs(2))?;
-        let cpu_before = procs::cpu_seconds(&[czctl.pid()]);
+        let cpu_before = procs::cpu_time(&[czctl.pid()]);
         let throughput = load::wrk(log, &tools.wrk, cpus, self.target, self.duration)?;
-        let cpu = procs::cpu_seconds(&[czctl.pid()]) - cpu_before;
+        let cpu = (procs::cpu_time(&[czctl.pid()]) - cpu_before).total();
         Ok(Run {
             rps: throughput.rps,
             errors: throughput.errors,

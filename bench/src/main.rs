@@ -12,22 +12,24 @@ mod paths;
 mod procs;
 mod profile;
 mod report;
+mod setting;
 mod startup;
 mod stats;
+mod syscalls;
 mod tools;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::load::{Bulk, Latency, Throughput};
-use crate::paths::{PathKind, Placement};
+use crate::paths::Placement;
 use crate::procs::{CommandLog, Cpus};
-use crate::report::{Figures, Mode, Report};
-use crate::stats::median;
+use crate::report::{Mode, Report};
+use crate::setting::Setting;
+use crate::syscalls::SyscallCounter;
 use crate::tools::Tools;
 
 /// Benchmark of cz-proxy and the QUIC tunnel against a direct connection, NGINX, and NGINX plus
@@ -184,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             placement,
             mode: &mode,
             tools: &tools,
+            syscalls: SyscallCounter::find(),
             started,
         };
         let figures = runtime
@@ -223,149 +226,3 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One worker setting of a run.
-struct Setting<'a> {
-    placement: Placement,
-    mode: &'a Mode,
-    tools: &'a Tools,
-    started: Instant,
-}
-
-impl Setting<'_> {
-    /// Starts every path and measures them. Every figure is measured in rounds that go through
-    /// all paths in turn (the median is kept; latency samples of all rounds are pooled), so that
-    /// load from elsewhere on the machine falls on every path alike. The one-worker setting also
-    /// measures the tunnel's carriers, latency, bulk transfers and memory with idle connections.
-    async fn measure(
-        &self,
-        dir: &std::path::Path,
-        log: &mut CommandLog,
-    ) -> anyhow::Result<Vec<(PathKind, Figures)>> {
-        let (placement, mode, tools) = (self.placement, self.mode, self.tools);
-        let mut running = Vec::new();
-        let carriers = if placement.workers == 1 {
-            &PathKind::CARRIERS[..]
-        } else {
-            &[]
-        };
-        for &kind in PathKind::ALL.iter().chain(carriers) {
-            let path_dir = dir.join(format!("{kind:?}-{}", placement.workers));
-            std::fs::create_dir_all(&path_dir)?;
-            let path = paths::start(kind, placement, tools, &path_dir, log)
-                .await
-                .with_context(|| format!("starting {kind}"))?;
-            load::wait_until_served(path.target)
-                .await
-                .with_context(|| format!("{kind} does not serve"))?;
-            let figures = Figures {
-                rss_idle: (!path.measured.is_empty()).then(|| procs::rss_mb(&path.measured)),
-                ..Figures::default()
-            };
-            running.push((kind, path, figures));
-        }
-        self.progress("warm-up");
-        for (_, path, _) in &running {
-            // Connection pools, allocator arenas, CPU frequency.
-            load::wrk(
-                log,
-                &tools.wrk,
-                placement.rest,
-                path.target,
-                Duration::from_secs(1),
-            )?;
-        }
-        let mut h1_samples = vec![Vec::new(); running.len()];
-        let mut h2_samples = vec![Vec::new(); running.len()];
-        for round in 1..=mode.rounds {
-            self.progress(&format!("requests/s, round {round} of {}", mode.rounds));
-            for ((_, path, _), samples) in running.iter().zip(&mut h1_samples) {
-                let cpu_before = procs::cpu_seconds(&path.measured);
-                let laptop_cpu_before = procs::cpu_seconds(&path.laptop);
-                let sampler = procs::PeakSampler::rss(path.measured.clone());
-                let h1 = load::wrk(
-                    log,
-                    &tools.wrk,
-                    placement.rest,
-                    path.target,
-                    mode.rps_duration,
-                )?;
-                let rss = sampler.stop();
-                let per_request = |cpu: f64| cpu * 1e6 / h1.requests.max(1) as f64;
-                let cpu = per_request(procs::cpu_seconds(&path.measured) - cpu_before);
-                let laptop_cpu = per_request(procs::cpu_seconds(&path.laptop) - laptop_cpu_before);
-                samples.push((h1, cpu, rss, laptop_cpu));
-            }
-            for ((_, path, _), samples) in running.iter().zip(&mut h2_samples) {
-                samples.push(load::h2load(
-                    log,
-                    &tools.h2load,
-                    placement.rest,
-                    path.target,
-                    mode.rps_duration,
-                )?);
-            }
-        }
-        for (((_, path, figures), h1), h2) in running.iter_mut().zip(h1_samples).zip(h2_samples) {
-            figures.h1 = Some(Throughput::median(h1.iter().map(|s| s.0).collect()));
-            figures.h2 = Some(Throughput::median(h2));
-            if !path.measured.is_empty() {
-                figures.cpu_us_per_request = Some(median(h1.iter().map(|s| s.1).collect()));
-                figures.rss_load = h1.iter().map(|s| s.2).reduce(f64::max);
-            }
-            if !path.laptop.is_empty() {
-                figures.laptop_cpu_us_per_request = Some(median(h1.iter().map(|s| s.3).collect()));
-            }
-            if !path.measured.is_empty() && !path.laptop.is_empty() {
-                figures.total_cpu_us_per_request =
-                    Some(median(h1.iter().map(|s| s.1 + s.3).collect()));
-            }
-        }
-        if placement.workers == 1 {
-            let mut latencies = vec![Vec::new(); running.len()];
-            let mut bulks = vec![Vec::new(); running.len()];
-            let round_duration = mode.latency_duration / mode.rounds as u32;
-            for round in 1..=mode.rounds {
-                self.progress(&format!(
-                    "latency and bulk, round {round} of {}",
-                    mode.rounds
-                ));
-                for ((_, path, _), samples) in running.iter().zip(&mut latencies) {
-                    let rate = mode.latency_rate;
-                    samples.extend(load::latency_at_rate(path.target, rate, round_duration).await?);
-                }
-                for ((_, path, _), samples) in running.iter().zip(&mut bulks) {
-                    samples.push(load::bulk(path.target, mode.bulk_bytes).await?);
-                }
-            }
-            self.progress("idle connections");
-            for (((kind, path, figures), latency), bulk) in
-                running.iter_mut().zip(latencies).zip(bulks)
-            {
-                figures.latency = Some(Latency::of(latency));
-                figures.bulk = Some(Bulk {
-                    upload: median(bulk.iter().map(|b| b.upload).collect()),
-                    download: median(bulk.iter().map(|b| b.download).collect()),
-                });
-                let cluster_side_alone = PathKind::ALL.contains(kind) && !path.measured.is_empty();
-                if cluster_side_alone && !path.target.intercept {
-                    let idle = load::idle_connections(path.target, mode.idle_connections).await?;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    figures.rss_idle_connections = Some(procs::rss_mb(&path.measured));
-                    drop(idle);
-                }
-            }
-        }
-        Ok(running
-            .into_iter()
-            .map(|(kind, _, figures)| (kind, figures))
-            .collect())
-    }
-
-    fn progress(&self, what: &str) {
-        eprintln!(
-            "[{:>4.0}s] {} worker(s): {what}",
-            self.started.elapsed().as_secs_f64(),
-            self.placement.workers
-        );
-    }
-}

@@ -221,7 +221,7 @@ pub fn wait_for_port(process: &mut Process, port: u16) -> anyhow::Result<()> {
 }
 
 /// The pids of `roots` and of all their descendants (NGINX's workers, `taskset`'s exec).
-fn tree(roots: &[u32]) -> Vec<u32> {
+pub fn tree(roots: &[u32]) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -270,15 +270,47 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-/// CPU time (user + system) used so far by `roots` and their descendants, in seconds.
-pub fn cpu_seconds(roots: &[u32]) -> f64 {
-    let ticks: u64 = tree(roots)
+/// CPU time used by processes, in seconds, split by where it was spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    /// In the processes' own code (utime).
+    pub user: f64,
+    /// In the kernel on their behalf (stime): system calls, and the network stack's work they
+    /// set off.
+    pub system: f64,
+}
+
+impl CpuTime {
+    /// User and system time together.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// CPU time used so far by `roots` and their descendants.
+pub fn cpu_time(roots: &[u32]) -> CpuTime {
+    let ticks = tree(roots)
         .into_iter()
         .filter_map(stat_fields)
         // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-        .map(|f| f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0))
-        .sum();
-    ticks as f64 / clock_ticks_per_second()
+        .map(|f| [11, 12].map(|field| f[field].parse::<u64>().unwrap_or(0)))
+        .fold([0, 0], |[user, system], [u, s]| [user + u, system + s]);
+    let seconds = |ticks: u64| ticks as f64 / clock_ticks_per_second();
+    CpuTime {
+        user: seconds(ticks[0]),
+        system: seconds(ticks[1]),
+    }
 }
 
 /// Resident memory (VmRSS) of `roots` and their descendants, in MB.

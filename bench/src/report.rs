@@ -2,6 +2,7 @@
 //! against NGINX, the targets, the machine, the exact command lines, the `ratios:` line.
 
 mod carriers;
+mod cost;
 mod machine;
 mod ratios;
 mod startup;
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::PathKind;
+use crate::procs::CpuTime;
+use crate::stats::median;
 use crate::startup::StartupTimes;
 
 /// One figure of a path's [`Figures`], when measured.
@@ -81,6 +84,14 @@ pub struct Figures {
     pub cpu_us_per_request: Option<f64>,
     /// Laptop-side (tunnel client) CPU time per request of the HTTP/1.1 run, µs.
     pub laptop_cpu_us_per_request: Option<f64>,
+    /// The cluster side's CPU time per request, split (medians over the rounds).
+    pub cpu_split: Option<CpuSplit>,
+    /// The laptop side's CPU time per request, split (medians over the rounds).
+    pub laptop_cpu_split: Option<CpuSplit>,
+    /// The cluster side's system calls per request, in an HTTP/1.1 run of their own.
+    pub syscalls_per_request: Option<f64>,
+    /// The laptop side's system calls per request, in the same run.
+    pub laptop_syscalls_per_request: Option<f64>,
     /// Cluster side and laptop side together per request of the HTTP/1.1 run (the median of
     /// each round's sum), µs: a tunnel's whole cost.
     pub total_cpu_us_per_request: Option<f64>,
@@ -92,6 +103,39 @@ pub struct Figures {
     pub rss_idle_connections: Option<f64>,
     /// Upload and download.
     pub bulk: Option<Bulk>,
+}
+
+/// CPU time per request, µs, split by where it was spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSplit {
+    /// In the program's own code.
+    pub user: f64,
+    /// In the kernel on its behalf.
+    pub kernel: f64,
+}
+
+impl CpuSplit {
+    /// `cpu` spread over `requests`.
+    pub fn per_request(cpu: CpuTime, requests: u64) -> Self {
+        let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+        Self {
+            user: per_request(cpu.user),
+            kernel: per_request(cpu.system),
+        }
+    }
+
+    /// Both parts together.
+    pub fn total(self) -> f64 {
+        self.user + self.kernel
+    }
+
+    /// The median of each part over `rounds`.
+    pub fn median(rounds: impl Iterator<Item = Self> + Clone) -> Self {
+        Self {
+            user: median(rounds.clone().map(|r| r.user).collect()),
+            kernel: median(rounds.map(|r| r.kernel).collect()),
+        }
+    }
 }
 
 impl Figures {
@@ -187,6 +231,7 @@ impl Report {
         );
         self.one_worker_table(&mut md);
         self.ratio_table(&mut md);
+        self.cost_table(&mut md);
         self.carrier_table(&mut md);
         self.startup_table(&mut md);
         self.two_worker_table(&mut md);
