@@ -27,6 +27,7 @@ pub mod http1;
 pub mod intercept;
 pub mod limits;
 pub mod linger;
+pub mod memory;
 pub mod metrics;
 pub mod park;
 pub mod passthrough;
@@ -208,6 +209,7 @@ pub async fn run(
 
     let (drain, draining) = drain::Drain::after(shutdown.clone(), config.shutdown_delay);
     tokio::spawn(draining);
+    tokio::spawn(memory::release_after_bursts());
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
