@@ -225,4 +225,3 @@ fn main() -> anyhow::Result<()> {
     println!("{}", report.ratios_line());
     Ok(())
 }
-

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::PathKind;
 use crate::procs::CpuTime;
-use crate::stats::median;
 use crate::startup::StartupTimes;
+use crate::stats::median;
 
 /// One figure of a path's [`Figures`], when measured.
 type Figure = fn(&Figures) -> Option<f64>;
@@ -31,8 +31,10 @@ pub struct Mode {
     pub rounds: usize,
     /// The fixed request rate of the latency run.
     pub latency_rate: u32,
-    /// The latency run of each path, split over the rounds.
+    /// The latency run of each path, in slices that go through all paths in turn.
     pub latency_duration: Duration,
+    /// Slices of the latency run.
+    pub latency_slices: usize,
     /// Size of the upload and of the download.
     pub bulk_bytes: u64,
     /// Idle keep-alive connections held open for the memory figure.
@@ -50,6 +52,7 @@ impl Mode {
             rounds: 3,
             latency_rate: 5_000,
             latency_duration: Duration::from_secs(12),
+            latency_slices: 6,
             bulk_bytes: 256 << 20,
             idle_connections: 2_000,
             startup_runs: 5,
@@ -64,6 +67,7 @@ impl Mode {
             rounds: 1,
             latency_rate: 1_000,
             latency_duration: Duration::from_secs(1),
+            latency_slices: 1,
             bulk_bytes: 8 << 20,
             idle_connections: 200,
             startup_runs: 3,
@@ -248,12 +252,13 @@ impl Report {
              Cluster side (NGINX, rathole server, cz-proxy) pinned to CPU 0; load generators, the app and \
              the laptop side (rathole client, czctl) to CPU 1. Every figure is measured in {} rounds going \
              through all paths in turn. Requests/s and CPU: 64 connections, {} s per round, median; \
-             latency: {} req/s over 32 connections, {:.1} s per round, all samples pooled; bulk: {} MiB \
+             latency: {} req/s over 32 connections, {} s per path in {} slices interleaved with the other paths', all samples pooled; bulk: {} MiB \
              each way on one connection, median; memory: the cluster side's.\n",
             mode.rounds,
             mode.rps_duration.as_secs(),
             mode.latency_rate,
-            mode.latency_duration.as_secs_f64() / mode.rounds as f64,
+            mode.latency_duration.as_secs_f64(),
+            mode.latency_slices,
             mode.bulk_bytes >> 20
         );
         let _ = writeln!(

@@ -25,7 +25,7 @@ pub struct Setting<'a> {
 
 impl Setting<'_> {
     /// Starts every path and measures them. Every figure is measured in rounds that go through
-    /// all paths in turn (the median is kept; latency samples of all rounds are pooled), so that
+    /// all paths in turn (the median is kept; latency samples of all slices are pooled), so that
     /// load from elsewhere on the machine falls on every path alike. The one-worker setting also
     /// measures the tunnel's carriers, latency, bulk transfers and memory with idle connections.
     pub async fn measure(
@@ -111,8 +111,9 @@ impl Setting<'_> {
                 figures.laptop_cpu_split = Some(CpuSplit::median(h1.iter().map(|s| s.3)));
             }
             if !path.measured.is_empty() && !path.laptop.is_empty() {
-                figures.total_cpu_us_per_request =
-                    Some(median(h1.iter().map(|s| s.1.total() + s.3.total()).collect()));
+                figures.total_cpu_us_per_request = Some(median(
+                    h1.iter().map(|s| s.1.total() + s.3.total()).collect(),
+                ));
             }
         }
         if let (1, Some(counter)) = (placement.workers, &self.syscalls) {
@@ -125,16 +126,22 @@ impl Setting<'_> {
         if placement.workers == 1 {
             let mut latencies = vec![Vec::new(); running.len()];
             let mut bulks = vec![Vec::new(); running.len()];
-            let round_duration = mode.latency_duration / mode.rounds as u32;
-            for round in 1..=mode.rounds {
+            // Latency in short slices through all paths in turn: a stall of the machine (a
+            // vCPU descheduled by the host for a millisecond) then falls on every path alike,
+            // rather than on whichever path one longer round happened to be measuring.
+            let slice = mode.latency_duration / mode.latency_slices as u32;
+            for round in 1..=mode.latency_slices {
                 self.progress(&format!(
-                    "latency and bulk, round {round} of {}",
-                    mode.rounds
+                    "latency, slice {round} of {}",
+                    mode.latency_slices
                 ));
                 for ((_, path, _), samples) in running.iter().zip(&mut latencies) {
                     let rate = mode.latency_rate;
-                    samples.extend(load::latency_at_rate(path.target, rate, round_duration).await?);
+                    samples.extend(load::latency_at_rate(path.target, rate, slice).await?);
                 }
+            }
+            for round in 1..=mode.rounds {
+                self.progress(&format!("bulk, round {round} of {}", mode.rounds));
                 for ((_, path, _), samples) in running.iter().zip(&mut bulks) {
                     samples.push(load::bulk(path.target, mode.bulk_bytes).await?);
                 }

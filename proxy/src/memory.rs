@@ -31,7 +31,10 @@ pub async fn release_after_bursts() {
         };
         if releases.due(cpu, heap::free_bytes()) {
             let released = heap::release();
-            debug!(released, "the proxy went quiet; gave the heap's free pages back");
+            debug!(
+                released,
+                "the proxy went quiet; gave the heap's free pages back"
+            );
         }
     }
 }
@@ -119,7 +122,10 @@ mod tests {
             releases.due(cpu, free)
         };
         let busy = Duration::from_millis(800);
-        assert!(!check(Duration::ZERO, 10 * MB), "quiet since start: nothing to release");
+        assert!(
+            !check(Duration::ZERO, 10 * MB),
+            "quiet since start: nothing to release"
+        );
         // Under load, however much is free.
         for _ in 0..3 {
             assert!(!check(busy, 10 * MB));
