@@ -8,6 +8,7 @@ mod inspect;
 mod intercept;
 mod output;
 mod session;
+mod terminal;
 mod tunnel;
 
 use std::path::PathBuf;
@@ -66,6 +67,11 @@ pub struct CommonArgs {
     /// Only display error messages.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Writes out the lines czctl queued for the terminal; before it exits.
+pub fn flush_output() {
+    terminal::flush();
 }
 
 /// Runs the parsed command; `matches` are what `cli` was parsed from (they tell which settings

@@ -15,11 +15,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
         .init();
-    // One worker: a developer's tunnel carries one person's traffic, which one core serves many
-    // times over, and tasks that wake each other on one thread do not pay for a context switch
-    // (measured: 0.4 instead of 1.3 per intercepted request, and 18% less CPU per request).
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread: a developer's tunnel carries one person's traffic, which one core serves many
+    // times over, and tasks that wake each other on one thread pay for no context switch or
+    // cross-thread hand-off (measured against two workers: 0.4 instead of 1.3 context switches
+    // per intercepted request, 18% less CPU; against one worker beside the main thread: CPU per
+    // intercepted request 16.8–17.4 → 14.0–15.8 µs). Nothing in czctl blocks its thread: the
+    // terminal is written by a thread of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -29,7 +31,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args, &matches)) {
+    let result = runtime.block_on(cli::run(args, &matches));
+    cli::flush_output();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{}", render(&error));

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use czctl::TunnelEvent;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::terminal::{self, Stream};
+
 /// Prints to stdout unless quiet; warnings go to stderr.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -13,12 +15,11 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `events` on a thread of its own: a terminal that is paused or a pipe nobody reads
-    /// blocks only that thread, never the tunnel (events that pile up meanwhile are skipped, and
-    /// counted). Printing ends when the returned flag is
-    /// set, or with the tunnel. Quiet output prints no event, so it lets `events` go: with no
-    /// receiver left the tunnel does not even build request events, and no thread is woken
-    /// per request.
+    /// Prints `events` as they come, through the terminal's own thread ([`terminal`]): a
+    /// terminal that is paused or a pipe nobody reads never holds up the tunnel (lines that pile
+    /// up meanwhile are dropped, and counted). Printing ends when the returned flag is set, or
+    /// with the tunnel. Quiet output prints no event, so it lets `events` go: with no receiver
+    /// left the tunnel does not even build request events, and no thread is woken per request.
     pub fn print_events(
         self,
         mut events: tokio::sync::broadcast::Receiver<TunnelEvent>,
@@ -28,17 +29,19 @@ impl Output {
             return done;
         }
         let stop = done.clone();
-        std::thread::spawn(move || loop {
-            let event = events.blocking_recv();
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match event {
-                Ok(event) => self.event(&event),
-                Err(RecvError::Lagged(skipped)) => self.warn(format_args!(
-                    "{skipped} events not shown: the output was not read fast enough"
-                )),
-                Err(RecvError::Closed) => return,
+        tokio::spawn(async move {
+            loop {
+                let event = events.recv().await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match event {
+                    Ok(event) => self.event(&event),
+                    Err(RecvError::Lagged(skipped)) => self.warn(format_args!(
+                        "{skipped} events not shown: czctl could not keep up with them"
+                    )),
+                    Err(RecvError::Closed) => return,
+                }
             }
         });
         done
@@ -47,14 +50,14 @@ impl Output {
     /// A line of progress or information.
     pub fn info(&self, line: impl std::fmt::Display) {
         if !self.quiet {
-            println!("{line}");
+            terminal::line(Stream::Stdout, line.to_string());
         }
     }
 
     /// A problem the user should act on.
     pub fn warn(&self, line: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("warning: {line}");
+            terminal::line(Stream::Stderr, format!("warning: {line}"));
         }
     }
 
@@ -106,8 +109,8 @@ mod tests {
         assert_eq!(events_tx.receiver_count(), 0);
     }
 
-    #[test]
-    fn printing_output_keeps_listening() {
+    #[tokio::test]
+    async fn printing_output_keeps_listening() {
         let (events_tx, events) = tokio::sync::broadcast::channel::<TunnelEvent>(4);
         let printing = Output { quiet: false }.print_events(events);
         assert_eq!(events_tx.receiver_count(), 1);
