@@ -8,14 +8,14 @@ mod ratios;
 mod startup;
 mod targets;
 
+pub use cost::CpuSplit;
+
 use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::{Bulk, Latency, Throughput};
 use crate::paths::PathKind;
-use crate::procs::CpuTime;
 use crate::startup::StartupTimes;
-use crate::stats::median;
 
 /// One figure of a path's [`Figures`], when measured.
 type Figure = fn(&Figures) -> Option<f64>;
@@ -107,39 +107,6 @@ pub struct Figures {
     pub rss_idle_connections: Option<f64>,
     /// Upload and download.
     pub bulk: Option<Bulk>,
-}
-
-/// CPU time per request, µs, split by where it was spent.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CpuSplit {
-    /// In the program's own code.
-    pub user: f64,
-    /// In the kernel on its behalf.
-    pub kernel: f64,
-}
-
-impl CpuSplit {
-    /// `cpu` spread over `requests`.
-    pub fn per_request(cpu: CpuTime, requests: u64) -> Self {
-        let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
-        Self {
-            user: per_request(cpu.user),
-            kernel: per_request(cpu.system),
-        }
-    }
-
-    /// Both parts together.
-    pub fn total(self) -> f64 {
-        self.user + self.kernel
-    }
-
-    /// The median of each part over `rounds`.
-    pub fn median(rounds: impl Iterator<Item = Self> + Clone) -> Self {
-        Self {
-            user: median(rounds.clone().map(|r| r.user).collect()),
-            kernel: median(rounds.map(|r| r.kernel).collect()),
-        }
-    }
 }
 
 impl Figures {

@@ -13,9 +13,12 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// bookkeeping; [`Pinned::held`] reports what it granted).
 pub const PINNED_REQUEST: u32 = 64 * 1024;
 
+/// Size of each chunk of the tests' bulk bodies.
+pub const CHUNK: usize = 64 * 1024;
+
 /// Most of a body one HTTP/1 connection buffers in user space per direction: hyper's default
 /// `max_buf_size` (8 KiB + 100 × 4 KiB), plus one chunk in hand while the buffer drains.
-pub const HYPER_BUFFER: u64 = 8192 + 4096 * 100 + crate::bulk::CHUNK as u64;
+pub const HYPER_BUFFER: u64 = 8192 + 4096 * 100 + CHUNK as u64;
 
 /// What one direction of a socket the product bounds may hold: the kernel grants twice the size
 /// asked for ([`cz_forward::DEFAULT_SOCKET_BUFFER`], both ends' default).

@@ -9,9 +9,7 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use crate::app::{tokio_stream_from, TestBody};
-
-/// Size of each produced chunk.
-pub const CHUNK: usize = 64 * 1024;
+pub use crate::buffers::CHUNK;
 
 /// The byte at `offset` of every bulk body.
 pub fn byte_at(offset: u64) -> u8 {
