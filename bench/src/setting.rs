@@ -15,11 +15,15 @@ use crate::tools::Tools;
 
 /// One worker setting of a run.
 pub struct Setting<'a> {
+    /// Workers of NGINX and cz-proxy, and where each side runs.
     pub placement: Placement,
+    /// How long and how hard each measurement runs.
     pub mode: &'a Mode,
+    /// The programs measured and driving the load.
     pub tools: &'a Tools,
     /// Counts system calls per request, when perf is there.
     pub syscalls: Option<SyscallCounter>,
+    /// When the whole run started, for its progress lines.
     pub started: Instant,
 }
 

@@ -62,9 +62,9 @@ pub fn flush() {
 }
 
 /// Writes the queued lines in order, for as long as czctl runs: what was queued meanwhile in one
-/// write per run of one stream's lines, then it rests for [`REST`], so that a line a request makes costs no wake-up
-/// of this thread (nor a system call) of its own. A closed stdout or stderr loses the lines, not
-/// czctl.
+/// write per run of one stream's lines, then it rests for [`REST`], so that a line a request
+/// makes costs no wake-up of this thread (nor a system call) of its own. A closed stdout or
+/// stderr loses the lines, not czctl.
 fn write(messages: Receiver<Message>) {
     let mut batch = Batch::default();
     while let Ok(first) = messages.recv() {
