@@ -191,9 +191,10 @@ impl Tunnel {
         let udp = match carrier {
             Carrier::Stream(_) => None,
             Carrier::Direct | Carrier::Auto { .. } => {
+                let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                    .map_err(TunnelError::Socket)?;
                 let mut endpoint =
-                    quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-                        .map_err(TunnelError::Socket)?;
+                    cz_shared::udp::endpoint(socket, None).map_err(TunnelError::Socket)?;
                 endpoint.set_default_client_config(config.identity.client_config()?);
                 Some(endpoint)
             }

@@ -175,13 +175,8 @@ pub async fn run(
     let mut server_config =
         identity.server_config_verifying(verifier.clone(), cz_shared::tls::transport_config())?;
     tunnel::bound_handshakes(&mut server_config);
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server_config),
-        listeners.tunnel,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(StartError::Tunnel)?;
+    let endpoint = cz_shared::udp::endpoint(listeners.tunnel, Some(server_config))
+        .map_err(StartError::Tunnel)?;
     // The same laptops, certificates and route over port-forward streams.
     let streams = StreamListener::new();
     let mut carrier_config =

@@ -5,7 +5,7 @@
 //! The wire is QUIC: [`protocol`] defines the handshake and frames, [`stream`] moves them over
 //! quinn streams that callers open, [`tls`] makes the per-session certificates and the mutual-TLS
 //! configuration of both ends, [`carrier`] carries the QUIC connection over a byte stream (a
-//! port-forward) as well as over UDP. Nothing here opens a socket.
+//! port-forward) and [`udp`] sets up its endpoints over UDP. Nothing here opens a socket.
 
 #![warn(missing_docs)]
 
@@ -19,5 +19,6 @@ pub mod rule;
 pub mod signal;
 pub mod stream;
 pub mod tls;
+pub mod udp;
 
 pub use rule::{InterceptRule, RuleError, DEFAULT_RULE};

@@ -345,17 +345,12 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Largest UDP payload MTU discovery tries: jumbo frames (9000-byte IP packets over IPv6). Where
-/// the path carries only 1500-byte packets the probes are lost and discovery settles lower; on
-/// loopback (a local cluster, a port-forward) six times fewer packets carry the same bytes.
-const MTU_UPPER_BOUND: u16 = 9000 - 48;
-
 /// The tunnel's QUIC transport over UDP. Flow-control windows bound what one tunnel buffers:
 /// 2 MiB per stream, 16 MiB per connection.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
-    mtu_discovery.upper_bound(MTU_UPPER_BOUND);
+    mtu_discovery.upper_bound(crate::udp::MTU_UPPER_BOUND);
     transport.mtu_discovery_config(Some(mtu_discovery));
     transport
         .max_concurrent_uni_streams(0u32.into())
