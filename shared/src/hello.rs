@@ -58,47 +58,10 @@ pub async fn proxy_hello(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::SERVER_NAME;
-    use crate::tls::SessionCa;
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    /// A proxy endpoint and a laptop connection to it, on 127.0.0.1.
-    async fn connected() -> (quinn::Endpoint, quinn::Connection, quinn::Connection) {
-        let ca = SessionCa::generate().expect("CA");
-        let proxy = ca.issue_proxy().expect("proxy identity");
-        let laptop = ca.issue_client().expect("laptop identity");
-        let server = quinn::Endpoint::server(
-            proxy.server_config().expect("server config"),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        )
-        .expect("server endpoint");
-        let mut client = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .expect("client endpoint");
-        client.set_default_client_config(laptop.client_config().expect("client config"));
-        let address = server.local_addr().expect("address");
-        let (accepted, dialled) = tokio::join!(
-            async {
-                server
-                    .accept()
-                    .await
-                    .expect("incoming")
-                    .await
-                    .expect("accepted")
-            },
-            async {
-                client
-                    .connect(address, SERVER_NAME)
-                    .expect("connect")
-                    .await
-                    .expect("connected")
-            },
-        );
-        (server, accepted, dialled)
-    }
 
     #[tokio::test]
     async fn both_sides_learn_the_others_hello() {
-        let (_server, proxy_side, laptop_side) = connected().await;
+        let (_server, proxy_side, laptop_side) = crate::udp::loopback_connection().await;
         let (laptop, proxy) = (Hello::new("laptop-1"), Hello::new("proxy-1"));
         let (seen_by_proxy, seen_by_laptop) =
             tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -115,7 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_major_version_is_a_mismatch_on_both_sides() {
-        let (_server, proxy_side, laptop_side) = connected().await;
+        let (_server, proxy_side, laptop_side) = crate::udp::loopback_connection().await;
         let mut laptop = Hello::new("laptop-2");
         laptop.protocol.major += 1;
         let proxy = Hello::new("proxy-1");

@@ -40,46 +40,49 @@ pub fn endpoint(
     quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
+/// A proxy endpoint on 127.0.0.1 and a laptop's connection to it, both made by [`endpoint`]
+/// with one session's identities: the proxy's endpoint, its side and the laptop's side.
+#[cfg(test)]
+pub(crate) async fn loopback_connection() -> (quinn::Endpoint, quinn::Connection, quinn::Connection)
+{
+    use std::net::Ipv4Addr;
+
+    let loopback = || UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback socket");
+    let session = crate::tls::SessionCa::generate().expect("CA");
+    let proxy_identity = session.issue_proxy().expect("proxy identity");
+    let laptop_identity = session.issue_client().expect("laptop identity");
+    let server = proxy_identity.server_config().expect("server config");
+    let proxy = endpoint(loopback(), Some(server)).expect("proxy endpoint");
+    let laptop = endpoint(loopback(), None).expect("laptop endpoint");
+    let client = laptop_identity.client_config().expect("client config");
+    let address = proxy.local_addr().expect("address");
+    let (accepted, dialled) = tokio::join!(
+        async {
+            proxy
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("accepted")
+        },
+        async {
+            let connecting = laptop.connect_with(client, address, crate::protocol::SERVER_NAME);
+            connecting.expect("connect").await.expect("connected")
+        },
+    );
+    (proxy, accepted, dialled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    use crate::protocol::SERVER_NAME;
-    use crate::tls::SessionCa;
-
-    fn loopback_endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback socket");
-        endpoint(socket, server).expect("an endpoint")
-    }
 
     /// Loopback carries 65,536-byte packets: after a bulk transfer both ends send the largest
     /// datagrams discovery tries, and no full batch of them was refused on the way (which black-hole
     /// detection would have answered by falling back to 1200-byte datagrams).
     #[tokio::test]
     async fn bulk_on_loopback_settles_on_the_largest_datagrams() {
-        let session = SessionCa::generate().expect("CA");
-        let proxy_identity = session.issue_proxy().expect("proxy");
-        let laptop_identity = session.issue_client().expect("laptop");
-        let proxy = loopback_endpoint(Some(proxy_identity.server_config().expect("server")));
-        let laptop = loopback_endpoint(None);
-        let address = proxy.local_addr().expect("address");
-        let client = laptop_identity.client_config().expect("client");
-
-        let (proxy_side, laptop_side) = tokio::join!(
-            async {
-                proxy
-                    .accept()
-                    .await
-                    .expect("incoming")
-                    .await
-                    .expect("accepted")
-            },
-            async {
-                let connecting = laptop.connect_with(client, address, SERVER_NAME);
-                connecting.expect("connect").await.expect("connected")
-            },
-        );
+        let (_proxy, proxy_side, laptop_side) = loopback_connection().await;
         let bulk = vec![0; 32 << 20];
         let (received, ()) = tokio::join!(
             async {
