@@ -61,7 +61,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_sides_learn_the_others_hello() {
-        let (_server, proxy_side, laptop_side) = crate::udp::loopback_connection().await;
+        let (_server, proxy_side, laptop_side) = crate::loopback::connection().await;
         let (laptop, proxy) = (Hello::new("laptop-1"), Hello::new("proxy-1"));
         let (seen_by_proxy, seen_by_laptop) =
             tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -78,7 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_major_version_is_a_mismatch_on_both_sides() {
-        let (_server, proxy_side, laptop_side) = crate::udp::loopback_connection().await;
+        let (_server, proxy_side, laptop_side) = crate::loopback::connection().await;
         let mut laptop = Hello::new("laptop-2");
         laptop.protocol.major += 1;
         let proxy = Hello::new("proxy-1");

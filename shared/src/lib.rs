@@ -21,4 +21,7 @@ pub mod stream;
 pub mod tls;
 pub mod udp;
 
+#[cfg(test)]
+mod loopback;
+
 pub use rule::{InterceptRule, RuleError, DEFAULT_RULE};

@@ -21,7 +21,7 @@ pub(crate) const MTU_UPPER_BOUND: u16 = 6550;
 const RECEIVE_BUFFER: usize = 2 << 20;
 
 /// A QUIC endpoint on `socket`, accepting connections with `server` if given. Its peers may send
-/// datagrams of up to [`MTU_UPPER_BOUND`] bytes, so that MTU discovery can reach it (a peer's
+/// datagrams of up to 6,550 bytes (`MTU_UPPER_BOUND`), so that MTU discovery can reach it (a peer's
 /// advertised `max_udp_payload_size` caps the search; quinn's default, 1472 bytes, would stop it
 /// at 1500-byte IP packets). quinn sizes its receive buffer for datagrams that large; its pages
 /// become resident only where such datagrams arrive.
@@ -38,70 +38,4 @@ pub fn endpoint(
         tracing::debug!(%error, "the tunnel's UDP receive buffer stays at the system default");
     }
     quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
-}
-
-/// A proxy endpoint on 127.0.0.1 and a laptop's connection to it, both made by [`endpoint`]
-/// with one session's identities: the proxy's endpoint, its side and the laptop's side.
-#[cfg(test)]
-pub(crate) async fn loopback_connection() -> (quinn::Endpoint, quinn::Connection, quinn::Connection)
-{
-    use std::net::Ipv4Addr;
-
-    let loopback = || UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback socket");
-    let session = crate::tls::SessionCa::generate().expect("CA");
-    let proxy_identity = session.issue_proxy().expect("proxy identity");
-    let laptop_identity = session.issue_client().expect("laptop identity");
-    let server = proxy_identity.server_config().expect("server config");
-    let proxy = endpoint(loopback(), Some(server)).expect("proxy endpoint");
-    let laptop = endpoint(loopback(), None).expect("laptop endpoint");
-    let client = laptop_identity.client_config().expect("client config");
-    let address = proxy.local_addr().expect("address");
-    let (accepted, dialled) = tokio::join!(
-        async {
-            proxy
-                .accept()
-                .await
-                .expect("incoming")
-                .await
-                .expect("accepted")
-        },
-        async {
-            let connecting = laptop.connect_with(client, address, crate::protocol::SERVER_NAME);
-            connecting.expect("connect").await.expect("connected")
-        },
-    );
-    (proxy, accepted, dialled)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Loopback carries 65,536-byte packets: after a bulk transfer both ends send the largest
-    /// datagrams discovery tries, and no full batch of them was refused on the way (which black-hole
-    /// detection would have answered by falling back to 1200-byte datagrams).
-    #[tokio::test]
-    async fn bulk_on_loopback_settles_on_the_largest_datagrams() {
-        let (_proxy, proxy_side, laptop_side) = loopback_connection().await;
-        let bulk = vec![0; 32 << 20];
-        let (received, ()) = tokio::join!(
-            async {
-                let (_, mut recv) = proxy_side.accept_bi().await.expect("a stream");
-                recv.read_to_end(bulk.len()).await.expect("the bulk").len()
-            },
-            async {
-                let (mut send, _) = laptop_side.open_bi().await.expect("a stream");
-                send.write_all(&bulk).await.expect("sent");
-                send.finish().expect("finished");
-                send.stopped().await.expect("read to the end");
-            },
-        );
-
-        assert_eq!(received, bulk.len());
-        for (side, connection) in [("laptop", &laptop_side), ("proxy", &proxy_side)] {
-            let path = connection.stats().path;
-            assert_eq!(path.black_holes_detected, 0, "{side}: {path:?}");
-            assert_eq!(path.current_mtu, MTU_UPPER_BOUND, "{side}: {path:?}");
-        }
-    }
 }
